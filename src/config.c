@@ -1,0 +1,1010 @@
+/*
+ * config.c - reads the INI file into a snapshot, driven by one table of
+ * keys per section (name, type, bounds, default), validates the whole, and
+ * resolves provider keys from the environment or key files.
+ *
+ * Not libinih: Debian 12's build truncates lines at 200 bytes (a long
+ * `models =` list would be cut silently) and gives the handler no line
+ * number, so "says exactly what is wrong and where" could not be kept.
+ * The format is small enough that its reader is the clearer choice.
+ */
+#include "config.h"
+
+#include "alloc.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#define CONFIG_MAX_FILE (1024 * 1024)
+#define CONFIG_MAX_ERRORS 20
+
+enum cfg_type {
+	T_STR,      /* char * */
+	T_SIZE,     /* long, bytes with k/m/g */
+	T_DURATION, /* long, milliseconds */
+	T_UINT,     /* long */
+	T_CHOICE,   /* long, index into choices */
+	T_STRLIST,  /* repeatable: char ** + count after it */
+	T_WORDS,    /* space-separated: char ** + count after it */
+};
+
+#define RESTART 0x1 /* applies only at start; reload keeps the old value */
+
+struct cfg_def {
+	const char *name;
+	enum cfg_type type;
+	size_t off;
+	unsigned flags;
+	const char *def; /* NULL: no default */
+	long min, max;
+	const char *const *choices;
+};
+
+static const char *const auth_choices[] = {"bearer", "x-api-key", "none", NULL};
+
+#define G(f) offsetof(struct scrim_config, f)
+/* Alphabetical, so `scrim check` and docs list keys in one order. */
+static const struct cfg_def gateway_defs[] = {
+	{"admin_listen", T_STR, G(admin_listen), RESTART, "127.0.0.1:8081", 0, 0, NULL},
+	{"auth", T_STR, G(auth), 0, "keys", 0, 0, NULL},
+	{"body_min_rate", T_SIZE, G(body_min_rate), 0, "4k", 0, 1L << 30, NULL},
+	{"body_timeout", T_DURATION, G(body_timeout_ms), 0, "10s", 100, 3600000, NULL},
+	{"drain_timeout", T_DURATION, G(drain_timeout_ms), 0, "30s", 0, 3600000, NULL},
+	{"egress_proxy", T_STR, G(egress_proxy), 0, "", 0, 0, NULL},
+	{"header_timeout", T_DURATION, G(header_timeout_ms), 0, "10s", 100, 600000, NULL},
+	{"idle_timeout", T_DURATION, G(idle_timeout_ms), 0, "60s", 100, 86400000, NULL},
+	{"listen", T_STR, G(listen), RESTART, "127.0.0.1:8080", 0, 0, NULL},
+	{"log_level", T_STR, G(log_level_str), 0, "info", 0, 0, NULL},
+	{"max_body_size", T_SIZE, G(max_body_size), 0, "8m", 1024, 1L << 30, NULL},
+	{"max_connections", T_UINT, G(max_connections), 0, "10000", 1, 1000000, NULL},
+	{"max_header_size", T_SIZE, G(max_header_size), 0, "16k", 1024, 1L << 20, NULL},
+	{"max_headers", T_UINT, G(max_headers), 0, "100", 8, 10000, NULL},
+	{"max_request_line", T_SIZE, G(max_request_line), 0, "8k", 256, 1L << 20, NULL},
+	{"send_timeout", T_DURATION, G(send_timeout_ms), 0, "60s", 100, 3600000, NULL},
+};
+#undef G
+
+#define P(f) offsetof(struct cfg_provider, f)
+static const struct cfg_def provider_defs[] = {
+	{"api_key_env", T_STR, P(api_key_env), 0, NULL, 0, 0, NULL},
+	{"api_key_file", T_STR, P(api_key_file), 0, NULL, 0, 0, NULL},
+	{"auth_header", T_CHOICE, P(auth_header), 0, "bearer", 0, 0, auth_choices},
+	{"base_url", T_STR, P(base_url), 0, NULL, 0, 0, NULL},
+	{"ca_file", T_STR, P(ca_file), 0, NULL, 0, 0, NULL},
+	{"connect_timeout", T_DURATION, P(connect_timeout_ms), 0, "10s", 10, 600000, NULL},
+	{"header", T_STRLIST, P(headers), 0, NULL, 0, 0, NULL},
+	{"timeout", T_DURATION, P(timeout_ms), 0, "10m", 10, 86400000, NULL},
+};
+#undef P
+
+#define R(f) offsetof(struct cfg_route, f)
+static const struct cfg_def route_defs[] = {
+	{"models", T_WORDS, R(models), 0, NULL, 0, 0, NULL},
+	{"prefix", T_STR, R(prefix), 0, NULL, 0, 0, NULL},
+	{"provider", T_STR, R(provider_name), 0, NULL, 0, 0, NULL},
+	{"strip", T_STR, R(strip), 0, NULL, 0, 0, NULL},
+};
+#undef R
+
+struct loader {
+	const char *path;
+	bool to_stderr;
+	int errors;
+	struct scrim_config *cfg;
+	/* Section being read. */
+	enum { SEC_NONE, SEC_GATEWAY, SEC_KEYS, SEC_PROVIDER, SEC_ROUTE } sec;
+	void *obj;
+	const struct cfg_def *defs;
+	size_t ndefs;
+	unsigned char *seen; /* one flag per def of the current section */
+	unsigned char gateway_seen[SCRIM_ARRAY_LEN(gateway_defs)];
+	int gateway_line[SCRIM_ARRAY_LEN(gateway_defs)];
+};
+
+/* The list helpers write the count right after the array pointer. */
+_Static_assert(offsetof(struct cfg_provider, nheaders) ==
+                   offsetof(struct cfg_provider, headers) + sizeof(char **),
+               "headers and nheaders must be adjacent");
+_Static_assert(offsetof(struct cfg_route, nmodels) ==
+                   offsetof(struct cfg_route, models) + sizeof(char **),
+               "models and nmodels must be adjacent");
+
+/* Line where a [gateway] key was set, 0 when it kept its default. */
+static int
+gline(const struct loader *ld, const char *key)
+{
+	for (size_t i = 0; i < SCRIM_ARRAY_LEN(gateway_defs); i++)
+		if (strcmp(gateway_defs[i].name, key) == 0)
+			return ld->gateway_line[i];
+	return 0;
+}
+
+SCRIM_PRINTF(3, 4) static void
+complain(struct loader *ld, int line, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ld->errors++;
+	if (ld->errors > CONFIG_MAX_ERRORS)
+		return;
+	if (ld->to_stderr)
+		fprintf(stderr, "%s:%d: %s\n", ld->path, line, msg);
+	else
+		log_error("config %s:%d: %s", ld->path, line, msg);
+}
+
+SCRIM_PRINTF(3, 4) static void
+warn(struct loader *ld, int line, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (ld->to_stderr)
+		fprintf(stderr, "%s:%d: warning: %s\n", ld->path, line, msg);
+	else
+		log_warn("config %s:%d: %s", ld->path, line, msg);
+}
+
+bool
+config_parse_duration(const char *s, long *ms)
+{
+	char *end;
+	double v, mult;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || errno != 0 || v < 0)
+		return false;
+	if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "m") == 0)
+		mult = 60000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600000;
+	else
+		return false;
+	v *= mult;
+	if (v > 1e12)
+		return false;
+	*ms = (long)v;
+	return true;
+}
+
+bool
+config_parse_size(const char *s, long *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned long long mult = 1;
+
+	if (!isdigit((unsigned char)s[0]))
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return false;
+	if (*end == 'k' || *end == 'K')
+		mult = 1024, end++;
+	else if (*end == 'm' || *end == 'M')
+		mult = 1024 * 1024, end++;
+	else if (*end == 'g' || *end == 'G')
+		mult = 1024ULL * 1024 * 1024, end++;
+	if (*end != '\0' || v > (1ULL << 40) / mult)
+		return false;
+	*out = (long)(v * mult);
+	return true;
+}
+
+static bool
+parse_uint(const char *s, long *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (!isdigit((unsigned char)s[0]))
+		return false;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v > 1000000000UL)
+		return false;
+	*out = (long)v;
+	return true;
+}
+
+/* ${VAR} and ${VAR:-fallback}; NULL after complaining. */
+static char *
+expand(struct loader *ld, int line, const char *v)
+{
+	size_t cap = strlen(v) + 1, n = 0;
+	char *out = xmalloc(cap);
+
+	while (*v) {
+		const char *add = v;
+		size_t addlen = 1;
+
+		if (v[0] == '$' && v[1] == '{') {
+			const char *close = strchr(v + 2, '}');
+			const char *dash;
+			char *name;
+			const char *val;
+
+			if (close == NULL) {
+				complain(ld, line, "unterminated ${ in value");
+				free(out);
+				return NULL;
+			}
+			name = xstrndup(v + 2, (size_t)(close - v - 2));
+			dash = strstr(name, ":-");
+			if (dash != NULL)
+				name[dash - name] = '\0';
+			val = getenv(name);
+			if (val == NULL || *val == '\0') {
+				if (dash == NULL) {
+					complain(ld, line,
+					         "environment variable %s is not set "
+					         "(use ${%s:-default} for a fallback)",
+					         name, name);
+					free(name);
+					free(out);
+					return NULL;
+				}
+				val = v + 2 + (dash - name) + 2;
+				addlen = (size_t)(close - val);
+			} else {
+				addlen = strlen(val);
+			}
+			add = val;
+			v = close + 1;
+			if (n + addlen + 1 > cap) {
+				cap = (n + addlen + 1) * 2;
+				out = xrealloc(out, cap);
+			}
+			memcpy(out + n, add, addlen);
+			n += addlen;
+			free(name);
+			continue;
+		}
+		if (n + 2 > cap) {
+			cap *= 2;
+			out = xrealloc(out, cap);
+		}
+		out[n++] = *add;
+		v++;
+	}
+	out[n] = '\0';
+	return out;
+}
+
+static char **
+split_words(const char *v, size_t *count)
+{
+	char **list = NULL;
+	size_t n = 0;
+
+	while (*v) {
+		while (*v == ' ' || *v == '\t' || *v == ',')
+			v++;
+		if (!*v)
+			break;
+		const char *s = v;
+		while (*v && *v != ' ' && *v != '\t' && *v != ',')
+			v++;
+		list = xrealloc(list, sizeof(*list) * (n + 1));
+		list[n++] = xstrndup(s, (size_t)(v - s));
+	}
+	*count = n;
+	return list;
+}
+
+static void
+set_value(struct loader *ld, int line, void *obj, const struct cfg_def *d,
+          const char *v)
+{
+	char *p = (char *)obj + d->off;
+	long num = 0;
+
+	switch (d->type) {
+	case T_STR:
+		free(*(char **)p);
+		*(char **)p = xstrdup(v);
+		return;
+	case T_SIZE:
+		if (!config_parse_size(v, &num)) {
+			complain(ld, line, "%s: '%s' is not a size (e.g. 16k, 8m)",
+			         d->name, v);
+			return;
+		}
+		break;
+	case T_DURATION:
+		if (!config_parse_duration(v, &num)) {
+			complain(ld, line,
+			         "%s: '%s' is not a duration (e.g. 250ms, 10s, 5m)",
+			         d->name, v);
+			return;
+		}
+		break;
+	case T_UINT:
+		if (!parse_uint(v, &num)) {
+			complain(ld, line, "%s: '%s' is not a whole number",
+			         d->name, v);
+			return;
+		}
+		break;
+	case T_CHOICE:
+		for (num = 0; d->choices[num]; num++)
+			if (strcmp(d->choices[num], v) == 0)
+				break;
+		if (d->choices[num] == NULL) {
+			complain(ld, line, "%s: '%s' is not one of the choices",
+			         d->name, v);
+			return;
+		}
+		*(long *)p = num;
+		return;
+	case T_STRLIST: {
+		char ***list = (char ***)p;
+		size_t *n = (size_t *)(p + sizeof(char **));
+		*list = xrealloc(*list, sizeof(char *) * (*n + 1));
+		(*list)[(*n)++] = xstrdup(v);
+		return;
+	}
+	case T_WORDS: {
+		char ***list = (char ***)p;
+		size_t *n = (size_t *)(p + sizeof(char **));
+		for (size_t i = 0; i < *n; i++)
+			free((*list)[i]);
+		free(*list);
+		*list = split_words(v, n);
+		return;
+	}
+	}
+	if ((d->min || d->max) && (num < d->min || num > d->max)) {
+		complain(ld, line, "%s: %s is out of range", d->name, v);
+		return;
+	}
+	*(long *)p = num;
+}
+
+static void
+apply_defaults(struct loader *ld, void *obj, const struct cfg_def *defs,
+               size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (defs[i].def != NULL)
+			set_value(ld, 0, obj, &defs[i], defs[i].def);
+}
+
+static bool
+parse_hex32(const char *s, unsigned char out[32])
+{
+	for (int i = 0; i < 32; i++) {
+		int hi = s[2 * i], lo;
+		if (!isxdigit(hi) || !isxdigit((unsigned char)s[2 * i + 1]))
+			return false;
+		lo = s[2 * i + 1];
+		hi = isdigit(hi) ? hi - '0' : (tolower(hi) - 'a' + 10);
+		lo = isdigit(lo) ? lo - '0' : (tolower(lo) - 'a' + 10);
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return s[64] == '\0';
+}
+
+static bool
+valid_name(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' &&
+		    *s != '.')
+			return false;
+	return true;
+}
+
+static void
+start_section(struct loader *ld, int line, char *hdr)
+{
+	struct scrim_config *c = ld->cfg;
+	char *sp = strchr(hdr, ' ');
+	char *kind = hdr, *name = NULL;
+
+	if (sp != NULL) {
+		*sp = '\0';
+		name = sp + 1;
+		while (*name == ' ')
+			name++;
+	}
+	free(ld->seen);
+	ld->seen = NULL;
+	ld->obj = NULL;
+	ld->defs = NULL;
+	ld->sec = SEC_NONE;
+
+	if (strcmp(kind, "gateway") == 0 && name == NULL) {
+		ld->sec = SEC_GATEWAY;
+		ld->obj = c;
+		return;
+	}
+	if (strcmp(kind, "keys") == 0 && name == NULL) {
+		ld->sec = SEC_KEYS;
+		return;
+	}
+	if ((strcmp(kind, "provider") == 0 || strcmp(kind, "route") == 0)) {
+		if (name == NULL || !valid_name(name)) {
+			complain(ld, line,
+			         "[%s NAME]: a name of letters, digits, '-', '_' "
+			         "or '.' is required",
+			         kind);
+			return;
+		}
+		if (kind[0] == 'p') {
+			for (size_t i = 0; i < c->nproviders; i++)
+				if (strcmp(c->providers[i].name, name) == 0) {
+					complain(ld, line,
+					         "provider '%s' is defined twice "
+					         "(first at line %d)",
+					         name, c->providers[i].line);
+					return;
+				}
+			c->providers = xrealloc(c->providers, sizeof(*c->providers) *
+			                                          (c->nproviders + 1));
+			struct cfg_provider *p = &c->providers[c->nproviders++];
+			memset(p, 0, sizeof(*p));
+			p->name = xstrdup(name);
+			p->line = line;
+			ld->sec = SEC_PROVIDER;
+			ld->obj = p;
+			ld->defs = provider_defs;
+			ld->ndefs = SCRIM_ARRAY_LEN(provider_defs);
+		} else {
+			for (size_t i = 0; i < c->nroutes; i++)
+				if (strcmp(c->routes[i].name, name) == 0) {
+					complain(ld, line,
+					         "route '%s' is defined twice "
+					         "(first at line %d)",
+					         name, c->routes[i].line);
+					return;
+				}
+			c->routes = xrealloc(c->routes,
+			                     sizeof(*c->routes) * (c->nroutes + 1));
+			struct cfg_route *r = &c->routes[c->nroutes++];
+			memset(r, 0, sizeof(*r));
+			r->name = xstrdup(name);
+			r->line = line;
+			ld->sec = SEC_ROUTE;
+			ld->obj = r;
+			ld->defs = route_defs;
+			ld->ndefs = SCRIM_ARRAY_LEN(route_defs);
+		}
+		apply_defaults(ld, ld->obj, ld->defs, ld->ndefs);
+		ld->seen = xcalloc(ld->ndefs, 1);
+		return;
+	}
+	complain(ld, line,
+	         "unknown section [%s%s%s] (expected [gateway], [keys], "
+	         "[provider NAME] or [route NAME])",
+	         kind, name ? " " : "", name ? name : "");
+}
+
+static void
+key_line(struct loader *ld, int line, const char *key, const char *val)
+{
+	const struct cfg_def *defs = ld->defs;
+	size_t ndefs = ld->ndefs;
+	unsigned char *seen = ld->seen;
+	char *v;
+
+	if (ld->sec == SEC_NONE) {
+		/* Keys before any section, or in a section already refused. */
+		if (ld->errors == 0)
+			complain(ld, line, "'%s' is outside any section", key);
+		return;
+	}
+	if (ld->sec == SEC_KEYS) {
+		struct scrim_config *c = ld->cfg;
+		struct cfg_client_key k;
+
+		if (!valid_name(key)) {
+			complain(ld, line, "key id '%s': use letters, digits, "
+			                   "'-', '_' or '.'", key);
+			return;
+		}
+		if (strncmp(val, "sha256:", 7) != 0 ||
+		    !parse_hex32(val + 7, k.sha256)) {
+			complain(ld, line,
+			         "key '%s': value must be sha256: and 64 hex digits "
+			         "(the hash, never the key; see `scrim keys "
+			         "generate`)",
+			         key);
+			return;
+		}
+		for (size_t i = 0; i < c->nkeys; i++) {
+			if (strcmp(c->keys[i].id, key) == 0) {
+				complain(ld, line, "key id '%s' is listed twice", key);
+				return;
+			}
+			if (memcmp(c->keys[i].sha256, k.sha256, 32) == 0) {
+				complain(ld, line, "key '%s' has the same hash as '%s'",
+				         key, c->keys[i].id);
+				return;
+			}
+		}
+		k.id = xstrdup(key);
+		c->keys = xrealloc(c->keys, sizeof(*c->keys) * (c->nkeys + 1));
+		c->keys[c->nkeys++] = k;
+		return;
+	}
+	if (ld->sec == SEC_GATEWAY) {
+		defs = gateway_defs;
+		ndefs = SCRIM_ARRAY_LEN(gateway_defs);
+		seen = ld->gateway_seen;
+	}
+	if (ld->sec == SEC_PROVIDER && strcmp(key, "api_key") == 0) {
+		complain(ld, line, "api_key: never write a provider key in the "
+		                   "config; use api_key_env or api_key_file");
+		return;
+	}
+	for (size_t i = 0; i < ndefs; i++) {
+		if (strcmp(defs[i].name, key) != 0)
+			continue;
+		if (seen[i] && defs[i].type != T_STRLIST) {
+			complain(ld, line, "'%s' is set twice in this section", key);
+			return;
+		}
+		seen[i] = 1;
+		if (ld->sec == SEC_GATEWAY)
+			ld->gateway_line[i] = line;
+		v = expand(ld, line, val);
+		if (v == NULL)
+			return;
+		set_value(ld, line, ld->obj, &defs[i], v);
+		free(v);
+		return;
+	}
+	complain(ld, line, "unknown key '%s' in this section", key);
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		e--;
+	*e = '\0';
+	return s;
+}
+
+static void
+parse_text(struct loader *ld, char *text)
+{
+	int line = 0;
+	char *save = text;
+
+	while (save != NULL && *save) {
+		char *l = save, *nl = strchr(save, '\n'), *eq;
+
+		line++;
+		if (nl != NULL) {
+			*nl = '\0';
+			save = nl + 1;
+		} else {
+			save = NULL;
+		}
+		l = trim(l);
+		if (*l == '\0' || *l == '#' || *l == ';')
+			continue;
+		if (*l == '[') {
+			char *close = strchr(l, ']');
+			if (close == NULL || close[1] != '\0') {
+				complain(ld, line, "malformed section header");
+				ld->sec = SEC_NONE;
+				continue;
+			}
+			*close = '\0';
+			start_section(ld, line, trim(l + 1));
+			continue;
+		}
+		eq = strchr(l, '=');
+		if (eq == NULL) {
+			complain(ld, line, "expected 'key = value'");
+			continue;
+		}
+		*eq = '\0';
+		key_line(ld, line, trim(l), trim(eq + 1));
+	}
+}
+
+bool
+config_parse_addr(const char *s, struct sockaddr_storage *ss, int *socklen)
+{
+	char host[256];
+	const char *colon;
+	size_t hl;
+	long port;
+	char *end;
+
+	memset(ss, 0, sizeof(*ss));
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			return false;
+		hl = (size_t)(close - s - 1);
+		if (hl >= sizeof(host))
+			return false;
+		memcpy(host, s + 1, hl);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return false;
+		hl = (size_t)(colon - s);
+		if (hl >= sizeof(host))
+			return false;
+		memcpy(host, s, hl);
+	}
+	host[hl] = '\0';
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (errno || *end || end == colon + 1 || port < 0 || port > 65535)
+		return false;
+	if (s[0] == '[') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+			return false;
+		*socklen = sizeof(*a);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET, hl ? host : "0.0.0.0", &a->sin_addr) != 1)
+			return false;
+		*socklen = sizeof(*a);
+	}
+	return true;
+}
+
+bool
+config_addr_is_loopback(const char *s)
+{
+	struct sockaddr_storage ss;
+	int len;
+
+	if (!config_parse_addr(s, &ss, &len))
+		return false;
+	if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+	}
+	return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&ss)->sin6_addr);
+}
+
+static char *
+read_file(const char *path, size_t max, size_t *len, int *err)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	size_t n;
+
+	if (f == NULL) {
+		*err = errno;
+		return NULL;
+	}
+	buf = xmalloc(max + 1);
+	n = fread(buf, 1, max + 1, f);
+	if (ferror(f) || n > max) {
+		*err = ferror(f) ? EIO : EFBIG;
+		fclose(f);
+		free(buf);
+		return NULL;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+static char *
+url_host(const char *url)
+{
+	const char *p = strstr(url, "://"), *e;
+
+	if (p == NULL)
+		return NULL;
+	p += 3;
+	if (*p == '[') {
+		e = strchr(p, ']');
+		if (e == NULL)
+			return NULL;
+		return xstrndup(p + 1, (size_t)(e - p - 1));
+	}
+	e = p + strcspn(p, ":/?#");
+	if (e == p)
+		return NULL;
+	return xstrndup(p, (size_t)(e - p));
+}
+
+static void
+load_provider_key(struct loader *ld, struct cfg_provider *p)
+{
+	if (p->api_key_env && p->api_key_file) {
+		complain(ld, p->line, "provider '%s': set api_key_env or "
+		                      "api_key_file, not both", p->name);
+		return;
+	}
+	if (p->api_key_env) {
+		const char *v = getenv(p->api_key_env);
+		if (v == NULL || *v == '\0') {
+			warn(ld, p->line,
+			     "provider '%s': %s is not set; requests routed to it "
+			     "will fail with provider_key_missing",
+			     p->name, p->api_key_env);
+			return;
+		}
+		p->api_key = xstrdup(v);
+	} else if (p->api_key_file) {
+		size_t len;
+		int err;
+		char *buf = read_file(p->api_key_file, 16384, &len, &err);
+
+		if (buf == NULL) {
+			complain(ld, p->line, "provider '%s': cannot read %s: %s",
+			         p->name, p->api_key_file, strerror(err));
+			return;
+		}
+		buf[strcspn(buf, "\r\n")] = '\0';
+		if (*buf == '\0') {
+			complain(ld, p->line, "provider '%s': %s is empty", p->name,
+			         p->api_key_file);
+			free(buf);
+			return;
+		}
+		p->api_key = xstrdup(buf);
+		xfree_secret(buf);
+	}
+	if (p->api_key != NULL) {
+		for (const char *c = p->api_key; *c; c++)
+			if ((unsigned char)*c < 0x21 || *c == 0x7f) {
+				complain(ld, p->line,
+				         "provider '%s': the key contains spaces or "
+				         "control characters",
+				         p->name);
+				xfree_secret(p->api_key);
+				p->api_key = NULL;
+				return;
+			}
+	}
+}
+
+static void
+validate(struct loader *ld)
+{
+	struct scrim_config *c = ld->cfg;
+	struct sockaddr_storage ss;
+	int sl;
+
+	if (!config_parse_addr(c->listen, &ss, &sl))
+		complain(ld, gline(ld, "listen"), "listen: '%s' is not host:port",
+		         c->listen);
+	if (!config_parse_addr(c->admin_listen, &ss, &sl))
+		complain(ld, gline(ld, "admin_listen"),
+		         "admin_listen: '%s' is not host:port",
+		         c->admin_listen);
+	if (!log_parse_level(c->log_level_str, &c->log_level))
+		complain(ld, gline(ld, "log_level"),
+		         "log_level: '%s' is not debug, info, warn or error",
+		         c->log_level_str);
+	if (strcmp(c->auth, "off") == 0) {
+		c->auth_off = true;
+		if (!config_addr_is_loopback(c->listen))
+			complain(ld, gline(ld, "auth"), "auth = off is allowed only when listen is a "
+			                "loopback address (listen = %s)", c->listen);
+	} else if (strcmp(c->auth, "keys") != 0) {
+		complain(ld, gline(ld, "auth"), "auth: '%s' is not 'keys' or 'off'",
+		         c->auth);
+	}
+	if (*c->egress_proxy && strncmp(c->egress_proxy, "http://", 7) != 0 &&
+	    strncmp(c->egress_proxy, "https://", 8) != 0)
+		complain(ld, gline(ld, "egress_proxy"), "egress_proxy: '%s' must be an http:// or https:// "
+		                "URL", c->egress_proxy);
+
+	for (size_t i = 0; i < c->nproviders; i++) {
+		struct cfg_provider *p = &c->providers[i];
+		size_t bl;
+
+		if (p->base_url == NULL) {
+			complain(ld, p->line, "provider '%s': base_url is required",
+			         p->name);
+			continue;
+		}
+		if (strncmp(p->base_url, "http://", 7) != 0 &&
+		    strncmp(p->base_url, "https://", 8) != 0) {
+			complain(ld, p->line, "provider '%s': base_url must start "
+			                      "with http:// or https://", p->name);
+			continue;
+		}
+		bl = strlen(p->base_url);
+		while (bl > 0 && p->base_url[bl - 1] == '/')
+			p->base_url[--bl] = '\0';
+		p->host = url_host(p->base_url);
+		if (p->host == NULL)
+			complain(ld, p->line, "provider '%s': base_url has no host",
+			         p->name);
+		for (size_t h = 0; h < p->nheaders; h++) {
+			const char *hv = p->headers[h], *colon = strchr(hv, ':');
+			bool ok = colon != NULL && colon != hv;
+			for (const char *k = hv; ok && k < colon; k++)
+				if (!isalnum((unsigned char)*k) && *k != '-' && *k != '_')
+					ok = false;
+			for (const char *k = colon ? colon : hv; ok && *k; k++)
+				if ((unsigned char)*k < 0x20 && *k != '\t')
+					ok = false;
+			if (!ok)
+				complain(ld, p->line,
+				         "provider '%s': header '%s' is not 'Name: value'",
+				         p->name, hv);
+		}
+		if (p->auth_header != AUTH_HDR_NONE && !p->api_key_env &&
+		    !p->api_key_file)
+			warn(ld, p->line, "provider '%s': auth_header is set but "
+			                  "no api_key_env or api_key_file", p->name);
+		load_provider_key(ld, p);
+	}
+	for (size_t i = 0; i < c->nroutes; i++) {
+		struct cfg_route *r = &c->routes[i];
+
+		if (r->prefix == NULL || r->prefix[0] != '/') {
+			complain(ld, r->line, "route '%s': prefix must be set and "
+			                      "start with '/'", r->name);
+			continue;
+		}
+		if (r->strip == NULL) {
+			size_t pl = strlen(r->prefix);
+			r->strip = xstrndup(r->prefix, pl > 1 && r->prefix[pl - 1] == '/'
+			                                   ? pl - 1 : pl);
+		} else if (strncmp(r->prefix, r->strip, strlen(r->strip)) != 0) {
+			complain(ld, r->line, "route '%s': strip '%s' is not a "
+			                      "prefix of '%s'", r->name, r->strip,
+			         r->prefix);
+		}
+		if (r->provider_name == NULL) {
+			complain(ld, r->line, "route '%s': provider is required",
+			         r->name);
+			continue;
+		}
+		for (size_t p = 0; p < c->nproviders; p++)
+			if (strcmp(c->providers[p].name, r->provider_name) == 0)
+				r->provider = &c->providers[p];
+		if (r->provider == NULL)
+			complain(ld, r->line, "route '%s': provider '%s' is not "
+			                      "defined", r->name, r->provider_name);
+	}
+	if (c->nroutes == 0)
+		warn(ld, 0, "no [route] sections: every request will get 404");
+	if (!c->auth_off && c->nkeys == 0)
+		warn(ld, 0, "[keys] is empty and auth = keys: every request will "
+		            "get 401 (add a key with `scrim keys generate NAME`)");
+}
+
+struct scrim_config *
+config_load(const char *path, bool to_stderr)
+{
+	struct loader ld;
+	struct scrim_config *c = xcalloc(1, sizeof(*c));
+	size_t len;
+	int err;
+	char *text;
+
+	memset(&ld, 0, sizeof(ld));
+	ld.path = path;
+	ld.to_stderr = to_stderr;
+	ld.cfg = c;
+	c->refcnt = 1;
+	c->path = xstrdup(path);
+	apply_defaults(&ld, c, gateway_defs, SCRIM_ARRAY_LEN(gateway_defs));
+
+	text = read_file(path, CONFIG_MAX_FILE, &len, &err);
+	if (text == NULL) {
+		complain(&ld, 0, "cannot read: %s", strerror(err));
+		goto fail;
+	}
+	if (strlen(text) != len) {
+		complain(&ld, 0, "the file contains a NUL byte");
+		free(text);
+		goto fail;
+	}
+	parse_text(&ld, text);
+	free(text);
+	free(ld.seen);
+	ld.seen = NULL;
+	if (ld.errors == 0)
+		validate(&ld);
+	if (ld.errors > 0) {
+		if (ld.errors > CONFIG_MAX_ERRORS)
+			complain(&ld, 0, "%d more errors not shown",
+			         ld.errors - CONFIG_MAX_ERRORS - 1);
+		goto fail;
+	}
+	return c;
+fail:
+	free(ld.seen);
+	c->refcnt = 1;
+	config_unref(c);
+	return NULL;
+}
+
+struct scrim_config *
+config_ref(struct scrim_config *c)
+{
+	c->refcnt++;
+	return c;
+}
+
+static void
+free_list(char **l, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(l[i]);
+	free(l);
+}
+
+void
+config_unref(struct scrim_config *c)
+{
+	if (c == NULL || --c->refcnt > 0)
+		return;
+	for (size_t i = 0; i < c->nproviders; i++) {
+		struct cfg_provider *p = &c->providers[i];
+		free(p->name);
+		free(p->base_url);
+		free(p->api_key_env);
+		free(p->api_key_file);
+		xfree_secret(p->api_key);
+		free_list(p->headers, p->nheaders);
+		free(p->ca_file);
+		free(p->host);
+	}
+	free(c->providers);
+	for (size_t i = 0; i < c->nroutes; i++) {
+		struct cfg_route *r = &c->routes[i];
+		free(r->name);
+		free(r->prefix);
+		free(r->strip);
+		free_list(r->models, r->nmodels);
+		free(r->provider_name);
+	}
+	free(c->routes);
+	for (size_t i = 0; i < c->nkeys; i++)
+		free(c->keys[i].id);
+	free(c->keys);
+	free(c->path);
+	free(c->listen);
+	free(c->admin_listen);
+	free(c->auth);
+	free(c->egress_proxy);
+	free(c->log_level_str);
+	free(c);
+}

@@ -1,0 +1,99 @@
+/*
+ * config.h - the configuration: one immutable, refcounted snapshot per
+ * successful load. Requests hold a reference to the snapshot they started
+ * with, so a reload (SIGHUP) never changes a request in flight and a file
+ * that fails to load never replaces the one in force.
+ */
+#ifndef SCRIM_CONFIG_H
+#define SCRIM_CONFIG_H
+
+#include "log.h"
+#include "scrim.h"
+
+enum cfg_auth_header { AUTH_HDR_BEARER, AUTH_HDR_X_API_KEY, AUTH_HDR_NONE };
+
+struct cfg_provider {
+	char *name;
+	int line;               /* where its section starts, for messages */
+	char *base_url;         /* without a trailing slash */
+	char *api_key_env;
+	char *api_key_file;
+	char *api_key;          /* resolved secret or NULL; wiped on free */
+	long auth_header;       /* enum cfg_auth_header */
+	char **headers;         /* "Name: value" */
+	size_t nheaders;
+	long connect_timeout_ms;
+	long timeout_ms;
+	char *ca_file;
+	char *host;             /* from base_url, for /readyz */
+};
+
+struct cfg_route {
+	char *name;
+	int line;
+	char *prefix;
+	char *strip;            /* removed from the path before forwarding */
+	char **models;          /* globs; none = any model */
+	size_t nmodels;
+	char *provider_name;
+	struct cfg_provider *provider;
+};
+
+struct cfg_client_key {
+	char *id;
+	unsigned char sha256[32];
+};
+
+struct scrim_config {
+	int refcnt;
+	char *path;
+
+	/* [gateway]; see conf/scrim.conf for what each means. */
+	char *listen;
+	char *admin_listen;
+	char *auth;             /* "keys" or "off" */
+	bool auth_off;
+	long max_request_line;
+	long max_header_size;
+	long max_headers;
+	long max_body_size;
+	long header_timeout_ms;
+	long body_timeout_ms;
+	long body_min_rate;
+	long idle_timeout_ms;
+	long send_timeout_ms;
+	long max_connections;
+	long drain_timeout_ms;
+	char *egress_proxy;
+	char *log_level_str;
+	enum log_level log_level;
+
+	struct cfg_client_key *keys;
+	size_t nkeys;
+	struct cfg_provider *providers;
+	size_t nproviders;
+	struct cfg_route *routes;
+	size_t nroutes;
+};
+
+/*
+ * Load and validate a file. Returns a snapshot with refcnt 1, or NULL after
+ * reporting every problem found as "FILE:LINE: message" through log_error
+ * (or on stderr when to_stderr). Warnings (a provider key variable unset)
+ * do not fail the load.
+ */
+struct scrim_config *config_load(const char *path, bool to_stderr);
+struct scrim_config *config_ref(struct scrim_config *c);
+void config_unref(struct scrim_config *c);
+
+/* Parse "host:port" / "[v6]:port" into a sockaddr; false when malformed. */
+struct sockaddr_storage;
+bool config_parse_addr(const char *s, struct sockaddr_storage *ss,
+                       int *socklen);
+bool config_addr_is_loopback(const char *s);
+
+/* Unit parsers, exported for tests. */
+bool config_parse_duration(const char *s, long *ms);
+bool config_parse_size(const char *s, long *out);
+
+#endif

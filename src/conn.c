@@ -1,0 +1,650 @@
+/*
+ * conn.c - client connections: HTTP/1.1 framing on a bufferevent, the
+ * connection state machine and its timers. Request semantics live in
+ * request.c (gateway port) and admin.c (admin port); this file only
+ * knows where a request starts and ends.
+ *
+ * Callbacks are deferred (BEV_OPT_DEFER_CALLBACKS), so nothing that writes
+ * to a connection ever re-enters the code that called it, and a
+ * connection is only freed from its own callbacks or from code that
+ * returns right after. Any answer that leaves the connection in doubt
+ * (bad framing, an unread body) closes it, after a bounded "lingering"
+ * read so the client gets to see the error instead of a reset.
+ */
+#include "conn.h"
+
+#include "admin.h"
+#include "alloc.h"
+#include "config.h"
+#include "log.h"
+#include "request.h"
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONN_OUTPUT_HIGH (256 * 1024) /* pause the producer above this */
+#define CONN_OUTPUT_LOW (64 * 1024)   /* and resume it below this */
+#define CONN_BUSY_INPUT_MAX (64 * 1024)
+#define CONN_LINGER_MS 2000
+#define CONN_MAX_LEADING_CRLF 4
+
+static void process_input(struct scrim_conn *c);
+
+uint64_t
+conn_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void
+arm(struct scrim_conn *c, long ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(c->timer, &tv);
+}
+
+static void
+disarm(struct scrim_conn *c)
+{
+	evtimer_del(c->timer);
+}
+
+static void
+conn_free(struct scrim_conn *c)
+{
+	struct scrim_server *srv = c->srv;
+
+	if (c->req != NULL)
+		req_abort(c->req);
+	if (c->kind == CONN_ADMIN)
+		admin_conn_closed(c);
+	TAILQ_REMOVE(&srv->conns, c, link);
+	bufferevent_free(c->bev);
+	event_free(c->timer);
+	evbuffer_free(c->body);
+	http_head_free(&c->head);
+	config_unref(c->cfg);
+	free(c);
+	srv->nconns--;
+	server_conn_closed(srv);
+}
+
+void
+conn_close(struct scrim_conn *c, const char *why)
+{
+	log_debug("conn %llu %s: closed (%s)", (unsigned long long)c->id,
+	          c->peer, why);
+	conn_free(c);
+}
+
+/* Wait for the next request on a kept-alive connection. */
+static void
+next_request(struct scrim_conn *c)
+{
+	http_head_free(&c->head);
+	c->have_head = false;
+	c->resp_started = false;
+	c->body_pending = false;
+	config_unref(c->cfg);
+	c->cfg = NULL;
+	evbuffer_drain(c->body, evbuffer_get_length(c->body));
+	c->state = CONN_IDLE;
+	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+	arm(c, c->srv->cfg->idle_timeout_ms);
+	/* Pipelined bytes are already buffered and will not raise another
+	 * read event: ask for one, from the loop. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		bufferevent_trigger(c->bev, EV_READ,
+		                    BEV_TRIG_IGNORE_WATERMARKS |
+		                        BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void
+begin_close(struct scrim_conn *c)
+{
+	c->state = CONN_CLOSING;
+	disarm(c);
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	/* The write callback closes once the output is flushed; if it is
+	 * already, trigger it from the loop. */
+	arm(c, c->srv->cfg->send_timeout_ms);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		bufferevent_trigger(c->bev, EV_WRITE,
+		                    BEV_TRIG_IGNORE_WATERMARKS |
+		                        BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void
+response_done(struct scrim_conn *c)
+{
+	if (c->close_after || c->srv->draining)
+		begin_close(c);
+	else
+		next_request(c);
+}
+
+static size_t
+json_escape(char *out, size_t cap, const char *s)
+{
+	size_t n = 0;
+
+	for (; *s && n + 7 < cap; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)ch;
+		} else if (ch < 0x20) {
+			n += (size_t)snprintf(out + n, cap - n, "\\u%04x", ch);
+		} else {
+			out[n++] = (char)ch;
+		}
+	}
+	out[n] = '\0';
+	return n;
+}
+
+static void
+write_head(struct scrim_conn *c, int status, const char *extra,
+           size_t extra_len, const char *framing)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	if (c->req_id[0] == '\0')
+		server_next_req_id(c->srv, c->req_id);
+	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nx-request-id: %s\r\n", status,
+	                    http_reason(status), c->req_id);
+	if (extra_len)
+		evbuffer_add(out, extra, extra_len);
+	evbuffer_add_printf(out, "%s%s\r\n", framing,
+	                    c->close_after ? "connection: close\r\n" : "");
+	c->resp_started = true;
+}
+
+/* Decide before the head goes out whether the connection survives it. */
+static void
+decide_close(struct scrim_conn *c)
+{
+	if (!c->have_head || c->state == CONN_READ_HEAD ||
+	    c->state == CONN_READ_BODY || c->body_pending) {
+		/* Framing unknown or body unread: the rest of the stream
+		 * cannot be trusted to start at a request boundary. */
+		c->close_after = true;
+		c->linger = true;
+	}
+	if (c->have_head && !c->head.keep_alive)
+		c->close_after = true;
+	if (c->srv->draining)
+		c->close_after = true;
+}
+
+void
+conn_send_simple(struct scrim_conn *c, int status, const char *ctype,
+                 const char *body, size_t len, const char *extra)
+{
+	char framing[128];
+	char *hdrs;
+
+	if (c->resp_started) {
+		conn_send_abort(c);
+		return;
+	}
+	decide_close(c);
+	disarm(c);
+	hdrs = xasprintf("content-type: %s\r\n%s", ctype, extra ? extra : "");
+	snprintf(framing, sizeof(framing), "content-length: %zu\r\n", len);
+	write_head(c, status, hdrs, strlen(hdrs), framing);
+	free(hdrs);
+	if (!(c->have_head && c->head.method == HTTP_HEAD))
+		evbuffer_add(bufferevent_get_output(c->bev), body, len);
+	if (c->state == CONN_READ_HEAD || c->state == CONN_READ_BODY ||
+	    c->state == CONN_IDLE)
+		c->state = CONN_BUSY;
+	response_done(c);
+}
+
+void
+conn_send_error(struct scrim_conn *c, enum scrim_err err, const char *message)
+{
+	const struct err_info *ei = err_info(err);
+	char msg[600], body[900];
+	int n;
+
+	c->srv->stats.errors++;
+	json_escape(msg, sizeof(msg), message ? message : ei->message);
+	n = snprintf(body, sizeof(body),
+	             "{\"error\":{\"message\":\"%s\",\"type\":\"%s\","
+	             "\"code\":\"%s\"}}\n",
+	             msg, ei->type, ei->code);
+	if (n < 0 || (size_t)n >= sizeof(body))
+		n = 0;
+	log_debug("conn %llu %s: %d %s", (unsigned long long)c->id, c->peer,
+	          ei->status, ei->code);
+	conn_send_simple(c, ei->status, "application/json", body, (size_t)n,
+	                 NULL);
+}
+
+void
+conn_send_head(struct scrim_conn *c, int status, const char *extra,
+               size_t extra_len)
+{
+	const char *framing = "";
+
+	decide_close(c);
+	c->resp_no_body = c->head.method == HTTP_HEAD || status == 204 ||
+	                  status == 304;
+	c->resp_chunked = false;
+	if (!c->resp_no_body) {
+		if (c->head.version == 11) {
+			c->resp_chunked = true;
+			framing = "transfer-encoding: chunked\r\n";
+		} else {
+			/* HTTP/1.0: the end of the body is the close. */
+			c->close_after = true;
+		}
+	}
+	write_head(c, status, extra, extra_len, framing);
+}
+
+bool
+conn_send_data(struct scrim_conn *c, const char *p, size_t n)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	if (c->state != CONN_BUSY || !c->resp_started)
+		return false;
+	if (n == 0 || c->resp_no_body)
+		return true;
+	if (c->resp_chunked) {
+		if (evbuffer_add_printf(out, "%zx\r\n", n) < 0 ||
+		    evbuffer_add(out, p, n) != 0 || evbuffer_add(out, "\r\n", 2) != 0)
+			return false;
+	} else if (evbuffer_add(out, p, n) != 0) {
+		return false;
+	}
+	return true;
+}
+
+bool
+conn_output_full(struct scrim_conn *c)
+{
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) <
+	    CONN_OUTPUT_HIGH)
+		return false;
+	c->write_paused = true;
+	bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
+	return true;
+}
+
+void
+conn_send_end(struct scrim_conn *c)
+{
+	if (c->resp_chunked && !c->resp_no_body)
+		evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+	response_done(c);
+}
+
+void
+conn_send_abort(struct scrim_conn *c)
+{
+	c->close_after = true;
+	c->linger = false;
+	begin_close(c);
+}
+
+static void
+body_emit(void *arg, const char *p, size_t n)
+{
+	struct scrim_conn *c = arg;
+	evbuffer_add(c->body, p, n);
+}
+
+static void
+body_finished(struct scrim_conn *c)
+{
+	disarm(c);
+	c->state = CONN_BUSY;
+	c->body_pending = false;
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_BUSY_INPUT_MAX);
+}
+
+/* 1: body complete; 0: more to come; -1: refused, *err says why. */
+static int
+body_feed(struct scrim_conn *c, enum scrim_err *err)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	const struct scrim_config *cfg = c->cfg;
+	size_t avail = evbuffer_get_length(in);
+	uint64_t elapsed;
+
+	if (c->head.chunked) {
+		size_t used = 0;
+		enum http_chunk_result r = HTTP_CHUNK_MORE;
+
+		if (avail > 0) {
+			const char *p = (const char *)evbuffer_pullup(in, -1);
+			r = http_chunked_feed(&c->chunked, p, avail, &used,
+			                      (size_t)cfg->max_body_size, body_emit, c);
+			evbuffer_drain(in, used);
+		}
+		if (r == HTTP_CHUNK_BAD) {
+			*err = ERR_BAD_REQUEST;
+			return -1;
+		}
+		if (r == HTTP_CHUNK_TOO_BIG) {
+			*err = ERR_BODY_TOO_LARGE;
+			return -1;
+		}
+		if (r == HTTP_CHUNK_DONE) {
+			body_finished(c);
+			return 1;
+		}
+	} else {
+		size_t take = avail < (size_t)c->body_left ? avail
+		                                           : (size_t)c->body_left;
+		if (take > 0)
+			evbuffer_remove_buffer(in, c->body, take);
+		c->body_left -= (int64_t)take;
+		if (c->body_left == 0) {
+			body_finished(c);
+			return 1;
+		}
+	}
+	/* Still reading: an idle gap or a crawl both end in 408. */
+	elapsed = conn_now_ms() - c->body_start_ms;
+	if (elapsed > 1000 && cfg->body_min_rate > 0 &&
+	    evbuffer_get_length(c->body) * 1000 / elapsed <
+	        (uint64_t)cfg->body_min_rate) {
+		*err = ERR_REQUEST_TIMEOUT;
+		return -1;
+	}
+	arm(c, cfg->body_timeout_ms);
+	return 0;
+}
+
+/* Body progress from the loop: tell the owner when it ends either way. */
+static void
+body_progress(struct scrim_conn *c)
+{
+	enum scrim_err err = ERR_NONE;
+	int rc = body_feed(c, &err);
+
+	if (rc == 0)
+		return;
+	c->state = CONN_BUSY;
+	c->body_done(c, rc > 0 ? ERR_NONE : err);
+}
+
+int
+conn_read_body(struct scrim_conn *c, conn_body_cb done, enum scrim_err *err)
+{
+	const struct scrim_config *cfg = c->cfg;
+
+	if (!c->head.chunked && c->head.content_length <= 0)
+		return 1;
+	if (c->head.content_length > cfg->max_body_size) {
+		/* Refused on sight: the body is never read (413 at once). */
+		*err = ERR_BODY_TOO_LARGE;
+		return -1;
+	}
+	if (c->head.expect_continue)
+		evbuffer_add(bufferevent_get_output(c->bev),
+		             "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	memset(&c->chunked, 0, sizeof(c->chunked));
+	c->body_left = c->head.content_length;
+	c->body_done = done;
+	c->body_start_ms = conn_now_ms();
+	c->state = CONN_READ_BODY;
+	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+	return body_feed(c, err);
+}
+
+static void
+head_complete(struct scrim_conn *c, size_t head_len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	const struct scrim_config *cfg = c->cfg;
+	struct http_limits lim = {(size_t)cfg->max_request_line,
+	                          (size_t)cfg->max_header_size,
+	                          (size_t)cfg->max_headers};
+	char *buf = xmalloc(head_len);
+	enum scrim_err err;
+
+	evbuffer_remove(in, buf, head_len);
+	disarm(c);
+	server_next_req_id(c->srv, c->req_id);
+	err = http_head_parse(buf, head_len, &lim, &c->head);
+	if (err != ERR_NONE) {
+		conn_send_error(c, err, NULL);
+		return;
+	}
+	c->have_head = true;
+	c->body_pending = c->head.chunked || c->head.content_length > 0;
+	c->close_after = false;
+	c->linger = false;
+	c->state = CONN_BUSY;
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_BUSY_INPUT_MAX);
+	if (c->kind == CONN_ADMIN)
+		admin_handle(c);
+	else
+		req_start(c);
+}
+
+static void
+process_input(struct scrim_conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t n;
+
+	switch (c->state) {
+	case CONN_IDLE: {
+		/* RFC 9112 §2.2: ignore empty lines before a request line. */
+		unsigned char crlf[2];
+		for (int i = 0; i < CONN_MAX_LEADING_CRLF &&
+		                evbuffer_copyout(in, crlf, 2) == 2 &&
+		                crlf[0] == '\r' && crlf[1] == '\n';
+		     i++)
+			evbuffer_drain(in, 2);
+		if (evbuffer_get_length(in) == 0)
+			return;
+		c->state = CONN_READ_HEAD;
+		memset(&c->scan, 0, sizeof(c->scan));
+		c->req_id[0] = '\0';
+		config_unref(c->cfg);
+		c->cfg = config_ref(c->srv->cfg);
+		arm(c, c->cfg->header_timeout_ms);
+	}
+	/* fall through */
+	case CONN_READ_HEAD: {
+		const struct scrim_config *cfg = c->cfg;
+		struct http_limits lim = {(size_t)cfg->max_request_line,
+		                          (size_t)cfg->max_header_size,
+		                          (size_t)cfg->max_headers};
+		size_t cap = lim.max_request_line + lim.max_header_size + 8;
+		size_t head_len = 0;
+		enum scrim_err err = ERR_NONE;
+		const char *p;
+
+		n = evbuffer_get_length(in);
+		if (n > cap)
+			n = cap;
+		p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+		switch (http_head_scan(&c->scan, p, n, &lim, &head_len, &err)) {
+		case HTTP_SCAN_MORE:
+			return;
+		case HTTP_SCAN_ERROR:
+			conn_send_error(c, err, NULL);
+			return;
+		case HTTP_SCAN_DONE:
+			head_complete(c, head_len);
+			return;
+		}
+		return;
+	}
+	case CONN_READ_BODY:
+		body_progress(c);
+		return;
+	case CONN_LINGER:
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	case CONN_BUSY:
+	case CONN_CLOSING:
+		return;
+	}
+}
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	process_input(arg);
+}
+
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+	struct scrim_conn *c = arg;
+	size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+
+	if (c->state == CONN_CLOSING) {
+		if (left > 0)
+			return;
+		if (!c->linger) {
+			conn_close(c, "answer sent");
+			return;
+		}
+		/* Shut our side so the client sees the end of the answer,
+		 * then drain what it still sends, so the kernel does not
+		 * answer it with a reset that could destroy our answer. */
+		shutdown(bufferevent_getfd(bev), SHUT_WR);
+		c->state = CONN_LINGER;
+		evbuffer_drain(bufferevent_get_input(bev),
+		               evbuffer_get_length(bufferevent_get_input(bev)));
+		bufferevent_setwatermark(bev, EV_READ, 0, 0);
+		bufferevent_enable(bev, EV_READ);
+		arm(c, CONN_LINGER_MS);
+		return;
+	}
+	if (c->write_paused && left <= CONN_OUTPUT_LOW) {
+		c->write_paused = false;
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		if (c->req != NULL)
+			req_output_drained(c->req);
+	}
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct scrim_conn *c = arg;
+
+	(void)bev;
+	if ((what & BEV_EVENT_EOF) && c->state == CONN_CLOSING) {
+		/* The client stopped sending; it may still read our answer. */
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT)
+		conn_close(c, "send timeout");
+	else if (what & BEV_EVENT_EOF)
+		conn_close(c, "client closed");
+	else
+		conn_close(c, "socket error");
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct scrim_conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	switch (c->state) {
+	case CONN_IDLE:
+		conn_close(c, "idle");
+		return;
+	case CONN_READ_HEAD:
+		conn_send_error(c, ERR_REQUEST_TIMEOUT, NULL);
+		return;
+	case CONN_READ_BODY:
+		c->state = CONN_BUSY;
+		c->body_done(c, ERR_REQUEST_TIMEOUT);
+		return;
+	case CONN_CLOSING:
+		conn_close(c, "flush timeout");
+		return;
+	case CONN_LINGER:
+		conn_close(c, "linger done");
+		return;
+	case CONN_BUSY:
+		return;
+	}
+}
+
+struct scrim_conn *
+conn_new(struct scrim_server *srv, int fd, const struct sockaddr *sa,
+         int salen, enum conn_kind kind)
+{
+	struct scrim_conn *c = xcalloc(1, sizeof(*c));
+	struct timeval wt;
+	char host[INET6_ADDRSTRLEN] = "?";
+	int one = 1;
+
+	(void)salen;
+	c->srv = srv;
+	c->kind = kind;
+	c->id = ++srv->next_conn_id;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		snprintf(c->peer, sizeof(c->peer), "%s:%u", host,
+		         ntohs(a->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+		snprintf(c->peer, sizeof(c->peer), "[%s]:%u", host,
+		         ntohs(a->sin6_port));
+	}
+	/* SSE events are small writes that must not wait for Nagle. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->bev = bufferevent_socket_new(srv->base, fd,
+	                                BEV_OPT_CLOSE_ON_FREE |
+	                                    BEV_OPT_DEFER_CALLBACKS);
+	c->timer = evtimer_new(srv->base, timer_cb, c);
+	c->body = evbuffer_new();
+	if (c->bev == NULL || c->timer == NULL || c->body == NULL) {
+		log_error("conn: out of memory for a new connection");
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->timer != NULL)
+			event_free(c->timer);
+		if (c->body != NULL)
+			evbuffer_free(c->body);
+		free(c);
+		return NULL;
+	}
+	TAILQ_INSERT_TAIL(&srv->conns, c, link);
+	srv->nconns++;
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	wt.tv_sec = srv->cfg->send_timeout_ms / 1000;
+	wt.tv_usec = (srv->cfg->send_timeout_ms % 1000) * 1000;
+	bufferevent_set_timeouts(c->bev, NULL, &wt);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->state = CONN_IDLE;
+	arm(c, srv->cfg->idle_timeout_ms);
+	return c;
+}

@@ -1,0 +1,108 @@
+/*
+ * conn.h - one client connection: its bufferevent, its timers and its
+ * state machine (reading a head, reading a body, busy with a request,
+ * closing). It frames HTTP/1.1 in both directions and hands complete
+ * heads to a handler: the request pipeline on the gateway port, the admin
+ * pages on the admin port. It owns at most one request at a time.
+ */
+#ifndef SCRIM_CONN_H
+#define SCRIM_CONN_H
+
+#include "err.h"
+#include "http.h"
+#include "scrim.h"
+
+#include <sys/queue.h>
+
+struct evbuffer;
+struct sockaddr;
+
+enum conn_kind { CONN_GATEWAY, CONN_ADMIN };
+
+enum conn_state {
+	CONN_IDLE,      /* waiting for a request's first byte (idle_timeout) */
+	CONN_READ_HEAD, /* header deadline running */
+	CONN_READ_BODY, /* body timeout and minimum rate */
+	CONN_BUSY,      /* a handler owns the request; answer in progress */
+	CONN_CLOSING,   /* flushing the last answer, then close */
+	CONN_LINGER,    /* write side shut, discarding input until EOF */
+};
+
+/* The body is read (err == ERR_NONE) or could not be (timeout, bad
+ * framing, too large): the owner answers with conn_send_error. */
+typedef void (*conn_body_cb)(struct scrim_conn *c, enum scrim_err err);
+
+struct scrim_conn {
+	TAILQ_ENTRY(scrim_conn) link; /* server's list of connections */
+	struct scrim_server *srv;
+	struct scrim_config *cfg; /* snapshot for the request being read */
+	enum conn_kind kind;
+	enum conn_state state;
+	struct bufferevent *bev;
+	struct event *timer;
+	char peer[64];
+	uint64_t id;
+
+	struct http_scan scan;
+	struct http_head head; /* valid from CONN_BUSY/READ_BODY */
+	bool have_head;
+	char req_id[17];       /* x-request-id of the current request */
+
+	struct evbuffer *body; /* decoded request body */
+	struct http_chunked chunked;
+	int64_t body_left;     /* bytes still to read with Content-Length */
+	uint64_t body_start_ms;
+	conn_body_cb body_done;
+	bool body_pending;     /* a body was announced and not read */
+
+	bool resp_started;
+	bool resp_chunked;    /* chunked framing (HTTP/1.1 client) */
+	bool resp_no_body;    /* HEAD request */
+	bool close_after;     /* close once this answer is written */
+	bool linger;          /* unread input may follow: shut write first */
+	bool write_paused;    /* a producer waits for the output to drain */
+
+	struct scrim_req *req;
+	void *admin; /* admin.c's state for a request in progress */
+};
+
+struct scrim_conn *conn_new(struct scrim_server *srv, int fd,
+                            const struct sockaddr *sa, int salen,
+                            enum conn_kind kind);
+/* Close now: aborts the request in flight. Safe from any callback. */
+void conn_close(struct scrim_conn *c, const char *why);
+
+/*
+ * Read the announced body into c->body. Returns 1 when it is complete
+ * already (done is not called), 0 when done will be called later from the
+ * loop, -1 with *err set when it is refused now (nothing sent yet).
+ */
+int conn_read_body(struct scrim_conn *c, conn_body_cb done,
+                   enum scrim_err *err) SCRIM_MUSTCHECK;
+
+/* Whole answers: the connection stays open unless framing is unknown. */
+void conn_send_error(struct scrim_conn *c, enum scrim_err err,
+                     const char *message);
+void conn_send_simple(struct scrim_conn *c, int status,
+                      const char *content_type, const char *body,
+                      size_t len, const char *extra_headers);
+
+/*
+ * Streaming answers: a head (extra_headers is a block of "Name: value\r\n"
+ * lines), any number of data pieces, then end or abort. conn_send_data
+ * returns false when the client is gone. conn_output_full tells a producer
+ * to pause; the request hears conn_resume_producer when output drained.
+ */
+void conn_send_head(struct scrim_conn *c, int status, const char *extra,
+                    size_t extra_len);
+bool conn_send_data(struct scrim_conn *c, const char *p, size_t n);
+bool conn_output_full(struct scrim_conn *c);
+void conn_send_end(struct scrim_conn *c);
+/* Upstream broke mid-answer: flush what we have and close without the
+ * terminating chunk, so the client sees a truncated response. */
+void conn_send_abort(struct scrim_conn *c);
+
+/* Current monotonic time in ms. */
+uint64_t conn_now_ms(void);
+
+#endif

@@ -1,0 +1,206 @@
+/*
+ * main.c - the `scrim` command line: parses the subcommand and its
+ * options and hands over to the module that does the work.
+ */
+#include "alloc.h"
+#include "auth.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_CONFIG "/etc/scrim/scrim.conf"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: scrim COMMAND [OPTIONS]\n"
+	        "\n"
+	        "A privacy gateway for LLM APIs.\n"
+	        "\n"
+	        "commands:\n"
+	        "  serve [-c FILE]        run the gateway in the foreground\n"
+	        "                         (SIGHUP reloads, SIGTERM drains)\n"
+	        "  check [-c FILE]        validate a configuration; exit 1 on "
+	        "error\n"
+	        "  keys generate NAME     make a client key and print its "
+	        "[keys] line\n"
+	        "  version                versions of scrim and its libraries\n"
+	        "  help                   this text\n"
+	        "\n"
+	        "FILE defaults to $SCRIM_CONFIG, else %s.\n"
+	        "Run `scrim COMMAND --help` for a command's options.\n",
+	        DEFAULT_CONFIG);
+}
+
+static const char *
+default_config(void)
+{
+	const char *e = getenv("SCRIM_CONFIG");
+	return e && *e ? e : DEFAULT_CONFIG;
+}
+
+/* Options shared by serve and check: -c FILE / --config FILE. */
+static int
+parse_config_opt(int argc, char **argv, const char *cmd, const char **path)
+{
+	*path = default_config();
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			printf("usage: scrim %s [-c FILE]\n\n", cmd);
+			if (strcmp(cmd, "serve") == 0)
+				printf("Run the gateway in the foreground with the "
+				       "configuration in FILE.\n"
+				       "SIGHUP reloads FILE (a broken file is refused "
+				       "and the running one stays);\n"
+				       "SIGTERM stops accepting and lets answers in "
+				       "flight finish.\n");
+			else
+				printf("Validate FILE: syntax, every key's type and "
+				       "range, routes, providers and\n"
+				       "their keys. Problems are printed as "
+				       "FILE:LINE: message; exit status 1.\n");
+			printf("\n  -c, --config FILE   configuration (default "
+			       "$SCRIM_CONFIG, else %s)\n",
+			       DEFAULT_CONFIG);
+			return 2;
+		}
+		if ((strcmp(argv[i], "-c") == 0 ||
+		     strcmp(argv[i], "--config") == 0) &&
+		    i + 1 < argc) {
+			*path = argv[++i];
+			continue;
+		}
+		fprintf(stderr, "scrim %s: unexpected argument '%s' (see --help)\n",
+		        cmd, argv[i]);
+		return 1;
+	}
+	return 0;
+}
+
+static int
+cmd_check(int argc, char **argv)
+{
+	const char *path;
+	struct scrim_config *c;
+	int rc = parse_config_opt(argc, argv, "check", &path);
+
+	if (rc != 0)
+		return rc == 2 ? 0 : 2;
+	c = config_load(path, true);
+	if (c == NULL) {
+		fprintf(stderr, "%s: configuration is invalid\n", path);
+		return 1;
+	}
+	printf("%s: ok (%zu providers, %zu routes, %zu keys)\n", path,
+	       c->nproviders, c->nroutes, c->nkeys);
+	config_unref(c);
+	return 0;
+}
+
+static int
+cmd_serve(int argc, char **argv)
+{
+	const char *path;
+	int rc = parse_config_opt(argc, argv, "serve", &path);
+
+	if (rc != 0)
+		return rc == 2 ? 0 : 2;
+	return server_run(path);
+}
+
+static int
+cmd_keys(int argc, char **argv)
+{
+	char *key, *line;
+
+	if (argc >= 1 && (strcmp(argv[0], "-h") == 0 ||
+	                  strcmp(argv[0], "--help") == 0)) {
+		printf("usage: scrim keys generate NAME\n\n"
+		       "Make a new client key (sk-scrim- and 256 random bits). "
+		       "The key is printed once;\n"
+		       "the configuration stores only its SHA-256, on the line "
+		       "printed after it.\n");
+		return 0;
+	}
+	if (argc != 2 || strcmp(argv[0], "generate") != 0) {
+		fprintf(stderr, "usage: scrim keys generate NAME (see --help)\n");
+		return 2;
+	}
+	for (const char *p = argv[1]; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+		      *p == '.')) {
+			fprintf(stderr, "scrim keys: NAME may hold letters, digits, "
+			                "'-', '_' and '.'\n");
+			return 2;
+		}
+	key = auth_generate_key();
+	line = key ? auth_key_hash_line(key) : NULL;
+	if (line == NULL) {
+		fprintf(stderr, "scrim keys: no randomness available\n");
+		xfree_secret(key);
+		return 1;
+	}
+	printf("key: %s\n", key);
+	printf("# Give the key to the client; it is not stored anywhere.\n"
+	       "# Add this line to the [keys] section of scrim.conf, then "
+	       "reload (SIGHUP):\n");
+	printf("%s = %s\n", argv[1], line);
+	xfree_secret(key);
+	free(line);
+	return 0;
+}
+
+static int
+cmd_version(void)
+{
+	curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+
+	printf("scrim %s\n", SCRIM_VERSION);
+	printf("libevent %s\n", event_get_version());
+	printf("libcurl %s (%s%s%s)\n", cv->version,
+	       cv->ssl_version ? cv->ssl_version : "no TLS",
+	       (cv->features & CURL_VERSION_HTTP2) ? ", HTTP/2" : "",
+	       cv->libz_version ? "" : "");
+	printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
+	printf("jansson %s\n", jansson_version_str());
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *cmd;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "serve") == 0)
+		return cmd_serve(argc - 2, argv + 2);
+	if (strcmp(cmd, "check") == 0)
+		return cmd_check(argc - 2, argv + 2);
+	if (strcmp(cmd, "keys") == 0)
+		return cmd_keys(argc - 2, argv + 2);
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
+		return cmd_version();
+	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 ||
+	    strcmp(cmd, "--help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	fprintf(stderr, "scrim: unknown command '%s'\n\n", cmd);
+	usage(stderr);
+	return 2;
+}

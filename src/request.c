@@ -1,0 +1,609 @@
+/*
+ * request.c - the pipeline. Each stage is a named function that either
+ * passes the request on, parks it until an event resumes it (body bytes,
+ * later a Redis reply), or ends it with an answer. Stages added by later
+ * features (limits, context, scrub, restore, account, audit) slot into
+ * the table below without touching the proxy around them.
+ *
+ * A request ends in exactly one place, req_finish(), which writes the log
+ * line and frees everything the request owns; the connection decides what
+ * happens to the socket.
+ */
+#include "request.h"
+
+#include "alloc.h"
+#include "auth.h"
+#include "config.h"
+#include "conn.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "route.h"
+#include "server.h"
+#include "upstream.h"
+
+#include <event2/buffer.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define REQ_MAX_JSON_DEPTH 64
+#define REQ_MAX_MODEL 256
+
+struct scrim_req {
+	struct scrim_conn *conn;
+	struct scrim_server *srv;
+	struct scrim_config *cfg; /* snapshot the request runs under */
+	size_t stage;
+	uint64_t start_ms;
+	uint64_t upstream_ms;     /* when the upstream head arrived */
+
+	const char *key_id;       /* points into cfg */
+	const struct cfg_route *route;
+	const char *body;         /* the request body, contiguous in conn */
+	size_t body_len;
+	json_t *json;             /* parsed body, when it is JSON */
+	char *model;
+	bool stream;
+
+	struct upstream_xfer *xfer;
+	bool head_sent;
+	bool sse;                 /* the answer is text/event-stream */
+	int status;
+	enum scrim_err err;
+	const char *err_detail;   /* for the log line; static or detail_buf */
+	char detail_buf[256];
+	uint64_t bytes_out;
+};
+
+enum stage_result { STAGE_NEXT, STAGE_WAIT, STAGE_DONE };
+
+struct stage {
+	const char *name;
+	enum stage_result (*run)(struct scrim_req *r);
+};
+
+static void req_run(struct scrim_req *r);
+
+/* ------------------------------------------------------------------ */
+
+static void
+req_free(struct scrim_req *r)
+{
+	if (r->xfer != NULL)
+		upstream_cancel(r->xfer);
+	if (r->json != NULL)
+		json_decref(r->json);
+	free(r->model);
+	config_unref(r->cfg);
+	free(r);
+}
+
+static void
+path_of(const struct http_head *h, const char **p, size_t *n)
+{
+	const char *q = memchr(h->target, '?', h->target_len);
+	*p = h->target;
+	*n = q ? (size_t)(q - h->target) : h->target_len;
+}
+
+/* The one exit: log line, detach from the connection, free. */
+static void
+req_finish(struct scrim_req *r)
+{
+	struct scrim_conn *c = r->conn;
+	const struct http_head *h = &c->head;
+	const char *path;
+	size_t plen;
+	uint64_t now = conn_now_ms();
+
+	path_of(h, &path, &plen);
+	if (plen > 200)
+		plen = 200;
+	/* Ids, sizes and times only: never a key, a prompt or a body. */
+	log_info("req %s key=%s route=%s model=%s \"%.*s %.*s\" %d %s in=%zu "
+	         "out=%llu ms=%llu upstream_ms=%llu",
+	         c->req_id, r->key_id ? r->key_id : "-",
+	         r->route ? r->route->name : "-", r->model ? r->model : "-",
+	         (int)h->method_len, h->method_str, (int)plen, path, r->status,
+	         r->err != ERR_NONE ? err_info(r->err)->code : "ok", r->body_len,
+	         (unsigned long long)r->bytes_out,
+	         (unsigned long long)(now - r->start_ms),
+	         (unsigned long long)(r->upstream_ms ? r->upstream_ms - r->start_ms
+	                                             : 0));
+	if (r->err_detail != NULL)
+		log_info("req %s upstream: %s", c->req_id, r->err_detail);
+	r->srv->stats.requests++;
+	c->req = NULL;
+	req_free(r);
+}
+
+/* End with an error answer. */
+static void
+req_fail(struct scrim_req *r, enum scrim_err err, const char *message)
+{
+	struct scrim_conn *c = r->conn;
+	char *msg = message ? xstrdup(message) : NULL;
+
+	r->err = err;
+	r->status = err_info(err)->status;
+	req_finish(r);
+	conn_send_error(c, err, msg);
+	free(msg);
+}
+
+void
+req_abort(struct scrim_req *r)
+{
+	/* The client left: 499 as nginx logs it. */
+	r->status = 499;
+	r->err_detail = "client closed the connection";
+	req_finish(r);
+}
+
+void
+req_output_drained(struct scrim_req *r)
+{
+	if (r->xfer != NULL)
+		upstream_resume(r->xfer);
+}
+
+/* ---------------------------- stages ------------------------------ */
+
+static enum stage_result
+stage_authenticate(struct scrim_req *r)
+{
+	if (r->cfg->auth_off) {
+		r->key_id = "anonymous";
+		return STAGE_NEXT;
+	}
+	r->key_id = auth_check(r->cfg, &r->conn->head);
+	if (r->key_id == NULL) {
+		req_fail(r, ERR_INVALID_API_KEY, NULL);
+		return STAGE_DONE;
+	}
+	return STAGE_NEXT;
+}
+
+static enum stage_result
+stage_limits(struct scrim_req *r)
+{
+	/* Config-listed keys carry no limits; Redis-backed keys (virtual
+	 * keys) check and reserve here. */
+	(void)r;
+	return STAGE_NEXT;
+}
+
+static void
+body_read(struct scrim_conn *c, enum scrim_err err)
+{
+	struct scrim_req *r = c->req;
+
+	if (err != ERR_NONE) {
+		req_fail(r, err, NULL);
+		return;
+	}
+	r->stage++;
+	req_run(r);
+}
+
+static enum stage_result
+stage_read_body(struct scrim_req *r)
+{
+	enum scrim_err err = ERR_NONE;
+
+	switch (conn_read_body(r->conn, body_read, &err)) {
+	case 1:
+		return STAGE_NEXT;
+	case 0:
+		return STAGE_WAIT;
+	default:
+		req_fail(r, err, NULL);
+		return STAGE_DONE;
+	}
+}
+
+/*
+ * Nesting depth of a JSON text, counted outside strings. jansson recurses
+ * (to 2048 levels); refusing deep input before parsing keeps both its
+ * stack and every later walker of the tree bounded.
+ */
+static bool
+json_depth_ok(const char *p, size_t n, int max)
+{
+	int depth = 0;
+	bool in_str = false;
+
+	for (size_t i = 0; i < n; i++) {
+		char ch = p[i];
+		if (in_str) {
+			if (ch == '\\')
+				i++;
+			else if (ch == '"')
+				in_str = false;
+		} else if (ch == '"') {
+			in_str = true;
+		} else if (ch == '{' || ch == '[') {
+			if (++depth > max)
+				return false;
+		} else if (ch == '}' || ch == ']') {
+			depth--;
+		}
+	}
+	return true;
+}
+
+static bool
+is_multipart(const struct http_head *h)
+{
+	const struct http_header *ct = http_head_get(h, "content-type");
+	return ct != NULL && ct->value_len >= 10 &&
+	       strncasecmp(ct->value, "multipart/", 10) == 0;
+}
+
+static enum stage_result
+stage_parse(struct scrim_req *r)
+{
+	struct evbuffer *b = r->conn->body;
+	json_error_t jerr;
+	json_t *model;
+	char msg[128];
+
+	r->body_len = evbuffer_get_length(b);
+	r->body = r->body_len ? (const char *)evbuffer_pullup(b, -1) : NULL;
+	if (r->body_len == 0 || is_multipart(&r->conn->head))
+		return STAGE_NEXT;
+	/* Every API scrim fronts takes JSON: anything else is refused rather
+	 * than forwarded unexamined. */
+	if (!json_depth_ok(r->body, r->body_len, REQ_MAX_JSON_DEPTH)) {
+		req_fail(r, ERR_INVALID_JSON, "The request body nests deeper than "
+		                              "64 levels");
+		return STAGE_DONE;
+	}
+	r->json = json_loadb(r->body, r->body_len,
+	                     JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (r->json == NULL) {
+		/* Position only: jansson's text quotes the input. */
+		snprintf(msg, sizeof(msg),
+		         "The request body is not valid JSON (at byte %d)",
+		         jerr.position);
+		req_fail(r, ERR_INVALID_JSON, msg);
+		return STAGE_DONE;
+	}
+	if (!json_is_object(r->json))
+		return STAGE_NEXT;
+	model = json_object_get(r->json, "model");
+	if (model != NULL) {
+		if (!json_is_string(model) || json_string_length(model) == 0 ||
+		    json_string_length(model) > REQ_MAX_MODEL ||
+		    strlen(json_string_value(model)) != json_string_length(model)) {
+			req_fail(r, ERR_INVALID_JSON,
+			         "\"model\" must be a non-empty string");
+			return STAGE_DONE;
+		}
+		r->model = xstrdup(json_string_value(model));
+	}
+	r->stream = json_is_true(json_object_get(r->json, "stream"));
+	return STAGE_NEXT;
+}
+
+static enum stage_result
+stage_route(struct scrim_req *r)
+{
+	const struct http_head *h = &r->conn->head;
+	const char *path;
+	size_t plen;
+	char msg[400];
+
+	path_of(h, &path, &plen);
+	r->route = route_find(r->cfg, path, plen, r->model);
+	if (r->route == NULL) {
+		if (r->model != NULL)
+			snprintf(msg, sizeof(msg), "No route for model '%s' on this "
+			                           "path", r->model);
+		req_fail(r, ERR_ROUTE_NOT_FOUND, r->model ? msg : NULL);
+		return STAGE_DONE;
+	}
+	if (r->route->provider->auth_header != AUTH_HDR_NONE &&
+	    r->route->provider->api_key == NULL) {
+		snprintf(msg, sizeof(msg), "The gateway has no API key for "
+		                           "provider '%s'", r->route->provider->name);
+		req_fail(r, ERR_PROVIDER_KEY_MISSING, msg);
+		return STAGE_DONE;
+	}
+	return STAGE_NEXT;
+}
+
+static enum stage_result
+stage_context(struct scrim_req *r)
+{
+	/* Retrieval from the local index splices its passages here. */
+	(void)r;
+	return STAGE_NEXT;
+}
+
+static enum stage_result
+stage_scrub(struct scrim_req *r)
+{
+	/* The PII scrubber rewrites the body here and fails closed. */
+	(void)r;
+	return STAGE_NEXT;
+}
+
+/* Request headers that describe this hop, or carry the client's key. */
+static bool
+drop_request_header(const struct http_head *h, const struct http_header *hd,
+                    const struct cfg_provider *p)
+{
+	static const char *const drop[] = {
+	    "host", "content-length", "transfer-encoding", "connection",
+	    "keep-alive", "proxy-connection", "proxy-authorization", "te",
+	    "trailer", "upgrade", "expect", "authorization", "x-api-key",
+	    "accept-encoding", "forwarded", "x-forwarded-for", "x-real-ip",
+	};
+	const struct http_header *conn_hdr;
+
+	for (size_t i = 0; i < SCRIM_ARRAY_LEN(drop); i++)
+		if (http_name_eq(hd->name, hd->name_len, drop[i]))
+			return true;
+	/* Names listed in Connection are hop-by-hop too. */
+	conn_hdr = http_head_get(h, "connection");
+	if (conn_hdr != NULL) {
+		const char *v = conn_hdr->value, *e = v + conn_hdr->value_len;
+		while (v < e) {
+			while (v < e && (*v == ' ' || *v == ','))
+				v++;
+			const char *s = v;
+			while (v < e && *v != ',' && *v != ' ')
+				v++;
+			if (v > s && (size_t)(v - s) == hd->name_len &&
+			    strncasecmp(s, hd->name, hd->name_len) == 0)
+				return true;
+		}
+	}
+	/* The provider's configured headers win over the client's. */
+	for (size_t i = 0; i < p->nheaders; i++) {
+		const char *colon = strchr(p->headers[i], ':');
+		if (colon != NULL &&
+		    (size_t)(colon - p->headers[i]) == hd->name_len &&
+		    strncasecmp(p->headers[i], hd->name, hd->name_len) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool up_head(void *arg, int status, const struct upstream_header *h,
+                    size_t nh);
+static int up_data(void *arg, const char *p, size_t n);
+static void up_done(void *arg, enum scrim_err err, const char *detail);
+
+static const struct upstream_cbs up_cbs = {up_head, up_data, up_done};
+
+static enum stage_result
+stage_forward(struct scrim_req *r)
+{
+	const struct http_head *h = &r->conn->head;
+	const struct cfg_provider *p = r->route->provider;
+	struct upstream_request ur;
+	char **hv = xcalloc(h->nheaders + p->nheaders + 4, sizeof(char *));
+	char method[16];
+	size_t n = 0;
+
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const struct http_header *hd = &h->headers[i];
+		if (drop_request_header(h, hd, p))
+			continue;
+		hv[n++] = xasprintf("%.*s: %.*s", (int)hd->name_len, hd->name,
+		                    (int)hd->value_len, hd->value);
+	}
+	for (size_t i = 0; i < p->nheaders; i++)
+		hv[n++] = xstrdup(p->headers[i]);
+	if (p->auth_header == AUTH_HDR_BEARER)
+		hv[n++] = xasprintf("Authorization: Bearer %s", p->api_key);
+	else if (p->auth_header == AUTH_HDR_X_API_KEY)
+		hv[n++] = xasprintf("x-api-key: %s", p->api_key);
+	/* No 100-continue round trip: the body is already here. */
+	hv[n++] = xstrdup("Expect:");
+	hv[n] = NULL;
+
+	snprintf(method, sizeof(method), "%.*s", (int)h->method_len,
+	         h->method_str);
+	memset(&ur, 0, sizeof(ur));
+	ur.method = method;
+	ur.url = route_upstream_url(r->route, h->target, h->target_len);
+	ur.headers = (const char *const *)hv;
+	ur.body = r->body;
+	ur.body_len = r->body_len;
+	ur.connect_timeout_ms = p->connect_timeout_ms;
+	ur.timeout_ms = p->timeout_ms;
+	ur.ca_file = p->ca_file;
+	ur.proxy = r->cfg->egress_proxy;
+
+	r->xfer = upstream_start(r->srv->up, &ur, &up_cbs, r);
+	for (size_t i = 0; i < n; i++)
+		xfree_secret(hv[i]); /* one of them holds the provider key */
+	free(hv);
+	free((char *)ur.url);
+	if (r->xfer == NULL) {
+		req_fail(r, ERR_INTERNAL, "Could not start the upstream request");
+		return STAGE_DONE;
+	}
+	return STAGE_WAIT;
+}
+
+/* The table the pipeline walks. Response-side stages (restore, account,
+ * audit) run from the upstream callbacks and req_finish. */
+static const struct stage stages[] = {
+	{"authenticate", stage_authenticate},
+	{"limits", stage_limits},
+	{"read_body", stage_read_body},
+	{"parse", stage_parse},
+	{"route", stage_route},
+	{"context", stage_context},
+	{"scrub", stage_scrub},
+	{"forward", stage_forward},
+};
+
+static void
+req_run(struct scrim_req *r)
+{
+	while (r->stage < SCRIM_ARRAY_LEN(stages)) {
+		switch (stages[r->stage].run(r)) {
+		case STAGE_NEXT:
+			r->stage++;
+			break;
+		case STAGE_WAIT:
+		case STAGE_DONE:
+			/* r may be gone after DONE: touch nothing. */
+			return;
+		}
+	}
+}
+
+/* ------------------------- upstream side -------------------------- */
+
+static bool
+drop_response_header(const struct upstream_header *h)
+{
+	static const char *const drop[] = {
+	    "connection", "keep-alive", "transfer-encoding", "content-length",
+	    "proxy-connection", "te", "trailer", "upgrade", "x-request-id",
+	};
+	for (size_t i = 0; i < SCRIM_ARRAY_LEN(drop); i++)
+		if (http_name_eq(h->name, h->name_len, drop[i]))
+			return true;
+	return false;
+}
+
+static bool
+up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
+{
+	struct scrim_req *r = arg;
+	struct evbuffer *eb = evbuffer_new();
+	bool ok;
+
+	if (eb == NULL)
+		return false;
+	r->status = status;
+	r->upstream_ms = conn_now_ms();
+	for (size_t i = 0; i < nh; i++) {
+		if (http_name_eq(h[i].name, h[i].name_len, "x-request-id")) {
+			/* Ours is x-request-id; keep the provider's for support
+			 * tickets under its own name. */
+			evbuffer_add_printf(eb, "x-upstream-request-id: %.*s\r\n",
+			                    (int)h[i].value_len, h[i].value);
+			continue;
+		}
+		if (drop_response_header(&h[i]))
+			continue;
+		if (http_name_eq(h[i].name, h[i].name_len, "content-type") &&
+		    h[i].value_len >= 17 &&
+		    strncasecmp(h[i].value, "text/event-stream", 17) == 0)
+			r->sse = true;
+		evbuffer_add_printf(eb, "%.*s: %.*s\r\n", (int)h[i].name_len,
+		                    h[i].name, (int)h[i].value_len, h[i].value);
+	}
+	ok = evbuffer_get_length(eb) < 65536;
+	if (ok) {
+		size_t len = evbuffer_get_length(eb);
+		conn_send_head(r->conn, status,
+		               (const char *)evbuffer_pullup(eb, -1), len);
+		r->head_sent = true;
+	}
+	evbuffer_free(eb);
+	return ok;
+}
+
+static int
+up_data(void *arg, const char *p, size_t n)
+{
+	struct scrim_req *r = arg;
+
+	/* Check before writing: paused bytes come again on resume. */
+	if (conn_output_full(r->conn))
+		return UPSTREAM_DATA_PAUSE;
+	if (!conn_send_data(r->conn, p, n))
+		return UPSTREAM_DATA_ABORT;
+	r->bytes_out += n;
+	return UPSTREAM_DATA_OK;
+}
+
+static void
+up_done(void *arg, enum scrim_err err, const char *detail)
+{
+	struct scrim_req *r = arg;
+	struct scrim_conn *c = r->conn;
+
+	r->xfer = NULL; /* freed by upstream.c after we return */
+	if (err == ERR_NONE) {
+		req_finish(r);
+		conn_send_end(c);
+		return;
+	}
+	snprintf(r->detail_buf, sizeof(r->detail_buf), "%s", detail ? detail : "");
+	r->err_detail = r->detail_buf;
+	if (!r->head_sent) {
+		req_fail(r, err, NULL);
+		return;
+	}
+	/* Broken mid-answer: the client must see it broke, never a clean
+	 * end. SSE clients get an error event they can parse first. */
+	if (r->sse) {
+		char ev[256];
+		int len = snprintf(ev, sizeof(ev),
+		                   "event: error\ndata: {\"error\":{\"message\":"
+		                   "\"%s\",\"type\":\"%s\",\"code\":\"%s\"}}\n\n",
+		                   err_info(err)->message, err_info(err)->type,
+		                   err_info(err)->code);
+		if (len > 0 && (size_t)len < sizeof(ev))
+			(void)conn_send_data(c, ev, (size_t)len);
+	}
+	r->err = err;
+	req_finish(r);
+	conn_send_abort(c);
+}
+
+/* --------------------------- entry -------------------------------- */
+
+void
+req_start(struct scrim_conn *c)
+{
+	const struct http_head *h = &c->head;
+	struct scrim_req *r = xcalloc(1, sizeof(*r));
+	const char *path;
+	size_t plen;
+
+	r->conn = c;
+	r->srv = c->srv;
+	r->cfg = config_ref(c->cfg);
+	r->start_ms = conn_now_ms();
+	c->req = r;
+
+	if (h->method == HTTP_CONNECT) {
+		req_fail(r, ERR_METHOD_NOT_ALLOWED,
+		         "CONNECT is not enabled on this gateway");
+		return;
+	}
+	if (h->target_len > 0 && h->target[0] != '/') {
+		req_fail(r, ERR_BAD_REQUEST,
+		         "Use a path such as /v1/chat/completions; proxy requests "
+		         "are not enabled on this gateway");
+		return;
+	}
+	if (!route_path_safe(h->target, h->target_len)) {
+		req_fail(r, ERR_BAD_REQUEST, "The request path is not allowed");
+		return;
+	}
+	path_of(h, &path, &plen);
+	r->stage = 0;
+	/* Unknown paths are told apart only after authentication. */
+	if (stage_authenticate(r) == STAGE_DONE)
+		return;
+	if (!route_path_known(r->cfg, path, plen)) {
+		req_fail(r, ERR_ROUTE_NOT_FOUND, NULL);
+		return;
+	}
+	r->stage = 1;
+	req_run(r);
+}

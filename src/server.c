@@ -1,0 +1,268 @@
+/*
+ * server.c - process lifetime of `scrim serve`: loads the configuration,
+ * opens the listeners, runs the loop, and handles signals. SIGHUP loads
+ * a new snapshot and swaps it in only if it is valid; SIGTERM stops
+ * accepting, lets answers in flight finish within drain_timeout, exits 0.
+ */
+#include "server.h"
+
+#include "alloc.h"
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+#include "upstream.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+void
+server_next_req_id(struct scrim_server *srv, char out[17])
+{
+	snprintf(out, 17, "%08x%08llx", srv->req_id_salt,
+	         (unsigned long long)(++srv->next_req_id & 0xffffffffULL));
+}
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+          int salen, void *arg)
+{
+	struct scrim_server *srv = arg;
+	enum conn_kind kind = l == srv->admin ? CONN_ADMIN : CONN_GATEWAY;
+
+	if (srv->draining) {
+		close(fd);
+		return;
+	}
+	srv->stats.accepted++;
+	if (conn_new(srv, fd, sa, salen, kind) == NULL)
+		return;
+	if (srv->nconns >= (size_t)srv->cfg->max_connections &&
+	    !srv->accepting_paused) {
+		/* Leave the rest in the kernel's backlog until some close. */
+		log_warn("max_connections (%ld) reached; pausing accept",
+		         srv->cfg->max_connections);
+		evconnlistener_disable(srv->gateway);
+		srv->accepting_paused = true;
+	}
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)l;
+	(void)arg;
+	/* EMFILE and friends: logged, and the listener keeps going. */
+	log_error("accept: %s", evutil_socket_error_to_string(err));
+}
+
+void
+server_conn_closed(struct scrim_server *srv)
+{
+	if (srv->accepting_paused && !srv->draining &&
+	    srv->nconns < (size_t)srv->cfg->max_connections) {
+		evconnlistener_enable(srv->gateway);
+		srv->accepting_paused = false;
+	}
+	if (srv->draining && srv->nconns == 0)
+		event_base_loopexit(srv->base, NULL);
+}
+
+static struct evconnlistener *
+listen_on(struct scrim_server *srv, const char *addr)
+{
+	struct sockaddr_storage ss;
+	int len;
+	struct evconnlistener *l;
+
+	if (!config_parse_addr(addr, &ss, &len)) {
+		log_error("cannot listen on %s: not host:port", addr);
+		return NULL;
+	}
+	l = evconnlistener_new_bind(srv->base, accept_cb, srv,
+	                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+	                                LEV_OPT_CLOSE_ON_EXEC,
+	                            1024, (struct sockaddr *)&ss, len);
+	if (l == NULL) {
+		log_error("cannot listen on %s: %s", addr, strerror(errno));
+		return NULL;
+	}
+	evconnlistener_set_error_cb(l, accept_error_cb);
+	return l;
+}
+
+static void
+on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct scrim_server *srv = arg;
+	struct scrim_config *next;
+
+	(void)sig;
+	(void)what;
+	sd_notify(0, "RELOADING=1");
+	next = config_load(srv->config_path, false);
+	if (next == NULL) {
+		log_error("reload: %s has errors; the running configuration stays "
+		          "in force", srv->config_path);
+		sd_notify(0, "READY=1\nSTATUS=reload refused; old configuration "
+		             "in force");
+		return;
+	}
+	if (strcmp(next->listen, srv->cfg->listen) != 0 ||
+	    strcmp(next->admin_listen, srv->cfg->admin_listen) != 0)
+		log_warn("reload: listen and admin_listen apply at restart; "
+		         "still on %s and %s", srv->cfg->listen,
+		         srv->cfg->admin_listen);
+	config_unref(srv->cfg);
+	srv->cfg = next;
+	log_min_level = next->log_level;
+	log_info("reload: %s applied (%zu providers, %zu routes, %zu keys)",
+	         next->path, next->nproviders, next->nroutes, next->nkeys);
+	sd_notify(0, "READY=1\nSTATUS=configuration reloaded");
+}
+
+static void
+on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct scrim_server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	log_warn("drain: %zu connections still open after drain_timeout; "
+	         "closing them", srv->nconns);
+	event_base_loopexit(srv->base, NULL);
+}
+
+static void
+on_term(evutil_socket_t sig, short what, void *arg)
+{
+	struct scrim_server *srv = arg;
+	struct scrim_conn *c, *next;
+	struct timeval tv;
+
+	(void)what;
+	if (srv->draining) {
+		log_warn("second signal: exiting now");
+		event_base_loopexit(srv->base, NULL);
+		return;
+	}
+	srv->draining = true;
+	sd_notify(0, "STOPPING=1");
+	log_info("%s: draining %zu connections (at most %ld ms)",
+	         sig == SIGINT ? "SIGINT" : "SIGTERM", srv->nconns,
+	         srv->cfg->drain_timeout_ms);
+	/* Close the listening sockets so new clients are refused at once. */
+	evconnlistener_free(srv->gateway);
+	srv->gateway = NULL;
+	evconnlistener_free(srv->admin);
+	srv->admin = NULL;
+	/* Idle keep-alive connections have nothing in flight. */
+	for (c = TAILQ_FIRST(&srv->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (c->state == CONN_IDLE)
+			conn_close(c, "draining");
+	}
+	tv.tv_sec = srv->cfg->drain_timeout_ms / 1000;
+	tv.tv_usec = (srv->cfg->drain_timeout_ms % 1000) * 1000;
+	evtimer_add(srv->drain_timer, &tv);
+	if (srv->nconns == 0)
+		event_base_loopexit(srv->base, NULL);
+}
+
+int
+server_run(const char *config_path)
+{
+	struct scrim_server srv;
+	int rc = 1;
+
+	memset(&srv, 0, sizeof(srv));
+	TAILQ_INIT(&srv.conns);
+	srv.config_path = config_path;
+	srv.cfg = config_load(config_path, true);
+	if (srv.cfg == NULL)
+		return 1;
+	log_min_level = srv.cfg->log_level;
+	if (RAND_bytes((unsigned char *)&srv.req_id_salt,
+	               sizeof(srv.req_id_salt)) != 1)
+		srv.req_id_salt = (uint32_t)getpid();
+	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_error("libcurl failed to initialise");
+		goto out;
+	}
+	srv.base = event_base_new();
+	if (srv.base == NULL) {
+		log_error("libevent failed to initialise");
+		goto out;
+	}
+	srv.dns = evdns_base_new(srv.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	if (srv.dns == NULL)
+		srv.dns = evdns_base_new(srv.base, 0);
+	srv.up = upstream_new(srv.base);
+	srv.sig_hup = evsignal_new(srv.base, SIGHUP, on_hup, &srv);
+	srv.sig_term = evsignal_new(srv.base, SIGTERM, on_term, &srv);
+	srv.sig_int = evsignal_new(srv.base, SIGINT, on_term, &srv);
+	srv.drain_timer = evtimer_new(srv.base, on_drain_timeout, &srv);
+	if (srv.dns == NULL || srv.up == NULL || srv.sig_hup == NULL ||
+	    srv.sig_term == NULL || srv.sig_int == NULL ||
+	    srv.drain_timer == NULL) {
+		log_error("cannot set up the event loop");
+		goto out;
+	}
+	evsignal_add(srv.sig_hup, NULL);
+	evsignal_add(srv.sig_term, NULL);
+	evsignal_add(srv.sig_int, NULL);
+	srv.gateway = listen_on(&srv, srv.cfg->listen);
+	if (srv.gateway == NULL)
+		goto out;
+	srv.admin = listen_on(&srv, srv.cfg->admin_listen);
+	if (srv.admin == NULL)
+		goto out;
+
+	log_info("scrim %s: gateway on %s, admin on %s (%zu providers, "
+	         "%zu routes, %zu keys, auth %s)",
+	         SCRIM_VERSION, srv.cfg->listen, srv.cfg->admin_listen,
+	         srv.cfg->nproviders, srv.cfg->nroutes, srv.cfg->nkeys,
+	         srv.cfg->auth_off ? "off" : "keys");
+	sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu",
+	           srv.cfg->listen, (unsigned long)getpid());
+	srv.started_ms = conn_now_ms();
+	event_base_dispatch(srv.base);
+	rc = 0;
+	log_info("stopped: %llu requests served",
+	         (unsigned long long)srv.stats.requests);
+out:
+	while (!TAILQ_EMPTY(&srv.conns))
+		conn_close(TAILQ_FIRST(&srv.conns), "shutdown");
+	if (srv.gateway != NULL)
+		evconnlistener_free(srv.gateway);
+	if (srv.admin != NULL)
+		evconnlistener_free(srv.admin);
+	upstream_free(srv.up);
+	if (srv.dns != NULL)
+		evdns_base_free(srv.dns, 1);
+	if (srv.sig_hup != NULL)
+		event_free(srv.sig_hup);
+	if (srv.sig_term != NULL)
+		event_free(srv.sig_term);
+	if (srv.sig_int != NULL)
+		event_free(srv.sig_int);
+	if (srv.drain_timer != NULL)
+		event_free(srv.drain_timer);
+	if (srv.base != NULL)
+		event_base_free(srv.base);
+	config_unref(srv.cfg);
+	curl_global_cleanup();
+	return rc;
+}

@@ -1,0 +1,53 @@
+/*
+ * server.h - the running gateway: event loop, listeners, the applied
+ * configuration snapshot, signals (SIGHUP reload, SIGTERM drain) and
+ * systemd notification. Passed as a context to every module; there is no
+ * global server state.
+ */
+#ifndef SCRIM_SERVER_H
+#define SCRIM_SERVER_H
+
+#include "conn.h"
+#include "scrim.h"
+
+#include <sys/queue.h>
+
+struct event_base;
+struct evdns_base;
+struct evconnlistener;
+
+struct scrim_stats {
+	uint64_t requests;  /* finished, any status */
+	uint64_t errors;    /* answered with a scrim error */
+	uint64_t accepted;  /* connections */
+};
+
+struct scrim_server {
+	struct event_base *base;
+	struct evdns_base *dns;
+	struct scrim_config *cfg; /* applied snapshot; requests hold refs */
+	const char *config_path;
+	struct evconnlistener *gateway;
+	struct evconnlistener *admin;
+	struct event *sig_hup, *sig_term, *sig_int;
+	struct event *drain_timer;
+	struct scrim_upstream *up;
+	TAILQ_HEAD(, scrim_conn) conns;
+	size_t nconns;
+	bool accepting_paused; /* at max_connections */
+	bool draining;
+	uint64_t next_conn_id;
+	uint64_t next_req_id;
+	uint32_t req_id_salt; /* so ids differ across restarts */
+	uint64_t started_ms;
+	struct scrim_stats stats;
+};
+
+/* Run `scrim serve`; returns the process exit code. */
+int server_run(const char *config_path);
+
+/* Bookkeeping for conn.c. */
+void server_conn_closed(struct scrim_server *srv);
+void server_next_req_id(struct scrim_server *srv, char out[17]);
+
+#endif

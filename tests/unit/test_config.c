@@ -1,0 +1,146 @@
+/*
+ * test_config.c - the config reader: the shipped default loads, every
+ * kind of mistake is refused with its line, ${VAR} expansion, units.
+ */
+#include "config.h"
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char path[] = "/tmp/scrim-test-config-XXXXXX";
+
+static struct scrim_config *
+load_text(const char *text)
+{
+	FILE *f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+	/* Errors go to stderr, where a failing run shows them. */
+	return config_load(path, true);
+}
+
+static const char base[] = "[gateway]\nlisten = 127.0.0.1:1\n"
+                           "admin_listen = 127.0.0.1:2\n"
+                           "[provider p]\nbase_url = http://127.0.0.1:3/v1/\n"
+                           "auth_header = none\n"
+                           "[route r]\nprefix = /v1/\nprovider = p\n";
+
+static void
+test_default(void)
+{
+	struct scrim_config *c = config_load(SCRIM_SOURCE_DIR "/conf/scrim.conf",
+	                                     true);
+	CHECK(c != NULL, "conf/scrim.conf loads");
+	if (c == NULL)
+		return;
+	CHECK(strcmp(c->listen, "127.0.0.1:8080") == 0, "default listen");
+	CHECK(!c->auth_off, "auth on by default");
+	CHECK(c->max_body_size == 8 * 1024 * 1024, "8m body cap");
+	CHECK(c->header_timeout_ms == 10000, "10s header deadline");
+	CHECK(c->nproviders == 3 && c->nroutes == 4, "providers and routes");
+	CHECK(strcmp(c->routes[0].strip, "/v1") == 0, "default strip");
+	config_unref(c);
+}
+
+static void
+test_good(void)
+{
+	struct scrim_config *c;
+
+	setenv("SCRIM_T_URL", "http://127.0.0.1:9", 1);
+	setenv("SCRIM_T_KEY", "sk-test-abc", 1);
+	c = load_text("[gateway]\nlisten = 127.0.0.1:1\nadmin_listen = "
+	              "127.0.0.1:2\nmax_body_size = 64k\nheader_timeout = 250ms\n"
+	              "[keys]\nalice = sha256:"
+	              "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+	              "[provider p]\nbase_url = ${SCRIM_T_URL}/v1\n"
+	              "api_key_env = SCRIM_T_KEY\n"
+	              "header = a-b: c; d # e\nheader = x: ${UNSET_VAR_T:-dflt}\n"
+	              "[route r]\nprefix = /v1/\nmodels = gpt-* o[0-9]*\n"
+	              "provider = p\n");
+	CHECK(c != NULL, "good config loads");
+	if (c == NULL)
+		return;
+	CHECK(c->max_body_size == 65536, "size units");
+	CHECK(c->header_timeout_ms == 250, "ms durations");
+	CHECK(c->nkeys == 1 && strcmp(c->keys[0].id, "alice") == 0, "keys");
+	CHECK(strcmp(c->providers[0].base_url, "http://127.0.0.1:9/v1") == 0,
+	      "${VAR} expansion");
+	CHECK(c->providers[0].api_key &&
+	      strcmp(c->providers[0].api_key, "sk-test-abc") == 0,
+	      "key from env");
+	CHECK(c->providers[0].nheaders == 2 &&
+	      strcmp(c->providers[0].headers[0], "a-b: c; d # e") == 0,
+	      "';' and '#' inside values");
+	CHECK(strcmp(c->providers[0].headers[1], "x: dflt") == 0,
+	      "${VAR:-fallback}");
+	CHECK(c->routes[0].nmodels == 2 && c->routes[0].provider ==
+	      &c->providers[0], "route resolved");
+	config_unref(c);
+}
+
+static void
+test_bad(void)
+{
+	static const char *const bad[] = {
+	    "[gateway]\nbogus = 1\n",
+	    "[gateway]\nmax_body_size = lots\n",
+	    "[gateway]\nheader_timeout = 10\n",
+	    "[gateway]\nlisten = nowhere\n",
+	    "[gateway]\nlisten = 0.0.0.0:8080\nauth = off\n",
+	    "[gateway]\nlisten = 127.0.0.1:1\nlisten = 127.0.0.1:2\n",
+	    "[nonsense]\n",
+	    "key = value\n",
+	    "[gateway\n",
+	    "[keys]\nbob = 0123\n",
+	    "[keys]\nbob = sha256:zz\n",
+	    "[provider p]\nbase_url = ftp://x\n[route r]\nprefix = /\nprovider = p\n",
+	    "[provider p]\nbase_url = http://x\napi_key = sk-plain\n",
+	    "[provider p]\nbase_url = http://x\nheader = no colon\n",
+	    "[provider p]\nbase_url = http://x\n[provider p]\nbase_url = http://y\n",
+	    "[route r]\nprefix = /v1/\nprovider = missing\n",
+	    "[route r]\nprefix = v1\nprovider = p\n[provider p]\nbase_url = http://x\n",
+	    "[provider p]\nbase_url = ${SCRIM_NOT_SET_EVER}\n",
+	    "[provider p]\nbase_url = http://x\napi_key_file = /nonexistent/key\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct scrim_config *c = load_text(bad[i]);
+		CHECK(c == NULL, "bad config %zu refused", i);
+		config_unref(c);
+	}
+}
+
+static void
+test_units(void)
+{
+	long v;
+	CHECK(config_parse_duration("1.5s", &v) && v == 1500, "1.5s");
+	CHECK(config_parse_duration("2m", &v) && v == 120000, "2m");
+	CHECK(!config_parse_duration("2", &v), "unitless duration refused");
+	CHECK(!config_parse_duration("-1s", &v), "negative duration refused");
+	CHECK(config_parse_size("16k", &v) && v == 16384, "16k");
+	CHECK(config_parse_size("8m", &v) && v == 8388608, "8m");
+	CHECK(!config_parse_size("8x", &v), "bad size unit");
+	CHECK(config_addr_is_loopback("127.0.0.1:80"), "v4 loopback");
+	CHECK(config_addr_is_loopback("[::1]:80"), "v6 loopback");
+	CHECK(!config_addr_is_loopback("0.0.0.0:80"), "any is not loopback");
+	(void)base;
+}
+
+int
+main(void)
+{
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return 1;
+	close(fd);
+	test_default();
+	test_good();
+	test_bad();
+	test_units();
+	unlink(path);
+	return harness_done();
+}
