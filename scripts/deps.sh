@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages scrim builds, runs and is tested with.
+# Safe to run again; uses sudo when not root.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+
+pkgs=(
+  build-essential cmake pkg-config ca-certificates curl openssl
+  libevent-dev libssl-dev libcurl4-openssl-dev libjansson-dev libsystemd-dev
+)
+if [ "${SCRIM_TEST_DEPS:-0}" = 1 ]; then
+  # The test suite: a real Redis, nginx and wrk for the benchmarks, and
+  # clang for the fuzzers.
+  pkgs+=(redis-server)
+fi
+
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+
+# Node.js runs the integration tests (the official OpenAI and Anthropic
+# SDKs). Keep a Node that is already there (e.g. from NodeSource); its npm
+# and Debian's npm package conflict.
+if [ "${SCRIM_TEST_DEPS:-0}" = 1 ] && ! command -v node >/dev/null; then
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
