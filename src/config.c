@@ -3,14 +3,12 @@
  * keys per section (name, type, bounds, default), validates the whole, and
  * resolves provider keys from the environment or key files.
  *
- * Not libinih: Debian 12's build truncates lines at 200 bytes (a long
- * `models =` list would be cut silently) and gives the handler no line
- * number, so "says exactly what is wrong and where" could not be kept.
- * The format is small enough that its reader is the clearer choice.
+ * The line syntax is ini.c's, shared with the rule packs.
  */
 #include "config.h"
 
 #include "alloc.h"
+#include "ini.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -582,59 +580,28 @@ key_line(struct loader *ld, int line, const char *key, const char *val)
 	complain(ld, line, "unknown key '%s' in this section", key);
 }
 
-static char *
-trim(char *s)
+static void
+ini_section(void *arg, int line, char *hdr)
 {
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
-		e--;
-	*e = '\0';
-	return s;
+	start_section(arg, line, hdr);
 }
 
 static void
-parse_text(struct loader *ld, char *text)
+ini_key(void *arg, int line, char *key, char *value)
 {
-	int line = 0;
-	char *save = text;
-
-	while (save != NULL && *save) {
-		char *l = save, *nl = strchr(save, '\n'), *eq;
-
-		line++;
-		if (nl != NULL) {
-			*nl = '\0';
-			save = nl + 1;
-		} else {
-			save = NULL;
-		}
-		l = trim(l);
-		if (*l == '\0' || *l == '#' || *l == ';')
-			continue;
-		if (*l == '[') {
-			char *close = strchr(l, ']');
-			if (close == NULL || close[1] != '\0') {
-				complain(ld, line, "malformed section header");
-				ld->sec = SEC_NONE;
-				continue;
-			}
-			*close = '\0';
-			start_section(ld, line, trim(l + 1));
-			continue;
-		}
-		eq = strchr(l, '=');
-		if (eq == NULL) {
-			complain(ld, line, "expected 'key = value'");
-			continue;
-		}
-		*eq = '\0';
-		key_line(ld, line, trim(l), trim(eq + 1));
-	}
+	key_line(arg, line, key, value);
 }
+
+static void
+ini_error(void *arg, int line, const char *msg)
+{
+	struct loader *ld = arg;
+
+	complain(ld, line, "%s", msg);
+	ld->sec = SEC_NONE;
+}
+
+static const struct ini_handler ini_cbs = {ini_section, ini_key, ini_error};
 
 bool
 config_parse_addr(const char *s, struct sockaddr_storage *ss, int *socklen)
@@ -703,31 +670,6 @@ config_addr_is_loopback(const char *s)
 }
 
 static char *
-read_file(const char *path, size_t max, size_t *len, int *err)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	size_t n;
-
-	if (f == NULL) {
-		*err = errno;
-		return NULL;
-	}
-	buf = xmalloc(max + 1);
-	n = fread(buf, 1, max + 1, f);
-	if (ferror(f) || n > max) {
-		*err = ferror(f) ? EIO : EFBIG;
-		fclose(f);
-		free(buf);
-		return NULL;
-	}
-	fclose(f);
-	buf[n] = '\0';
-	*len = n;
-	return buf;
-}
-
-static char *
 url_host(const char *url)
 {
 	const char *p = strstr(url, "://"), *e;
@@ -768,7 +710,7 @@ load_provider_key(struct loader *ld, struct cfg_provider *p)
 	} else if (p->api_key_file) {
 		size_t len;
 		int err;
-		char *buf = read_file(p->api_key_file, 16384, &len, &err);
+		char *buf = ini_read_file(p->api_key_file, 16384, &len, &err);
 
 		if (buf == NULL) {
 			complain(ld, p->line, "provider '%s': cannot read %s: %s",
@@ -926,17 +868,14 @@ config_load(const char *path, bool to_stderr)
 	c->path = xstrdup(path);
 	apply_defaults(&ld, c, gateway_defs, SCRIM_ARRAY_LEN(gateway_defs));
 
-	text = read_file(path, CONFIG_MAX_FILE, &len, &err);
+	text = ini_read_file(path, CONFIG_MAX_FILE, &len, &err);
 	if (text == NULL) {
-		complain(&ld, 0, "cannot read: %s", strerror(err));
+		complain(&ld, 0, "cannot read: %s",
+		         err == EINVAL ? "the file contains a NUL byte"
+		                       : strerror(err));
 		goto fail;
 	}
-	if (strlen(text) != len) {
-		complain(&ld, 0, "the file contains a NUL byte");
-		free(text);
-		goto fail;
-	}
-	parse_text(&ld, text);
+	ini_parse(text, &ini_cbs, &ld);
 	free(text);
 	free(ld.seen);
 	ld.seen = NULL;

@@ -1,0 +1,96 @@
+/*
+ * ini.c - see ini.h. Not libinih: Debian 12's build truncates lines at
+ * 200 bytes (a long regex or `models =` list would be cut) and gives the
+ * handler no line number.
+ */
+#include "ini.h"
+
+#include "alloc.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		e--;
+	*e = '\0';
+	return s;
+}
+
+void
+ini_parse(char *text, const struct ini_handler *h, void *arg)
+{
+	int line = 0;
+	char *next = text;
+
+	while (next != NULL && *next) {
+		char *l = next, *nl = strchr(next, '\n'), *eq;
+
+		line++;
+		if (nl != NULL) {
+			*nl = '\0';
+			next = nl + 1;
+		} else {
+			next = NULL;
+		}
+		l = trim(l);
+		if (*l == '\0' || *l == '#' || *l == ';')
+			continue;
+		if (*l == '[') {
+			char *close = strrchr(l, ']');
+			if (close == NULL || close[1] != '\0') {
+				h->error(arg, line, "malformed section header");
+				continue;
+			}
+			*close = '\0';
+			h->section(arg, line, trim(l + 1));
+			continue;
+		}
+		eq = strchr(l, '=');
+		if (eq == NULL) {
+			h->error(arg, line, "expected 'key = value'");
+			continue;
+		}
+		*eq = '\0';
+		h->key(arg, line, trim(l), trim(eq + 1));
+	}
+}
+
+char *
+ini_read_file(const char *path, size_t max, size_t *len, int *err)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	size_t n;
+
+	if (f == NULL) {
+		*err = errno;
+		return NULL;
+	}
+	buf = xmalloc(max + 1);
+	n = fread(buf, 1, max + 1, f);
+	if (ferror(f) || n > max) {
+		*err = ferror(f) ? EIO : EFBIG;
+		fclose(f);
+		free(buf);
+		return NULL;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	if (strlen(buf) != n) {
+		*err = EINVAL;
+		free(buf);
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}
