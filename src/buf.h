@@ -1,0 +1,28 @@
+/*
+ * buf.h - a growable byte buffer with a hard cap (curl's dynbuf idea):
+ * every buffer that holds client- or provider-sized data says up front
+ * how large it may grow, and an append past that fails instead of
+ * allocating. buf_wipe clears secrets (PII values) before freeing.
+ */
+#ifndef SCRIM_BUF_H
+#define SCRIM_BUF_H
+
+#include "scrim.h"
+
+struct buf {
+	char *p;
+	size_t len;
+	size_t cap;
+	size_t max; /* appends past this fail */
+};
+
+void buf_init(struct buf *b, size_t max);
+bool buf_add(struct buf *b, const void *p, size_t n) SCRIM_MUSTCHECK;
+bool buf_addc(struct buf *b, char c) SCRIM_MUSTCHECK;
+bool buf_addf(struct buf *b, const char *fmt, ...) SCRIM_PRINTF(2, 3);
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+/* Overwrite the contents, then free. */
+void buf_wipe(struct buf *b);
+
+#endif

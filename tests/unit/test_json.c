@@ -1,0 +1,129 @@
+/* test_json.c - the JSON rewriter: byte-exact pass-through, replacement,
+ * paths, and every kind of invalid input refused. */
+#include "buf.h"
+#include "harness.h"
+#include "json.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static enum json_cb_result
+upper_content(void *arg, const struct json_path *p, const char *s, size_t n,
+              struct buf *repl)
+{
+	const struct json_seg *last = json_path_last(p);
+	(void)arg;
+	if (last == NULL || last->key_len != 7 ||
+	    memcmp(last->key, "content", 7) != 0)
+		return JSON_KEEP;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i] >= 'a' && s[i] <= 'z' ? (char)(s[i] - 32) : s[i];
+		if (!buf_addc(repl, c))
+			return JSON_CB_ERROR;
+	}
+	return JSON_REPLACE;
+}
+
+static enum json_result
+run(const char *in, size_t n, struct buf *out, size_t *rep)
+{
+	size_t pos;
+	buf_reset(out);
+	return json_rewrite(in, n, upper_content, NULL, out, 1 << 20, rep, &pos);
+}
+
+static void
+check_valid(const char *in, const char *want)
+{
+	struct buf out;
+	size_t rep;
+	enum json_result r;
+
+	buf_init(&out, 1 << 20);
+	r = run(in, strlen(in), &out, &rep);
+	CHECK(r == JSON_OK, "valid: %s (got %d)", in, r);
+	if (r == JSON_OK)
+		CHECK(out.len == strlen(want) && memcmp(out.p, want, out.len) == 0,
+		      "rewrite of %s gave %.*s", in, (int)out.len, out.p);
+	buf_free(&out);
+}
+
+static void
+check_invalid(const char *in, size_t n, enum json_result want)
+{
+	struct buf out;
+	size_t rep;
+	enum json_result r;
+
+	buf_init(&out, 1 << 20);
+	r = run(in, n, &out, &rep);
+	CHECK(r == want, "invalid input %.*s: got %d want %d", (int)n, in, r,
+	      want);
+	buf_free(&out);
+}
+
+int
+main(void)
+{
+	check_valid("{\"a\": 0.7, \"b\" : [1, 2e-3, -0, true, false, null]}",
+	            "{\"a\": 0.7, \"b\" : [1, 2e-3, -0, true, false, null]}");
+	check_valid("{\"messages\":[{\"role\":\"user\",\"content\":\"hi \\u00e9\"}]}",
+	            "{\"messages\":[{\"role\":\"user\",\"content\":\"HI \xc3\xa9\"}]}");
+	check_valid("{\"content\":\"a\\\"b\\\\c\\n\\u0000d\"}",
+	            "{\"content\":\"A\\\"B\\\\C\\n\\u0000D\"}");
+	check_valid("{\"content\":\"\\ud83d\\ude00\"}",
+	            "{\"content\":\"\xf0\x9f\x98\x80\"}");
+	check_valid("  \"content\"  ", "  \"content\"  ");
+	check_valid("[]", "[]");
+	check_valid("{}", "{}");
+	check_valid("{\"x\":{},\"content\":\"q\"}", "{\"x\":{},\"content\":\"Q\"}");
+
+	check_invalid("{\"a\":1,}", 8, JSON_INVALID);
+	check_invalid("[1 2]", 5, JSON_INVALID);
+	check_invalid("{\"a\" 1}", 7, JSON_INVALID);
+	check_invalid("{\"a\":01}", 8, JSON_INVALID);
+	check_invalid("{\"a\":1.}", 8, JSON_INVALID);
+	check_invalid("{\"a\":tru}", 9, JSON_INVALID);
+	check_invalid("{\"a\":\"\\ud800\"}", 14, JSON_INVALID);
+	check_invalid("{\"a\":\"\\udc00\"}", 14, JSON_INVALID);
+	check_invalid("{\"a\":\"\\ud800\\u0041\"}", 20, JSON_INVALID);
+	check_invalid("{\"a\":\"\\x\"}", 10, JSON_INVALID);
+	check_invalid("{\"a\":\"\xc3\x28\"}", 10, JSON_INVALID);
+	check_invalid("{\"a\":\"\xed\xa0\x80\"}", 11, JSON_INVALID);
+	check_invalid("{\"a\":\"\xf5\x80\x80\x80\"}", 12, JSON_INVALID);
+	check_invalid("{\"a\":\"tab\there\"}", 15, JSON_INVALID);
+	check_invalid("{\"a\":\"unterminated", 18, JSON_INVALID);
+	check_invalid("{} x", 4, JSON_INVALID);
+	check_invalid("", 0, JSON_INVALID);
+	check_invalid("{\"a\":1}\0", 8, JSON_INVALID);
+
+	/* Depth: 64 fits, 65 does not, a million does not crash. */
+	{
+		size_t n = 1000000;
+		char *deep = malloc(2 * n);
+		for (size_t i = 0; i < n; i++) {
+			deep[i] = '[';
+			deep[2 * n - 1 - i] = ']';
+		}
+		struct buf out;
+		buf_init(&out, 1 << 20);
+		CHECK(json_rewrite(deep + n - 64, 128, NULL, NULL, &out, 1 << 20,
+		                   NULL, NULL) == JSON_OK, "depth 64 ok");
+		CHECK(json_rewrite(deep + n - 65, 130, NULL, NULL, &out, 1 << 20,
+		                   NULL, NULL) == JSON_TOO_DEEP, "depth 65 refused");
+		CHECK(json_rewrite(deep, 2 * n, NULL, NULL, &out, 1 << 20, NULL,
+		                   NULL) == JSON_TOO_DEEP, "depth 10^6 refused");
+		buf_free(&out);
+		free(deep);
+	}
+	/* Output cap. */
+	{
+		struct buf out;
+		const char *in = "{\"content\":\"abcdefgh\"}";
+		buf_init(&out, 10);
+		CHECK(json_rewrite(in, strlen(in), upper_content, NULL, &out, 100,
+		                   NULL, NULL) == JSON_TOO_BIG, "output cap");
+		buf_free(&out);
+	}
+	return harness_done();
+}
