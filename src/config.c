@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define CONFIG_MAX_FILE (1024 * 1024)
 #define CONFIG_MAX_ERRORS 20
@@ -809,6 +810,9 @@ validate(struct loader *ld)
 				         "provider '%s': header '%s' is not 'Name: value'",
 				         p->name, hv);
 		}
+		if (p->ca_file != NULL && access(p->ca_file, R_OK) != 0)
+			complain(ld, p->line, "provider '%s': ca_file %s: %s",
+			         p->name, p->ca_file, strerror(errno));
 		if (p->auth_header != AUTH_HDR_NONE && !p->api_key_env &&
 		    !p->api_key_file)
 			warn(ld, p->line, "provider '%s': auth_header is set but "

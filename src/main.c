@@ -123,8 +123,12 @@ cmd_keys(int argc, char **argv)
 {
 	char *key, *line;
 
-	if (argc >= 1 && (strcmp(argv[0], "-h") == 0 ||
-	                  strcmp(argv[0], "--help") == 0)) {
+	bool help = false;
+
+	for (int i = 0; i < argc; i++)
+		help = help || strcmp(argv[i], "-h") == 0 ||
+		       strcmp(argv[i], "--help") == 0;
+	if (help) {
 		printf("usage: scrim keys generate NAME\n\n"
 		       "Make a new client key (sk-scrim- and 256 random bits). "
 		       "The key is printed once;\n"
@@ -134,6 +138,11 @@ cmd_keys(int argc, char **argv)
 	}
 	if (argc != 2 || strcmp(argv[0], "generate") != 0) {
 		fprintf(stderr, "usage: scrim keys generate NAME (see --help)\n");
+		return 2;
+	}
+	if (argv[1][0] == '-' || argv[1][0] == '.') {
+		fprintf(stderr, "scrim keys: NAME must start with a letter or "
+		                "digit\n");
 		return 2;
 	}
 	for (const char *p = argv[1]; *p; p++)
@@ -162,10 +171,18 @@ cmd_keys(int argc, char **argv)
 }
 
 static int
-cmd_version(void)
+cmd_version(int argc, char **argv)
 {
 	curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
 
+	if (argc > 0) {
+		bool help = strcmp(argv[0], "-h") == 0 ||
+		            strcmp(argv[0], "--help") == 0;
+		fprintf(help ? stdout : stderr,
+		        "usage: scrim version\n\nPrint the versions of scrim and "
+		        "of the libraries it runs on.\n");
+		return help ? 0 : 2;
+	}
 	printf("scrim %s\n", SCRIM_VERSION);
 	printf("libevent %s\n", event_get_version());
 	printf("libcurl %s (%s%s%s)\n", cv->version,
@@ -194,7 +211,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "keys") == 0)
 		return cmd_keys(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
-		return cmd_version();
+		return cmd_version(argc - 2, argv + 2);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 ||
 	    strcmp(cmd, "--help") == 0) {
 		usage(stdout);

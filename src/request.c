@@ -271,8 +271,11 @@ stage_parse(struct scrim_req *r)
 		req_fail(r, ERR_INVALID_JSON, msg);
 		return STAGE_DONE;
 	}
-	if (!json_is_object(r->json))
-		return STAGE_NEXT;
+	if (!json_is_object(r->json)) {
+		req_fail(r, ERR_INVALID_JSON, "The request body must be a JSON "
+		                              "object");
+		return STAGE_DONE;
+	}
 	model = json_object_get(r->json, "model");
 	if (model != NULL) {
 		if (!json_is_string(model) || json_string_length(model) == 0 ||
