@@ -23,15 +23,26 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
 passed=0
 failed=0
-count() { # name, status
-  if [ "$2" -eq 0 ]; then passed=$((passed + 1)); echo "ok: $1";
-  else failed=$((failed + 1)); echo "FAILED: $1"; fi
+# Adds a suite's counts: name, exit status, passed, failed.
+count() {
+  local p=${3:-0} f=${4:-0}
+  if [ "$2" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+  passed=$((passed + p)); failed=$((failed + f))
+  if [ "$2" -eq 0 ]; then echo "ok: $1 ($p passed)"; else echo "FAILED: $1 ($f failed)"; fi
+}
+ctest_counts() { # log -> "passed failed" from ctest's summary line
+  sed -n 's/.* tests passed, \([0-9]*\) tests\{0,1\} failed out of \([0-9]*\).*/\2 \1/p' "$1" |
+    awk '{print $1 - $2, $2}'
 }
 
 echo "== unit tests"
 set +e
-(cd build && ctest --output-on-failure); count "unit tests (release)" $?
-(cd build-asan && ctest --output-on-failure); count "unit tests (sanitizers)" $?
+for b in build build-asan; do
+  (cd "$b" && ctest --output-on-failure) 2>&1 | tee "/tmp/scrim-ctest-$b.log"
+  st=${PIPESTATUS[0]}
+  read -r p f < <(ctest_counts "/tmp/scrim-ctest-$b.log")
+  count "unit tests ($b)" "$st" "${p:-0}" "${f:-0}"
+done
 set -e
 
 echo "== integration tests"
@@ -39,7 +50,10 @@ echo "== integration tests"
 set +e
 SCRIM_BIN="$root/build-asan/scrim" node --test --test-concurrency=2 \
   tests/integration/ 2>&1 | tee /tmp/scrim-integration.log
-count "integration tests (sanitizer build)" "${PIPESTATUS[0]}"
+st=${PIPESTATUS[0]}
+p=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' /tmp/scrim-integration.log | tail -1)
+f=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' /tmp/scrim-integration.log | tail -1)
+count "integration tests (sanitizer build)" "$st" "${p:-0}" "${f:-0}"
 set -e
 
 echo
