@@ -14,7 +14,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +70,10 @@ static const struct cfg_def gateway_defs[] = {
 	{"max_header_size", T_SIZE, G(max_header_size), 0, "16k", 1024, 1L << 20, NULL},
 	{"max_headers", T_UINT, G(max_headers), 0, "100", 8, 10000, NULL},
 	{"max_request_line", T_SIZE, G(max_request_line), 0, "8k", 256, 1L << 20, NULL},
+	{"max_response_size", T_SIZE, G(max_response_size), 0, "32m", 4096, 1L << 30, NULL},
+	{"rules_dir", T_STR, G(rules_dir), 0, "/etc/scrim/rules", 0, 0, NULL},
+	{"scrub", T_STR, G(scrub), 0, "on", 0, 0, NULL},
+	{"scrub_secret_file", T_STR, G(scrub_secret_file), 0, "", 0, 0, NULL},
 	{"send_timeout", T_DURATION, G(send_timeout_ms), 0, "60s", 100, 3600000, NULL},
 };
 #undef G
@@ -139,8 +145,10 @@ complain(struct loader *ld, int line, const char *fmt, ...)
 	ld->errors++;
 	if (ld->errors > CONFIG_MAX_ERRORS)
 		return;
-	if (ld->to_stderr)
+	if (ld->to_stderr && line > 0)
 		fprintf(stderr, "%s:%d: %s\n", ld->path, line, msg);
+	else if (ld->to_stderr)
+		fprintf(stderr, "%s: %s\n", ld->path, msg);
 	else
 		log_error("config %s:%d: %s", ld->path, line, msg);
 }
@@ -154,8 +162,10 @@ warn(struct loader *ld, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (ld->to_stderr)
+	if (ld->to_stderr && line > 0)
 		fprintf(stderr, "%s:%d: warning: %s\n", ld->path, line, msg);
+	else if (ld->to_stderr)
+		fprintf(stderr, "%s: warning: %s\n", ld->path, msg);
 	else
 		log_warn("config %s:%d: %s", ld->path, line, msg);
 }
@@ -769,6 +779,37 @@ validate(struct loader *ld)
 		complain(ld, gline(ld, "auth"), "auth: '%s' is not 'keys' or 'off'",
 		         c->auth);
 	}
+	if (strcmp(c->scrub, "off") == 0)
+		c->scrub_off = true;
+	else if (strcmp(c->scrub, "on") != 0)
+		complain(ld, gline(ld, "scrub"), "scrub: 'on' or 'off'");
+	if (c->rules_dir[0] != '/') {
+		/* Relative to the file, not to wherever scrim was started. */
+		const char *slash = strrchr(c->path, '/');
+		char *abs = slash ? xasprintf("%.*s/%s", (int)(slash - c->path),
+		                              c->path, c->rules_dir)
+		                  : xstrdup(c->rules_dir);
+		free(c->rules_dir);
+		c->rules_dir = abs;
+	}
+	if (*c->scrub_secret_file) {
+		size_t len;
+		int err;
+		char *sec = ini_read_file(c->scrub_secret_file, 4096, &len, &err);
+		if (sec == NULL || len < 32) {
+			complain(ld, gline(ld, "scrub_secret_file"),
+			         "scrub_secret_file %s: %s", c->scrub_secret_file,
+			         sec ? "needs at least 32 bytes" : strerror(err));
+		} else {
+			EVP_Digest(sec, len, c->scrub_secret, NULL, EVP_sha256(), NULL);
+		}
+		if (sec != NULL) {
+			OPENSSL_cleanse(sec, len);
+			free(sec);
+		}
+	} else {
+		c->scrub_secret_random = true;
+	}
 	if (*c->egress_proxy && strncmp(c->egress_proxy, "http://", 7) != 0 &&
 	    strncmp(c->egress_proxy, "https://", 8) != 0)
 		complain(ld, gline(ld, "egress_proxy"), "egress_proxy: '%s' must be an http:// or https:// "
@@ -949,5 +990,9 @@ config_unref(struct scrim_config *c)
 	free(c->auth);
 	free(c->egress_proxy);
 	free(c->log_level_str);
+	free(c->rules_dir);
+	free(c->scrub);
+	free(c->scrub_secret_file);
+	OPENSSL_cleanse(c->scrub_secret, sizeof(c->scrub_secret));
 	free(c);
 }

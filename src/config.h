@@ -67,6 +67,13 @@ struct scrim_config {
 	char *egress_proxy;
 	char *log_level_str;
 	enum log_level log_level;
+	char *rules_dir;        /* resolved against the config file's folder */
+	char *scrub;            /* "on" or "off" */
+	bool scrub_off;
+	char *scrub_secret_file;
+	unsigned char scrub_secret[32]; /* keys placeholders; wiped on free */
+	bool scrub_secret_random;       /* no file: random per process */
+	long max_response_size;         /* answers held whole to restore */
 
 	struct cfg_client_key *keys;
 	size_t nkeys;

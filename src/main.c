@@ -6,6 +6,8 @@
 #include "auth.h"
 #include "config.h"
 #include "log.h"
+#include "rules.h"
+#include "scrubcmd.h"
 #include "server.h"
 
 #include <curl/curl.h>
@@ -34,6 +36,8 @@ usage(FILE *f)
 	        "error\n"
 	        "  keys generate NAME     make a client key and print its "
 	        "[keys] line\n"
+	        "  scrub [--rules DIR] [--jsonl] [--explain]\n"
+	        "                         scrub stdin to stdout\n"
 	        "  version                versions of scrim and its libraries\n"
 	        "  help                   this text\n"
 	        "\n"
@@ -96,15 +100,36 @@ cmd_check(int argc, char **argv)
 
 	if (rc != 0)
 		return rc == 2 ? 0 : 2;
+	struct ruleset *rs;
+	int bad;
+
 	c = config_load(path, true);
 	if (c == NULL) {
 		fprintf(stderr, "%s: configuration is invalid\n", path);
 		return 1;
 	}
-	printf("%s: ok (%zu providers, %zu routes, %zu keys)\n", path,
-	       c->nproviders, c->nroutes, c->nkeys);
+	rs = rules_load(c->rules_dir, true);
+	if (rs == NULL) {
+		fprintf(stderr, "%s: rules are invalid\n", c->rules_dir);
+		config_unref(c);
+		return 1;
+	}
+	bad = rules_check_examples(rs, true);
+	if (bad > 0) {
+		fprintf(stderr, "%s: %d rule example%s failed\n", c->rules_dir, bad,
+		        bad == 1 ? "" : "s");
+	} else {
+		size_t nex = 0;
+		for (size_t i = 0; i < rs->nrules; i++)
+			nex += rs->rules[i].nexamples;
+		printf("%s: ok (%zu providers, %zu routes, %zu keys)\n", path,
+		       c->nproviders, c->nroutes, c->nkeys);
+		printf("%s: ok (%zu rules, %zu examples pass%s)\n", c->rules_dir,
+		       rs->nrules, nex, rs->jit ? "" : "; PCRE2 JIT unavailable");
+	}
+	rules_unref(rs);
 	config_unref(c);
-	return 0;
+	return bad > 0 ? 1 : 0;
 }
 
 static int
@@ -208,6 +233,8 @@ main(int argc, char **argv)
 		return cmd_serve(argc - 2, argv + 2);
 	if (strcmp(cmd, "check") == 0)
 		return cmd_check(argc - 2, argv + 2);
+	if (strcmp(cmd, "scrub") == 0)
+		return scrubcmd_run(argc - 2, argv + 2);
 	if (strcmp(cmd, "keys") == 0)
 		return cmd_keys(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)

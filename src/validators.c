@@ -321,10 +321,22 @@ validate_uk_nino(const char *s, size_t n)
 	return c[8] >= 'A' && c[8] <= 'D';
 }
 
+bool
+validate_phone(const char *s, size_t n)
+{
+	int digits = 0;
+
+	/* E.164 allows at most 15 digits; real numbers have at least 7. */
+	for (size_t i = 0; i < n; i++)
+		digits += is_digit(s[i]);
+	return digits >= 7 && digits <= 15;
+}
+
 static const struct {
 	const char *name;
 	validator_fn fn;
 } table[] = {
+	{"phone", validate_phone},
 	{"luhn", validate_luhn},       {"iban", validate_iban},
 	{"aba", validate_aba},         {"us_ssn", validate_us_ssn},
 	{"ipv4", validate_ipv4},       {"btc", validate_btc},
@@ -343,5 +355,5 @@ validator_find(const char *name)
 const char *
 validator_names(void)
 {
-	return "luhn, iban, aba, us_ssn, ipv4, btc, uk_nino";
+	return "luhn, iban, aba, us_ssn, ipv4, btc, uk_nino, phone";
 }

@@ -23,5 +23,6 @@ bool validate_us_ssn(const char *s, size_t n);
 bool validate_ipv4(const char *s, size_t n);
 bool validate_btc(const char *s, size_t n);
 bool validate_uk_nino(const char *s, size_t n);
+bool validate_phone(const char *s, size_t n);
 
 #endif

@@ -1,0 +1,593 @@
+/*
+ * rules.c - the rule pack reader and compiler. A pack is an INI file
+ * (ini.c) with one [rule ID] section per rule; docs/rules.md is the
+ * reference. Every pattern is compiled once, in UTF mode, with its match
+ * limits set in one shared match context so no input can make a rule run
+ * away (ReDoS): a rule that hits a limit is an error the caller must
+ * treat as "cannot scrub", never as "nothing found".
+ */
+#include "rules.h"
+
+#include "alloc.h"
+#include "ini.h"
+#include "log.h"
+#include "scrub.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define RULES_MAX_FILE (4 * 1024 * 1024)
+#define RULES_MAX_FILES 256
+/* PCRE2 limits, per pcre2_match call. Windows keep subjects small, so
+ * these are far above what an honest match needs (RELIABILITY.md §6). */
+#define RULES_MATCH_LIMIT 1000000
+#define RULES_DEPTH_LIMIT 10000
+#define RULES_HEAP_LIMIT_KB (64 * 1024)
+
+static const char *const action_names[ACT__COUNT] = {
+	"redact", "mask", "hash", "tokenize", "block", "local", "allow",
+};
+
+const char *
+rules_action_name(enum scrub_action a)
+{
+	return (unsigned)a < ACT__COUNT ? action_names[a] : "?";
+}
+
+bool
+rules_action_parse(const char *s, enum scrub_action *out)
+{
+	for (int i = 0; i < ACT__COUNT; i++)
+		if (strcmp(s, action_names[i]) == 0) {
+			*out = (enum scrub_action)i;
+			return true;
+		}
+	return false;
+}
+
+struct rloader {
+	struct ruleset *rs;
+	const char *file;
+	bool to_stderr;
+	int errors;
+	struct rule *cur; /* rule being read, or NULL */
+	unsigned seen;    /* bit per key, against repeats */
+};
+
+SCRIM_PRINTF(3, 4) static void
+rcomplain(struct rloader *ld, int line, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ld->errors++;
+	if (ld->to_stderr && line > 0)
+		fprintf(stderr, "%s:%d: %s\n", ld->file, line, msg);
+	else if (ld->to_stderr)
+		fprintf(stderr, "%s: %s\n", ld->file, msg);
+	else
+		log_error("rules %s:%d: %s", ld->file, line, msg);
+}
+
+/* Split "a|b|c" into trimmed, lower-cased (when fold) pieces. */
+static char **
+split_bar(const char *v, size_t *count, bool fold)
+{
+	char **list = NULL;
+	size_t n = 0;
+
+	while (*v) {
+		const char *e = strchr(v, '|');
+		size_t len = e ? (size_t)(e - v) : strlen(v);
+		const char *s = v;
+		while (len > 0 && (*s == ' ' || *s == '\t'))
+			s++, len--;
+		while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+			len--;
+		if (len > 0) {
+			char *w = xstrndup(s, len);
+			if (fold)
+				for (char *p = w; *p; p++)
+					if (*p >= 'A' && *p <= 'Z')
+						*p = (char)(*p + 32);
+			list = xrealloc(list, sizeof(*list) * (n + 1));
+			list[n++] = w;
+		}
+		if (e == NULL)
+			break;
+		v = e + 1;
+	}
+	*count = n;
+	return list;
+}
+
+static void
+free_list(char **l, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(l[i]);
+	free(l);
+}
+
+static bool
+parse_example(struct rloader *ld, int line, const char *v, bool positive)
+{
+	struct rule *r = ld->cur;
+	struct rule_example ex;
+	size_t n = strlen(v), o = 0;
+	char *text = xmalloc(n + 1);
+
+	memset(&ex, 0, sizeof(ex));
+	ex.positive = positive;
+	ex.line = line;
+	for (size_t i = 0; i < n;) {
+		if (v[i] == '[' && v[i + 1] == '[') {
+			if (!positive || ex.nspans == 4) {
+				rcomplain(ld, line, "[[...]] marks values in `match` "
+				                    "examples only, at most 4");
+				free(text);
+				return false;
+			}
+			ex.starts[ex.nspans] = o;
+			i += 2;
+			continue;
+		}
+		if (v[i] == ']' && v[i + 1] == ']' && positive &&
+		    ex.starts[ex.nspans] <= o && ex.nspans < 4 &&
+		    (ex.nspans == 0 || ex.ends[ex.nspans - 1] <= ex.starts[ex.nspans])) {
+			ex.ends[ex.nspans++] = o;
+			i += 2;
+			continue;
+		}
+		if (v[i] == '\\' && (v[i + 1] == 'n' || v[i + 1] == 't' ||
+		                      v[i + 1] == '\\')) {
+			/* Examples are one line: \n, \t and \\ stand for the
+			 * characters a multi-line value needs. */
+			text[o++] = v[i + 1] == 'n' ? '\n' : v[i + 1] == 't' ? '\t'
+			                                                    : '\\';
+			i += 2;
+			continue;
+		}
+		text[o++] = v[i++];
+	}
+	text[o] = '\0';
+	if (positive && ex.nspans == 0) {
+		rcomplain(ld, line, "a `match` example marks its value as "
+		                    "[[value]]");
+		free(text);
+		return false;
+	}
+	ex.text = text;
+	r->examples = xrealloc(r->examples,
+	                       sizeof(*r->examples) * (r->nexamples + 1));
+	r->examples[r->nexamples++] = ex;
+	return true;
+}
+
+static void
+on_section(void *arg, int line, char *hdr)
+{
+	struct rloader *ld = arg;
+	struct ruleset *rs = ld->rs;
+	char *name;
+	struct rule *r;
+
+	ld->cur = NULL;
+	if (strncmp(hdr, "rule ", 5) != 0) {
+		rcomplain(ld, line, "expected [rule ID]");
+		return;
+	}
+	name = hdr + 5;
+	while (*name == ' ')
+		name++;
+	if (*name == '\0' || strspn(name, "abcdefghijklmnopqrstuvwxyz"
+	                                  "0123456789_.-") != strlen(name)) {
+		rcomplain(ld, line, "rule id '%s': use lower-case letters, digits, "
+		                    "'.', '_' and '-'", name);
+		return;
+	}
+	for (size_t i = 0; i < rs->nrules; i++)
+		if (strcmp(rs->rules[i].id, name) == 0) {
+			rcomplain(ld, line, "rule '%s' is already defined at %s:%d",
+			          name, rs->rules[i].file, rs->rules[i].line);
+			return;
+		}
+	rs->rules = xrealloc(rs->rules, sizeof(*rs->rules) * (rs->nrules + 1));
+	r = &rs->rules[rs->nrules++];
+	memset(r, 0, sizeof(*r));
+	r->id = xstrdup(name);
+	r->file = xstrdup(ld->file);
+	r->line = line;
+	r->score = 0.8;
+	r->action = ACT_TOKENIZE;
+	r->anchor = ANCHOR_ANY;
+	r->win_before = 64;
+	r->win_after = 256;
+	r->context_window = 64;
+	ld->cur = r;
+	ld->seen = 0;
+}
+
+static bool
+parse_anchor(struct rloader *ld, int line, const char *v)
+{
+	struct rule *r = ld->cur;
+
+	if (strcmp(v, "any") == 0) {
+		r->anchor = ANCHOR_ANY;
+	} else if (strncmp(v, "char ", 5) == 0 && strlen(v) == 6) {
+		r->anchor = ANCHOR_CHAR;
+		r->anchor_char = (unsigned char)v[5];
+	} else if (strncmp(v, "digits ", 7) == 0) {
+		char *end;
+		long d = strtol(v + 7, &end, 10);
+		if (*end || d < 1 || d > 64) {
+			rcomplain(ld, line, "anchor digits N: N from 1 to 64");
+			return false;
+		}
+		r->anchor = ANCHOR_DIGITS;
+		r->anchor_digits = (unsigned)d;
+	} else if (strncmp(v, "words ", 6) == 0 ||
+	           strncmp(v, "literals ", 9) == 0) {
+		bool words = v[0] == 'w';
+		r->anchor = words ? ANCHOR_WORDS : ANCHOR_LITERALS;
+		free_list(r->anchor_words, r->nanchor_words);
+		r->anchor_words = split_bar(v + (words ? 6 : 9), &r->nanchor_words,
+		                            words);
+		if (r->nanchor_words == 0) {
+			rcomplain(ld, line, "anchor %s needs at least one entry",
+			          words ? "words" : "literals");
+			return false;
+		}
+	} else {
+		rcomplain(ld, line, "anchor: 'any', 'char C', 'digits N', "
+		                    "'words a|b' or 'literals A|B'");
+		return false;
+	}
+	return true;
+}
+
+static void
+on_key(void *arg, int line, char *key, char *v)
+{
+	static const char *const keys[] = {
+	    "type", "pattern", "validator", "anchor", "window", "context",
+	    "context_required", "context_window", "negative", "score", "action",
+	    "match", "nomatch",
+	};
+	struct rloader *ld = arg;
+	struct rule *r = ld->cur;
+	size_t k;
+
+	if (r == NULL)
+		return; /* inside a refused section: already reported */
+	for (k = 0; k < SCRIM_ARRAY_LEN(keys); k++)
+		if (strcmp(keys[k], key) == 0)
+			break;
+	if (k == SCRIM_ARRAY_LEN(keys)) {
+		rcomplain(ld, line, "unknown key '%s' in rule '%s'", key, r->id);
+		return;
+	}
+	if (k < 11 && (ld->seen & (1u << k))) {
+		rcomplain(ld, line, "'%s' is set twice in rule '%s'", key, r->id);
+		return;
+	}
+	ld->seen |= 1u << k;
+	switch (k) {
+	case 0: /* type */
+		if (*v == '\0' || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+		                      != strlen(v) || strlen(v) > 32) {
+			rcomplain(ld, line, "type: upper-case letters, digits and "
+			                    "'_', at most 32");
+			return;
+		}
+		r->type = xstrdup(v);
+		break;
+	case 1:
+		r->pattern = xstrdup(v);
+		break;
+	case 2:
+		r->validator = validator_find(v);
+		if (r->validator == NULL) {
+			rcomplain(ld, line, "validator '%s' is unknown (known: %s)", v,
+			          validator_names());
+			return;
+		}
+		r->validator_name = xstrdup(v);
+		break;
+	case 3:
+		parse_anchor(ld, line, v);
+		break;
+	case 4: {
+		unsigned b, a;
+		if (sscanf(v, "%u %u", &b, &a) != 2 || b > 65536 || a > 65536) {
+			rcomplain(ld, line, "window: two numbers of bytes, before "
+			                    "and after the anchor (at most 65536)");
+			return;
+		}
+		r->win_before = b;
+		r->win_after = a;
+		break;
+	}
+	case 5:
+		r->context = split_bar(v, &r->ncontext, true);
+		break;
+	case 6:
+		if (strcmp(v, "yes") != 0 && strcmp(v, "no") != 0) {
+			rcomplain(ld, line, "context_required: yes or no");
+			return;
+		}
+		r->context_required = v[0] == 'y';
+		break;
+	case 7: {
+		char *end;
+		long w = strtol(v, &end, 10);
+		if (*end || w < 1 || w > 4096) {
+			rcomplain(ld, line, "context_window: bytes, 1 to 4096");
+			return;
+		}
+		r->context_window = (unsigned)w;
+		break;
+	}
+	case 8:
+		r->negative = split_bar(v, &r->nnegative, true);
+		break;
+	case 9: {
+		char *end;
+		double s = strtod(v, &end);
+		if (*end || s <= 0 || s > 1) {
+			rcomplain(ld, line, "score: a number in (0, 1]");
+			return;
+		}
+		r->score = s;
+		break;
+	}
+	case 10:
+		if (!rules_action_parse(v, &r->action)) {
+			rcomplain(ld, line, "action: redact, mask, hash, tokenize, "
+			                    "block, local or allow");
+			return;
+		}
+		break;
+	case 11:
+	case 12:
+		parse_example(ld, line, v, k == 11);
+		break;
+	}
+}
+
+static void
+on_error(void *arg, int line, const char *msg)
+{
+	struct rloader *ld = arg;
+	rcomplain(ld, line, "%s", msg);
+	ld->cur = NULL;
+}
+
+static const struct ini_handler handler = {on_section, on_key, on_error};
+
+static void
+compile_rule(struct rloader *ld, struct ruleset *rs, struct rule *r)
+{
+	int ec;
+	PCRE2_SIZE eo;
+	PCRE2_UCHAR msg[256];
+	int n;
+
+	if (r->type == NULL || r->pattern == NULL) {
+		rcomplain(ld, r->line, "rule '%s' needs type and pattern", r->id);
+		return;
+	}
+	if (r->nexamples == 0 || !r->examples[0].positive) {
+		bool any = false;
+		for (size_t i = 0; i < r->nexamples; i++)
+			any = any || r->examples[i].positive;
+		if (!any) {
+			rcomplain(ld, r->line, "rule '%s' needs at least one `match` "
+			                       "example", r->id);
+			return;
+		}
+	}
+	r->code = pcre2_compile((PCRE2_SPTR)r->pattern, PCRE2_ZERO_TERMINATED,
+	                        PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C, &ec, &eo,
+	                        NULL);
+	if (r->code == NULL) {
+		pcre2_get_error_message(ec, msg, sizeof(msg));
+		rcomplain(ld, r->line, "rule '%s': pattern error at offset %zu: %s",
+		          r->id, (size_t)eo, (const char *)msg);
+		return;
+	}
+	n = pcre2_substring_number_from_name(r->code, (PCRE2_SPTR) "v");
+	r->value_group = n > 0 ? (uint32_t)n : 0;
+	if (rs->jit) {
+		ec = pcre2_jit_compile(r->code, PCRE2_JIT_COMPLETE);
+		if (ec != 0) {
+			/* Refused under MemoryDenyWriteExecute (-48): match with
+			 * the interpreter from now on, for every rule. */
+			pcre2_get_error_message(ec, msg, sizeof(msg));
+			log_warn("rules: PCRE2 JIT unavailable (%s); using the "
+			         "interpreter", (const char *)msg);
+			rs->jit = false;
+		}
+	}
+}
+
+static int
+name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct ruleset *
+rules_load(const char *dir, bool to_stderr)
+{
+	struct ruleset *rs = xcalloc(1, sizeof(*rs));
+	struct rloader ld;
+	DIR *d;
+	struct dirent *e;
+	char *names[RULES_MAX_FILES];
+	size_t nnames = 0;
+	uint32_t max_groups = 1;
+
+	memset(&ld, 0, sizeof(ld));
+	ld.rs = rs;
+	ld.to_stderr = to_stderr;
+	ld.file = dir;
+	rs->refcnt = 1;
+	rs->dir = xstrdup(dir);
+	rs->jit = true;
+
+	d = opendir(dir);
+	if (d == NULL) {
+		rcomplain(&ld, 0, "cannot open the rules directory: %s",
+		          strerror(errno));
+		goto fail;
+	}
+	while ((e = readdir(d)) != NULL) {
+		size_t l = strlen(e->d_name);
+		if (l > 6 && strcmp(e->d_name + l - 6, ".rules") == 0 &&
+		    e->d_name[0] != '.' && nnames < RULES_MAX_FILES)
+			names[nnames++] = xasprintf("%s/%s", dir, e->d_name);
+	}
+	closedir(d);
+	qsort(names, nnames, sizeof(names[0]), name_cmp);
+	if (nnames == 0)
+		rcomplain(&ld, 0, "no *.rules files");
+	for (size_t i = 0; i < nnames; i++) {
+		size_t len;
+		int err;
+		char *text = ini_read_file(names[i], RULES_MAX_FILE, &len, &err);
+		size_t first = rs->nrules;
+
+		ld.file = names[i];
+		ld.cur = NULL;
+		if (text == NULL) {
+			rcomplain(&ld, 0, "cannot read: %s", strerror(err));
+			continue;
+		}
+		ini_parse(text, &handler, &ld);
+		free(text);
+		for (size_t k = first; k < rs->nrules; k++)
+			compile_rule(&ld, rs, &rs->rules[k]);
+	}
+	for (size_t i = 0; i < nnames; i++)
+		free(names[i]);
+	if (ld.errors > 0)
+		goto fail;
+	for (size_t k = 0; k < rs->nrules; k++) {
+		uint32_t c = 0;
+		pcre2_pattern_info(rs->rules[k].code, PCRE2_INFO_CAPTURECOUNT, &c);
+		if (c + 1 > max_groups)
+			max_groups = c + 1;
+	}
+	rs->mctx = pcre2_match_context_create(NULL);
+	rs->md = pcre2_match_data_create(max_groups, NULL);
+	if (rs->jit)
+		rs->jit_stack = pcre2_jit_stack_create(32 * 1024, 16 * 1024 * 1024,
+		                                       NULL);
+	if (rs->mctx == NULL || rs->md == NULL || (rs->jit && !rs->jit_stack)) {
+		rcomplain(&ld, 0, "out of memory for PCRE2");
+		goto fail;
+	}
+	pcre2_set_match_limit(rs->mctx, RULES_MATCH_LIMIT);
+	pcre2_set_depth_limit(rs->mctx, RULES_DEPTH_LIMIT);
+	pcre2_set_heap_limit(rs->mctx, RULES_HEAP_LIMIT_KB);
+	if (rs->jit)
+		pcre2_jit_stack_assign(rs->mctx, NULL, rs->jit_stack);
+	return rs;
+fail:
+	rules_unref(rs);
+	return NULL;
+}
+
+struct ruleset *
+rules_ref(struct ruleset *rs)
+{
+	rs->refcnt++;
+	return rs;
+}
+
+void
+rules_unref(struct ruleset *rs)
+{
+	if (rs == NULL || --rs->refcnt > 0)
+		return;
+	for (size_t i = 0; i < rs->nrules; i++) {
+		struct rule *r = &rs->rules[i];
+		free(r->id);
+		free(r->type);
+		free(r->file);
+		free(r->pattern);
+		free(r->validator_name);
+		pcre2_code_free(r->code);
+		free_list(r->anchor_words, r->nanchor_words);
+		free_list(r->context, r->ncontext);
+		free_list(r->negative, r->nnegative);
+		for (size_t k = 0; k < r->nexamples; k++)
+			free(r->examples[k].text);
+		free(r->examples);
+	}
+	free(rs->rules);
+	pcre2_match_data_free(rs->md);
+	pcre2_match_context_free(rs->mctx);
+	pcre2_jit_stack_free(rs->jit_stack);
+	free(rs->dir);
+	free(rs);
+}
+
+int
+rules_check_examples(struct ruleset *rs, bool to_stderr)
+{
+	struct rloader ld;
+	struct scrub_hits hits;
+
+	memset(&ld, 0, sizeof(ld));
+	ld.to_stderr = to_stderr;
+	scrub_hits_init(&hits);
+	for (size_t i = 0; i < rs->nrules; i++) {
+		struct rule *r = &rs->rules[i];
+		ld.file = r->file;
+		for (size_t k = 0; k < r->nexamples; k++) {
+			const struct rule_example *ex = &r->examples[k];
+			char err[128];
+
+			scrub_hits_reset(&hits);
+			if (scrub_find_rule(rs, r, ex->text, strlen(ex->text), &hits,
+			                    err, sizeof(err)) != 0) {
+				rcomplain(&ld, ex->line, "rule '%s': engine error: %s",
+				          r->id, err);
+				continue;
+			}
+			if (!ex->positive) {
+				if (hits.n > 0)
+					rcomplain(&ld, ex->line,
+					          "rule '%s': `nomatch` example matched at "
+					          "bytes %zu-%zu", r->id, hits.v[0].start,
+					          hits.v[0].end);
+				continue;
+			}
+			for (size_t s = 0; s < ex->nspans; s++) {
+				bool found = false;
+				for (size_t h = 0; h < hits.n; h++)
+					found = found || (hits.v[h].start == ex->starts[s] &&
+					                  hits.v[h].end == ex->ends[s]);
+				if (!found)
+					rcomplain(&ld, ex->line,
+					          "rule '%s': `match` example: value %zu "
+					          "(bytes %zu-%zu) not found whole%s",
+					          r->id, s + 1, ex->starts[s], ex->ends[s],
+					          hits.n ? " (found a different span)" : "");
+			}
+		}
+	}
+	scrub_hits_free(&hits);
+	return ld.errors;
+}

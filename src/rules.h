@@ -1,0 +1,104 @@
+/*
+ * rules.h - rule packs: loading the rules/ directory, compiling each pattern
+ * once with PCRE2 (JIT when the kernel allows it), and the refcounted
+ * ruleset that requests hold while they run, so a reload (SIGHUP) that
+ * fails to compile keeps the old rules and one that succeeds never pulls
+ * rules from under a request.
+ */
+#ifndef SCRIM_RULES_H
+#define SCRIM_RULES_H
+
+#include "scrim.h"
+#include "validators.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+enum scrub_action {
+	ACT_REDACT,   /* [EMAIL] */
+	ACT_MASK,     /* keep the last 4 letters or digits */
+	ACT_HASH,     /* stable keyed pseudonym, not reversible */
+	ACT_TOKENIZE, /* <EMAIL_7f3a9c>, restored in the answer */
+	ACT_BLOCK,    /* refuse the request (403) */
+	ACT_LOCAL,    /* send the whole request to the local provider */
+	ACT_ALLOW,    /* an exception: protect the span, change nothing */
+	ACT__COUNT
+};
+
+enum anchor_kind {
+	ANCHOR_ANY,      /* the whole string */
+	ANCHOR_CHAR,     /* around each occurrence of one byte */
+	ANCHOR_DIGITS,   /* around runs holding at least N digits */
+	ANCHOR_WORDS,    /* around case-insensitive words */
+	ANCHOR_LITERALS, /* around case-sensitive literals */
+};
+
+struct rule_example {
+	char *text;      /* markers removed */
+	bool positive;
+	size_t nspans;
+	size_t starts[4], ends[4]; /* the values the rule must find */
+	int line;
+};
+
+struct rule {
+	char *id;
+	char *type;
+	char *file;
+	int line;
+	char *pattern;
+	pcre2_code *code;
+	uint32_t value_group; /* capture "v", or 0 for the whole match */
+	validator_fn validator;
+	char *validator_name;
+
+	enum anchor_kind anchor;
+	unsigned char anchor_char;
+	unsigned anchor_digits;
+	char **anchor_words;
+	size_t nanchor_words;
+	unsigned win_before, win_after;
+
+	char **context;       /* words that raise confidence */
+	size_t ncontext;
+	char **negative;      /* words that lower it */
+	size_t nnegative;
+	bool context_required;
+	unsigned context_window;
+	double score;
+	enum scrub_action action;
+
+	struct rule_example *examples;
+	size_t nexamples;
+};
+
+struct ruleset {
+	int refcnt;
+	char *dir;
+	struct rule *rules;
+	size_t nrules;
+	bool jit;                    /* false when JIT was refused (MDWE) */
+	pcre2_match_context *mctx;   /* match, depth and heap limits */
+	pcre2_jit_stack *jit_stack;
+	pcre2_match_data *md;        /* one per ruleset: the loop is single */
+};
+
+/*
+ * Load every *.rules file in dir (sorted, so rule order is stable).
+ * Problems are reported as "FILE:LINE: message" on stderr (to_stderr) or
+ * the log; NULL when any rule is invalid.
+ */
+struct ruleset *rules_load(const char *dir, bool to_stderr);
+struct ruleset *rules_ref(struct ruleset *rs);
+void rules_unref(struct ruleset *rs);
+
+const char *rules_action_name(enum scrub_action a);
+bool rules_action_parse(const char *s, enum scrub_action *out);
+
+/*
+ * Run every rule's own examples (through the whole engine, one rule at a
+ * time). Returns the number of failures, each reported like load errors.
+ */
+int rules_check_examples(struct ruleset *rs, bool to_stderr);
+
+#endif

@@ -1,0 +1,616 @@
+/*
+ * scrub.c - the detection engine (see scrub.h).
+ *
+ * Speed comes from anchors: a rule names what must be near any match (an
+ * '@', a run of N digits, a keyword) and its regex only runs in windows
+ * around those spots. Finding the spots is one memchr or table scan per
+ * string, shared by the rules with the same anchor, so text without
+ * candidates is scanned a handful of times at memory speed instead of
+ * once per rule by a regex.
+ *
+ * Safety comes from failing closed: any PCRE2 error, limit or allocation
+ * failure ends the search with -1, and callers refuse the request.
+ */
+#include "scrub.h"
+
+#include "alloc.h"
+#include "vault.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define SCRUB_THRESHOLD 0.5
+#define SCRUB_CONTEXT_BONUS 0.2
+#define SCRUB_NEGATIVE_MALUS 0.4
+#define SCRUB_MAX_HITS 1000000
+
+void
+scrub_hits_init(struct scrub_hits *h)
+{
+	memset(h, 0, sizeof(*h));
+}
+
+void
+scrub_hits_reset(struct scrub_hits *h)
+{
+	h->n = 0;
+}
+
+void
+scrub_hits_free(struct scrub_hits *h)
+{
+	free(h->v);
+	memset(h, 0, sizeof(*h));
+}
+
+static bool
+hits_add(struct scrub_hits *h, size_t start, size_t end, const struct rule *r,
+         double score)
+{
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 16;
+		struct scrub_hit *v;
+		if (cap > SCRUB_MAX_HITS)
+			return false;
+		v = realloc(h->v, cap * sizeof(*v));
+		if (v == NULL)
+			return false;
+		h->v = v;
+		h->cap = cap;
+	}
+	h->v[h->n].start = start;
+	h->v[h->n].end = end;
+	h->v[h->n].rule = r;
+	h->v[h->n].score = score;
+	h->n++;
+	return true;
+}
+
+bool
+scrub_utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned char c = p[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t need;
+		unsigned char lo = 0x80, hi = 0xbf;
+		if (c >= 0xc2 && c <= 0xdf) {
+			need = 1;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			need = 2;
+			if (c == 0xe0)
+				lo = 0xa0;
+			if (c == 0xed)
+				hi = 0x9f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3;
+			if (c == 0xf0)
+				lo = 0x90;
+			if (c == 0xf4)
+				hi = 0x8f;
+		} else {
+			return false;
+		}
+		if (n - i <= need || p[i + 1] < lo || p[i + 1] > hi)
+			return false;
+		for (size_t k = 2; k <= need; k++)
+			if ((p[i + k] & 0xc0) != 0x80)
+				return false;
+		i += need + 1;
+	}
+	return true;
+}
+
+/* ------------------------- windows -------------------------------- */
+
+struct window {
+	size_t start, end;
+};
+
+struct windows {
+	struct window *v;
+	size_t n, cap;
+};
+
+static bool
+win_add(struct windows *w, const char *s, size_t n, size_t a_start,
+        size_t a_end, const struct rule *r)
+{
+	size_t ws = a_start > r->win_before ? a_start - r->win_before : 0;
+	size_t we = a_end + r->win_after < n ? a_end + r->win_after : n;
+
+	/* Windows start and end on character boundaries: PCRE2 runs with
+	 * NO_UTF_CHECK and must never see half a character. */
+	while (ws > 0 && ((unsigned char)s[ws] & 0xc0) == 0x80)
+		ws--;
+	while (we < n && ((unsigned char)s[we] & 0xc0) == 0x80)
+		we++;
+	/* Merge with the previous window when in order; anchors found out of
+	 * order (several words) are sorted and merged by win_normalise. */
+	if (w->n > 0 && ws >= w->v[w->n - 1].start && ws <= w->v[w->n - 1].end) {
+		if (we > w->v[w->n - 1].end)
+			w->v[w->n - 1].end = we;
+		return true;
+	}
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		struct window *v = realloc(w->v, cap * sizeof(*v));
+		if (v == NULL)
+			return false;
+		w->v = v;
+		w->cap = cap;
+	}
+	w->v[w->n].start = ws;
+	w->v[w->n].end = we;
+	w->n++;
+	return true;
+}
+
+static int
+win_cmp(const void *a, const void *b)
+{
+	const struct window *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Merge after out-of-order additions (several words). */
+static void
+win_normalise(struct windows *w)
+{
+	size_t o = 0;
+
+	if (w->n < 2)
+		return;
+	qsort(w->v, w->n, sizeof(*w->v), win_cmp);
+	for (size_t i = 1; i < w->n; i++) {
+		if (w->v[i].start <= w->v[o].end) {
+			if (w->v[i].end > w->v[o].end)
+				w->v[o].end = w->v[i].end;
+		} else {
+			w->v[++o] = w->v[i];
+		}
+	}
+	w->n = o + 1;
+}
+
+static const unsigned char num_sep[256] = {
+	[' '] = 1, ['-'] = 1, ['.'] = 1, ['('] = 1, [')'] = 1, ['+'] = 1,
+	['/'] = 1,
+};
+
+/* Runs of digits joined by at most two separators in a row. */
+static bool
+windows_digits(struct windows *w, const char *s, size_t n,
+               const struct rule *r)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		size_t start, last, digits = 0, gap = 0;
+
+		while (i < n && (s[i] < '0' || s[i] > '9'))
+			i++;
+		if (i >= n)
+			break;
+		start = last = i;
+		for (; i < n; i++) {
+			unsigned char c = (unsigned char)s[i];
+			if (c >= '0' && c <= '9') {
+				digits++;
+				last = i;
+				gap = 0;
+			} else if (num_sep[c] && ++gap <= 2) {
+				continue;
+			} else {
+				break;
+			}
+		}
+		if (digits >= r->anchor_digits &&
+		    !win_add(w, s, n, start, last + 1, r))
+			return false;
+	}
+	return true;
+}
+
+static bool
+word_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '_' || c >= 0x80;
+}
+
+/* Case-insensitive search for a lower-case needle. */
+static const char *
+find_fold(const char *h, size_t hn, const char *needle, size_t nn)
+{
+	unsigned char f = (unsigned char)needle[0];
+	unsigned char F = (f >= 'a' && f <= 'z') ? (unsigned char)(f - 32) : f;
+
+	if (nn == 0 || hn < nn)
+		return NULL;
+	for (size_t i = 0; i + nn <= hn; i++) {
+		unsigned char c = (unsigned char)h[i];
+		if ((c == f || c == F) && strncasecmp(h + i, needle, nn) == 0)
+			return h + i;
+	}
+	return NULL;
+}
+
+static bool
+windows_for(struct windows *w, const char *s, size_t n, const struct rule *r)
+{
+	w->n = 0;
+	switch (r->anchor) {
+	case ANCHOR_ANY:
+		return win_add(w, s, n, 0, n, r);
+	case ANCHOR_CHAR: {
+		const char *p = s, *e = s + n;
+		while ((p = memchr(p, r->anchor_char, (size_t)(e - p))) != NULL) {
+			if (!win_add(w, s, n, (size_t)(p - s), (size_t)(p - s) + 1, r))
+				return false;
+			p++;
+		}
+		return true;
+	}
+	case ANCHOR_DIGITS:
+		return windows_digits(w, s, n, r);
+	case ANCHOR_WORDS:
+	case ANCHOR_LITERALS:
+		for (size_t k = 0; k < r->nanchor_words; k++) {
+			const char *wd = r->anchor_words[k];
+			size_t wl = strlen(wd), off = 0;
+			for (;;) {
+				const char *p;
+				if (r->anchor == ANCHOR_WORDS)
+					p = find_fold(s + off, n - off, wd, wl);
+				else
+					p = memmem(s + off, n - off, wd, wl);
+				if (p == NULL)
+					break;
+				off = (size_t)(p - s);
+				if (!win_add(w, s, n, off, off + wl, r))
+					return false;
+				off += wl;
+			}
+		}
+		win_normalise(w);
+		return true;
+	}
+	return true;
+}
+
+/* ------------------------- scoring -------------------------------- */
+
+static bool
+near_word(const char *s, size_t n, size_t start, size_t end, unsigned window,
+          char *const *words, size_t nwords)
+{
+	size_t a = start > window ? start - window : 0;
+	size_t b = end + 24 < n ? end + 24 : n;
+
+	for (size_t k = 0; k < nwords; k++) {
+		size_t wl = strlen(words[k]), off = a;
+		const char *p;
+		while ((p = find_fold(s + off, b - off, words[k], wl)) != NULL) {
+			size_t at = (size_t)(p - s);
+			/* Whole words only: "card" must not fire on "discard". */
+			bool left = at == 0 || !word_char((unsigned char)s[at - 1]) ||
+			            !word_char((unsigned char)words[k][0]);
+			bool right = at + wl >= n ||
+			             !word_char((unsigned char)s[at + wl]) ||
+			             !word_char((unsigned char)words[k][wl - 1]);
+			if (left && right)
+				return true;
+			off = at + 1;
+		}
+	}
+	return false;
+}
+
+static int
+match_error(int rc, const struct rule *r, char *err, size_t errlen)
+{
+	PCRE2_UCHAR msg[128];
+
+	pcre2_get_error_message(rc, msg, sizeof(msg));
+	snprintf(err, errlen, "rule %s: %s", r->id, (const char *)msg);
+	return -1;
+}
+
+static int
+run_rule(struct ruleset *rs, const struct rule *r, const char *s, size_t n,
+         struct windows *w, struct scrub_hits *out, char *err, size_t errlen)
+{
+	if (!windows_for(w, s, n, r)) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t k = 0; k < w->n; k++) {
+		size_t off = w->v[k].start, end = w->v[k].end;
+
+		while (off < end) {
+			int rc = pcre2_match(r->code, (PCRE2_SPTR)s, end, off,
+			                     PCRE2_NO_UTF_CHECK, rs->md, rs->mctx);
+			PCRE2_SIZE *ov;
+			size_t ms, me, vs, ve;
+			double score;
+
+			if (rc == PCRE2_ERROR_NOMATCH)
+				break;
+			if (rc < 0)
+				return match_error(rc, r, err, errlen);
+			ov = pcre2_get_ovector_pointer(rs->md);
+			ms = ov[0];
+			me = ov[1];
+			vs = ms;
+			ve = me;
+			if (r->value_group > 0 && (uint32_t)rc > r->value_group &&
+			    ov[2 * r->value_group] != PCRE2_UNSET) {
+				vs = ov[2 * r->value_group];
+				ve = ov[2 * r->value_group + 1];
+			}
+			/* Next attempt after this match; one character on when
+			 * it was empty. */
+			off = me > ms ? me : me + 1;
+			while (off < end && ((unsigned char)s[off] & 0xc0) == 0x80)
+				off++;
+			if (ve <= vs)
+				continue;
+			if (r->validator && !r->validator(s + vs, ve - vs))
+				continue;
+			score = r->score;
+			if (r->ncontext > 0) {
+				if (near_word(s, n, vs, ve, r->context_window, r->context,
+				              r->ncontext))
+					score += SCRUB_CONTEXT_BONUS;
+				else if (r->context_required)
+					continue;
+			}
+			if (r->nnegative > 0 &&
+			    near_word(s, n, vs, ve, r->context_window, r->negative,
+			              r->nnegative))
+				score -= SCRUB_NEGATIVE_MALUS;
+			if (score > 1.0)
+				score = 1.0;
+			if (score < SCRUB_THRESHOLD)
+				continue;
+			if (!hits_add(out, vs, ve, r, score)) {
+				snprintf(err, errlen, "too many hits");
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+int
+scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
+                size_t n, struct scrub_hits *out, char *err, size_t errlen)
+{
+	struct windows w = {NULL, 0, 0};
+	int rc = run_rule(rs, r, s, n, &w, out, err, errlen);
+
+	free(w.v);
+	return rc;
+}
+
+static int
+hit_priority(const void *a, const void *b)
+{
+	const struct scrub_hit *x = a, *y = b;
+	bool xa = x->rule->action == ACT_ALLOW, ya = y->rule->action == ACT_ALLOW;
+
+	if (xa != ya)
+		return xa ? -1 : 1;
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	if (x->end - x->start != y->end - y->start)
+		return x->end - x->start > y->end - y->start ? -1 : 1;
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	return strcmp(x->rule->id, y->rule->id);
+}
+
+static int
+hit_type_position(const void *a, const void *b)
+{
+	const struct scrub_hit *x = a, *y = b;
+	int c = strcmp(x->rule->type, y->rule->type);
+
+	if (c != 0)
+		return c;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+static int
+hit_position(const void *a, const void *b)
+{
+	const struct scrub_hit *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+int
+scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
+           char *err, size_t errlen)
+{
+	struct windows w = {NULL, 0, 0};
+	unsigned char *taken = NULL;
+	size_t kept = 0;
+	int rc = 0;
+
+	out->n = 0;
+	for (size_t i = 0; i < rs->nrules && rc == 0; i++)
+		rc = run_rule(rs, &rs->rules[i], s, n, &w, out, err, errlen);
+	free(w.v);
+	if (rc != 0 || out->n < 2)
+		return rc;
+
+	/* Two rules that see the same entity type in overlapping spans
+	 * ("+1 415 555 2671" and "415 555 2671") saw one entity: keep the
+	 * union, so no part of it is left behind. */
+	qsort(out->v, out->n, sizeof(*out->v), hit_type_position);
+	for (size_t i = 1; i < out->n; i++) {
+		struct scrub_hit *a = &out->v[kept], *b = &out->v[i];
+		if (strcmp(a->rule->type, b->rule->type) == 0 &&
+		    b->start < a->end && a->rule->action == b->rule->action) {
+			if (b->end > a->end)
+				a->end = b->end;
+			if (b->score > a->score) {
+				a->score = b->score;
+				a->rule = b->rule;
+			}
+			continue;
+		}
+		out->v[++kept] = *b;
+	}
+	out->n = kept + 1;
+	kept = 0;
+
+	/* Greedy by priority; a byte belongs to at most one hit. */
+	qsort(out->v, out->n, sizeof(*out->v), hit_priority);
+	taken = calloc(n / 8 + 1, 1);
+	if (taken == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < out->n; i++) {
+		struct scrub_hit *h = &out->v[i];
+		bool free_span = true;
+		for (size_t b = h->start; b < h->end && free_span; b++)
+			free_span = !(taken[b / 8] & (1u << (b % 8)));
+		if (!free_span)
+			continue;
+		for (size_t b = h->start; b < h->end; b++)
+			taken[b / 8] |= (unsigned char)(1u << (b % 8));
+		out->v[kept++] = *h;
+	}
+	free(taken);
+	out->n = kept;
+	qsort(out->v, out->n, sizeof(*out->v), hit_position);
+	return 0;
+}
+
+/* ------------------------- rewriting ------------------------------ */
+
+static bool
+is_alnum(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	       (c >= 'A' && c <= 'Z');
+}
+
+static bool
+keyed_hex(const unsigned char secret[32], const char *type, const char *v,
+          size_t vn, char *out, size_t hexlen)
+{
+	static const char hx[] = "0123456789abcdef";
+	unsigned char mac[32];
+	size_t ml = 0;
+	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *mc = m ? EVP_MAC_CTX_new(m) : NULL;
+	OSSL_PARAM params[2];
+	bool ok;
+
+	params[0] = OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	ok = mc != NULL && EVP_MAC_init(mc, secret, 32, params) &&
+	     EVP_MAC_update(mc, (const unsigned char *)"hash", 5) &&
+	     EVP_MAC_update(mc, (const unsigned char *)type, strlen(type) + 1) &&
+	     EVP_MAC_update(mc, (const unsigned char *)v, vn) &&
+	     EVP_MAC_final(mc, mac, &ml, sizeof(mac));
+	EVP_MAC_CTX_free(mc);
+	EVP_MAC_free(m);
+	if (!ok)
+		return false;
+	for (size_t i = 0; i < hexlen; i++)
+		out[i] = hx[(mac[i / 2] >> (i % 2 ? 0 : 4)) & 15];
+	out[hexlen] = '\0';
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return true;
+}
+
+static bool
+apply_one(struct scrub_ctx *ctx, const char *v, size_t vn,
+          const struct rule *r, struct buf *out)
+{
+	switch (r->action) {
+	case ACT_ALLOW:
+		ctx->stats.allowed++;
+		return buf_add(out, v, vn);
+	case ACT_REDACT:
+		return buf_addc(out, '[') && buf_add(out, r->type, strlen(r->type)) &&
+		       buf_addc(out, ']');
+	case ACT_MASK: {
+		size_t alnum = 0, seen = 0;
+		for (size_t i = 0; i < vn; i++)
+			alnum += is_alnum((unsigned char)v[i]);
+		for (size_t i = 0; i < vn; i++) {
+			unsigned char c = (unsigned char)v[i];
+			bool keep = !is_alnum(c) || seen++ >= alnum - (alnum < 4 ? alnum : 4);
+			/* Non-ASCII bytes are masked whole, one '*' per byte
+			 * would split characters: keep them out of the output. */
+			if (c >= 0x80)
+				continue;
+			if (!buf_addc(out, keep ? (char)c : '*'))
+				return false;
+		}
+		return true;
+	}
+	case ACT_HASH: {
+		char hex[13];
+		return keyed_hex(ctx->secret, r->type, v, vn, hex, 12) &&
+		       buf_add(out, r->type, strlen(r->type)) && buf_addc(out, '-') &&
+		       buf_add(out, hex, 12);
+	}
+	case ACT_TOKENIZE:
+	case ACT_BLOCK:
+	case ACT_LOCAL:
+	default: {
+		const struct vault_entry *e;
+		if (ctx->vault == NULL) /* no restore possible: redact */
+			return buf_addc(out, '[') &&
+			       buf_add(out, r->type, strlen(r->type)) &&
+			       buf_addc(out, ']');
+		e = vault_put(ctx->vault, ctx->secret,
+		              ctx->key_id ? ctx->key_id : "", r->type, v, vn);
+		return e != NULL && buf_addc(out, '<') &&
+		       buf_add(out, e->core, e->core_len) && buf_addc(out, '>');
+	}
+	}
+}
+
+bool
+scrub_apply(struct scrub_ctx *ctx, const char *s, size_t n,
+            const struct scrub_hits *hits, struct buf *out)
+{
+	size_t at = 0;
+
+	for (size_t i = 0; i < hits->n; i++) {
+		const struct scrub_hit *h = &hits->v[i];
+		const struct rule *r = h->rule;
+
+		ctx->stats.by_action[r->action]++;
+		if (r->action == ACT_BLOCK && ctx->stats.block == NULL)
+			ctx->stats.block = r;
+		if (r->action == ACT_LOCAL && ctx->stats.local == NULL)
+			ctx->stats.local = r;
+		if (!buf_add(out, s + at, h->start - at) ||
+		    !apply_one(ctx, s + h->start, h->end - h->start, r, out))
+			return false;
+		if (r->action != ACT_ALLOW)
+			ctx->stats.replaced++;
+		at = h->end;
+	}
+	return buf_add(out, s + at, n - at);
+}

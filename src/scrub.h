@@ -1,0 +1,75 @@
+/*
+ * scrub.h - the detection engine and the rewriting of what it finds.
+ * scrub_find runs a ruleset over one UTF-8 string: each rule only looks
+ * at windows around its anchors (an '@', a run of digits, a keyword), so
+ * prose without candidates costs one cheap scan, not one regex pass per
+ * rule. Overlaps are resolved deterministically (allow first, then
+ * confidence, then length, then position). scrub_apply turns the hits
+ * into the scrubbed string.
+ */
+#ifndef SCRIM_SCRUB_H
+#define SCRIM_SCRUB_H
+
+#include "buf.h"
+#include "rules.h"
+#include "scrim.h"
+
+struct vault;
+
+struct scrub_hit {
+	size_t start, end; /* byte offsets of the value */
+	const struct rule *rule;
+	double score;
+};
+
+struct scrub_hits {
+	struct scrub_hit *v;
+	size_t n, cap;
+};
+
+void scrub_hits_init(struct scrub_hits *h);
+void scrub_hits_reset(struct scrub_hits *h);
+void scrub_hits_free(struct scrub_hits *h);
+
+/*
+ * All rules over s[0..n), overlaps resolved, sorted by start. s must be
+ * valid UTF-8 (the JSON walker and the CLI check). Returns 0, or -1 with
+ * err filled when any rule could not run to the end (a PCRE2 limit, bad
+ * UTF-8, no memory): the caller must then fail closed.
+ */
+int scrub_find(struct ruleset *rs, const char *s, size_t n,
+               struct scrub_hits *out, char *err, size_t errlen)
+    SCRIM_MUSTCHECK;
+/* One rule's accepted candidates, for its examples (no overlap pass). */
+int scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
+                    size_t n, struct scrub_hits *out, char *err,
+                    size_t errlen) SCRIM_MUSTCHECK;
+
+/* What applying the hits to one string found, accumulated per request. */
+struct scrub_stats {
+	unsigned replaced;     /* spans changed */
+	unsigned allowed;      /* spans kept by allow rules */
+	const struct rule *block; /* first rule whose action is block */
+	const struct rule *local; /* first rule whose action is local */
+	unsigned by_action[ACT__COUNT];
+};
+
+struct scrub_ctx {
+	unsigned char secret[32]; /* keys hash and tokenize pseudonyms */
+	const char *key_id;       /* tokens are stable per client key */
+	struct vault *vault;      /* receives tokenized values; may be NULL */
+	struct scrub_stats stats;
+};
+
+/*
+ * Write s with every hit replaced per its rule's action into out.
+ * Returns false when out's cap is passed or the vault is full.
+ */
+bool scrub_apply(struct scrub_ctx *ctx, const char *s, size_t n,
+                 const struct scrub_hits *hits, struct buf *out)
+    SCRIM_MUSTCHECK;
+
+/* Is s[0..n) valid UTF-8? (PCRE2 runs with NO_UTF_CHECK after this.) */
+bool scrub_utf8_valid(const char *s, size_t n);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * vault.h - the placeholders of one request and the values behind them.
+ * Lives in memory for the life of the request, is wiped when it ends,
+ * and is never written to disk or a log. Placeholders are derived from
+ * the value with a keyed HMAC, so the same value gets the same
+ * placeholder in every request of the same client key without any
+ * mapping being stored.
+ */
+#ifndef SCRIM_VAULT_H
+#define SCRIM_VAULT_H
+
+#include "scrim.h"
+
+#define VAULT_MAX_ENTRIES 4096
+#define VAULT_CORE_MAX 48
+
+struct vault_entry {
+	char core[VAULT_CORE_MAX]; /* "EMAIL_7f3a9c": the placeholder sans <> */
+	size_t core_len;
+	char *value;
+	size_t value_len;
+};
+
+struct vault {
+	struct vault_entry *v;
+	size_t n, cap;
+	size_t max_core; /* longest core, for the restorer's hold-back */
+};
+
+struct vault *vault_new(void);
+void vault_free(struct vault *v); /* wipes the values */
+
+/*
+ * The placeholder core for (type, value) under secret and key id, added
+ * if new. NULL when the vault is full.
+ */
+const struct vault_entry *vault_put(struct vault *v,
+                                    const unsigned char secret[32],
+                                    const char *key_id, const char *type,
+                                    const char *value, size_t value_len);
+/* Entry whose core equals s[0..n) ignoring case, or NULL. */
+const struct vault_entry *vault_find(const struct vault *v, const char *s,
+                                     size_t n);
+
+#endif
