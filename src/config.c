@@ -64,6 +64,7 @@ static const struct cfg_def gateway_defs[] = {
 	{"header_timeout", T_DURATION, G(header_timeout_ms), 0, "10s", 100, 600000, NULL},
 	{"idle_timeout", T_DURATION, G(idle_timeout_ms), 0, "60s", 100, 86400000, NULL},
 	{"listen", T_STR, G(listen), RESTART, "127.0.0.1:8080", 0, 0, NULL},
+	{"local_provider", T_STR, G(local_provider), 0, "", 0, 0, NULL},
 	{"log_level", T_STR, G(log_level_str), 0, "info", 0, 0, NULL},
 	{"max_body_size", T_SIZE, G(max_body_size), 0, "8m", 1024, 1L << 30, NULL},
 	{"max_connections", T_UINT, G(max_connections), 0, "10000", 1, 1000000, NULL},
@@ -889,6 +890,16 @@ validate(struct loader *ld)
 			complain(ld, r->line, "route '%s': provider '%s' is not "
 			                      "defined", r->name, r->provider_name);
 	}
+	if (*c->local_provider) {
+		bool found = false;
+		for (size_t p = 0; p < c->nproviders; p++)
+			found = found || strcmp(c->providers[p].name,
+			                        c->local_provider) == 0;
+		if (!found)
+			complain(ld, gline(ld, "local_provider"),
+			         "local_provider: provider '%s' is not defined",
+			         c->local_provider);
+	}
 	if (c->nroutes == 0)
 		warn(ld, 0, "no [route] sections: every request will get 404");
 	if (!c->auth_off && c->nkeys == 0)
@@ -993,6 +1004,7 @@ config_unref(struct scrim_config *c)
 	free(c->rules_dir);
 	free(c->scrub);
 	free(c->scrub_secret_file);
+	free(c->local_provider);
 	OPENSSL_cleanse(c->scrub_secret, sizeof(c->scrub_secret));
 	free(c);
 }

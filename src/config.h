@@ -71,6 +71,7 @@ struct scrim_config {
 	char *scrub;            /* "on" or "off" */
 	bool scrub_off;
 	char *scrub_secret_file;
+	char *local_provider;   /* where action `local` sends requests */
 	unsigned char scrub_secret[32]; /* keys placeholders; wiped on free */
 	bool scrub_secret_random;       /* no file: random per process */
 	long max_response_size;         /* answers held whole to restore */

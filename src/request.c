@@ -17,13 +17,19 @@
 #include "conn.h"
 #include "err.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
+#include "restore.h"
 #include "route.h"
+#include "rules.h"
+#include "scrub.h"
 #include "server.h"
 #include "upstream.h"
+#include "vault.h"
 
 #include <event2/buffer.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -35,6 +41,7 @@ struct scrim_req {
 	struct scrim_conn *conn;
 	struct scrim_server *srv;
 	struct scrim_config *cfg; /* snapshot the request runs under */
+	struct ruleset *rules;    /* rule packs the request runs under */
 	size_t stage;
 	uint64_t start_ms;
 	uint64_t upstream_ms;     /* when the upstream head arrived */
@@ -46,6 +53,15 @@ struct scrim_req {
 	json_t *json;             /* parsed body, when it is JSON */
 	char *model;
 	bool stream;
+
+	/* Scrubbing. */
+	struct scrub_ctx scrub;   /* stats, secret, the vault */
+	struct scrub_hits hits;
+	struct buf scrubbed;      /* the rewritten body, when changed */
+	char scrub_err[160];
+	const struct cfg_provider *provider; /* route's, or local_provider */
+	struct restore *restore;  /* set when the vault is not empty */
+	struct buf rout;          /* restored bytes ready for the client */
 
 	struct upstream_xfer *xfer;
 	bool head_sent;
@@ -76,6 +92,14 @@ req_free(struct scrim_req *r)
 	if (r->json != NULL)
 		json_decref(r->json);
 	free(r->model);
+	/* Everything below may hold personal data: wiped, never logged. */
+	restore_free(r->restore);
+	buf_wipe(&r->rout);
+	buf_wipe(&r->scrubbed);
+	scrub_hits_free(&r->hits);
+	vault_free(r->scrub.vault);
+	OPENSSL_cleanse(&r->scrub, sizeof(r->scrub));
+	rules_unref(r->rules);
 	config_unref(r->cfg);
 	free(r);
 }
@@ -102,12 +126,13 @@ req_finish(struct scrim_req *r)
 	if (plen > 200)
 		plen = 200;
 	/* Ids, sizes and times only: never a key, a prompt or a body. */
-	log_info("req %s key=%s route=%s model=%s \"%.*s %.*s\" %d %s in=%zu "
-	         "out=%llu ms=%llu upstream_ms=%llu",
+	log_info("req %s key=%s route=%s model=%s \"%.*s %.*s\" %d %s "
+	         "redactions=%u in=%zu out=%llu ms=%llu upstream_ms=%llu",
 	         c->req_id, r->key_id ? r->key_id : "-",
 	         r->route ? r->route->name : "-", r->model ? r->model : "-",
 	         (int)h->method_len, h->method_str, (int)plen, path, r->status,
-	         r->err != ERR_NONE ? err_info(r->err)->code : "ok", r->body_len,
+	         r->err != ERR_NONE ? err_info(r->err)->code : "ok",
+	         r->scrub.stats.replaced, r->body_len,
 	         (unsigned long long)r->bytes_out,
 	         (unsigned long long)(now - r->start_ms),
 	         (unsigned long long)(r->upstream_ms ? r->upstream_ms - r->start_ms
@@ -308,10 +333,19 @@ stage_route(struct scrim_req *r)
 		req_fail(r, ERR_ROUTE_NOT_FOUND, r->model ? msg : NULL);
 		return STAGE_DONE;
 	}
-	if (r->route->provider->auth_header != AUTH_HDR_NONE &&
-	    r->route->provider->api_key == NULL) {
+	r->provider = r->route->provider;
+	return STAGE_NEXT;
+}
+
+static enum stage_result
+check_provider_key(struct scrim_req *r)
+{
+	char msg[200];
+
+	if (r->provider->auth_header != AUTH_HDR_NONE &&
+	    r->provider->api_key == NULL) {
 		snprintf(msg, sizeof(msg), "The gateway has no API key for "
-		                           "provider '%s'", r->route->provider->name);
+		                           "provider '%s'", r->provider->name);
 		req_fail(r, ERR_PROVIDER_KEY_MISSING, msg);
 		return STAGE_DONE;
 	}
@@ -326,12 +360,137 @@ stage_context(struct scrim_req *r)
 	return STAGE_NEXT;
 }
 
+/* Fields that hold protocol values, not user content. */
+static bool
+skip_field(const struct json_path *p, const char *s, size_t n)
+{
+	static const char *const keys[] = {
+	    "model", "role", "type", "id", "tool_call_id", "call_id", "object",
+	    "service_tier", "reasoning_effort", "encoding_format", "voice",
+	    "format", "media_type", "detail", "tool_choice", "finish_reason",
+	    "stop_reason", "data", "b64_json", "file_id", "previous_response_id",
+	    "truncation", "status", "anthropic-version",
+	};
+	const struct json_seg *last = json_path_last(p);
+	size_t b64 = 0;
+
+	if (last != NULL) {
+		for (size_t i = 0; i < SCRIM_ARRAY_LEN(keys); i++)
+			if (last->key_len == strlen(keys[i]) &&
+			    memcmp(last->key, keys[i], last->key_len) == 0)
+				return true;
+		/* Inline images and files: data: URLs are bytes, not text. */
+		if (last->key_len == 3 && memcmp(last->key, "url", 3) == 0 &&
+		    n > 5 && memcmp(s, "data:", 5) == 0)
+			return true;
+	}
+	/* Long runs of base64 (audio, images, files) are skipped, not
+	 * scanned: they are large and hold no readable text. */
+	if (n >= 512) {
+		for (size_t i = 0; i < n && b64 == i; i++) {
+			unsigned char c = (unsigned char)s[i];
+			if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			    (c >= '0' && c <= '9') || c == '+' || c == '/' || c == '=' ||
+			    c == '\n' || c == '\r')
+				b64++;
+		}
+		if (b64 == n)
+			return true;
+	}
+	return false;
+}
+
+static enum json_cb_result
+scrub_cb(void *arg, const struct json_path *p, const char *s, size_t n,
+         struct buf *repl)
+{
+	struct scrim_req *r = arg;
+
+	if (n == 0 || skip_field(p, s, n))
+		return JSON_KEEP;
+	if (scrub_find(r->rules, s, n, &r->hits, r->scrub_err,
+	               sizeof(r->scrub_err)) != 0)
+		return JSON_CB_ERROR;
+	if (r->hits.n == 0)
+		return JSON_KEEP;
+	if (!scrub_apply(&r->scrub, s, n, &r->hits, repl)) {
+		snprintf(r->scrub_err, sizeof(r->scrub_err),
+		         "the scrubbed body is too large");
+		return JSON_CB_ERROR;
+	}
+	return JSON_REPLACE;
+}
+
 static enum stage_result
 stage_scrub(struct scrim_req *r)
 {
-	/* The PII scrubber rewrites the body here and fails closed. */
-	(void)r;
-	return STAGE_NEXT;
+	size_t replaced = 0, pos = 0;
+	enum json_result jr;
+	char msg[200];
+
+	if (r->cfg->scrub_off || r->body_len == 0)
+		return check_provider_key(r);
+	if (is_multipart(&r->conn->head)) {
+		/* Form uploads cannot be scrubbed field by field here: refused
+		 * rather than sent unexamined. */
+		req_fail(r, ERR_UNSCRUBBABLE, NULL);
+		return STAGE_DONE;
+	}
+	memcpy(r->scrub.secret, r->cfg->scrub_secret, 32);
+	r->scrub.key_id = r->key_id;
+	r->scrub.vault = vault_new();
+	buf_init(&r->scrubbed, (size_t)r->cfg->max_body_size * 2 + 4096);
+	jr = json_rewrite(r->body, r->body_len, scrub_cb, r, &r->scrubbed,
+	                  r->body_len, &replaced, &pos);
+	switch (jr) {
+	case JSON_OK:
+		break;
+	case JSON_ABORTED:
+		log_warn("req %s: scrub failed: %s", r->conn->req_id, r->scrub_err);
+		req_fail(r, ERR_SCRUB_FAILED, NULL);
+		return STAGE_DONE;
+	case JSON_TOO_BIG:
+		req_fail(r, ERR_SCRUB_FAILED, "The scrubbed body is too large");
+		return STAGE_DONE;
+	case JSON_TOO_DEEP:
+	case JSON_INVALID:
+		snprintf(msg, sizeof(msg), "The request body is not valid JSON "
+		                           "(at byte %zu)", pos);
+		req_fail(r, ERR_INVALID_JSON, msg);
+		return STAGE_DONE;
+	}
+	if (r->scrub.stats.block != NULL) {
+		snprintf(msg, sizeof(msg), "The request was blocked by privacy rule "
+		                           "%s (%s)", r->scrub.stats.block->id,
+		         r->scrub.stats.block->type);
+		req_fail(r, ERR_BLOCKED, msg);
+		return STAGE_DONE;
+	}
+	if (r->scrub.stats.local != NULL) {
+		const struct cfg_provider *lp = NULL;
+		for (size_t i = 0; i < r->cfg->nproviders; i++)
+			if (strcmp(r->cfg->providers[i].name,
+			           r->cfg->local_provider) == 0)
+				lp = &r->cfg->providers[i];
+		if (lp == NULL) {
+			snprintf(msg, sizeof(msg), "Privacy rule %s keeps this request "
+			                           "local, and no local_provider is set",
+			         r->scrub.stats.local->id);
+			req_fail(r, ERR_BLOCKED, msg);
+			return STAGE_DONE;
+		}
+		/* The whole request, as written, goes to the machine's own
+		 * model; nothing was replaced, so nothing to restore. */
+		r->provider = lp;
+		vault_free(r->scrub.vault);
+		r->scrub.vault = NULL;
+		return check_provider_key(r);
+	}
+	if (replaced > 0) {
+		r->body = r->scrubbed.p;
+		r->body_len = r->scrubbed.len;
+	}
+	return check_provider_key(r);
 }
 
 /* Request headers that describe this hop, or carry the client's key. */
@@ -387,7 +546,7 @@ static enum stage_result
 stage_forward(struct scrim_req *r)
 {
 	const struct http_head *h = &r->conn->head;
-	const struct cfg_provider *p = r->route->provider;
+	const struct cfg_provider *p = r->provider;
 	struct upstream_request ur;
 	char **hv = xcalloc(h->nheaders + p->nheaders + 4, sizeof(char *));
 	char method[16];
@@ -414,7 +573,7 @@ stage_forward(struct scrim_req *r)
 	         h->method_str);
 	memset(&ur, 0, sizeof(ur));
 	ur.method = method;
-	ur.url = route_upstream_url(r->route, h->target, h->target_len);
+	ur.url = route_upstream_url(r->route, p, h->target, h->target_len);
 	ur.headers = (const char *const *)hv;
 	ur.body = r->body;
 	ur.body_len = r->body_len;
@@ -472,6 +631,7 @@ drop_response_header(const struct upstream_header *h)
 	static const char *const drop[] = {
 	    "connection", "keep-alive", "transfer-encoding", "content-length",
 	    "proxy-connection", "te", "trailer", "upgrade", "x-request-id",
+	    "content-encoding", /* curl decoded it */
 	};
 	for (size_t i = 0; i < SCRIM_ARRAY_LEN(drop); i++)
 		if (http_name_eq(h->name, h->name_len, drop[i]))
@@ -507,6 +667,15 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 		evbuffer_add_printf(eb, "%.*s: %.*s\r\n", (int)h[i].name_len,
 		                    h[i].name, (int)h[i].value_len, h[i].value);
 	}
+	if (!r->cfg->scrub_off)
+		evbuffer_add_printf(eb, "x-scrim-redactions: %u\r\n",
+		                    r->scrub.stats.replaced);
+	if (r->scrub.vault != NULL && r->scrub.vault->n > 0) {
+		r->restore = restore_new(r->scrub.vault,
+		                         r->sse ? RESTORE_SSE : RESTORE_WHOLE,
+		                         (size_t)r->cfg->max_response_size);
+		buf_init(&r->rout, (size_t)r->cfg->max_response_size * 2);
+	}
 	ok = evbuffer_get_length(eb) < 65536;
 	if (ok) {
 		size_t len = evbuffer_get_length(eb);
@@ -526,7 +695,17 @@ up_data(void *arg, const char *p, size_t n)
 	/* Check before writing: paused bytes come again on resume. */
 	if (conn_output_full(r->conn))
 		return UPSTREAM_DATA_PAUSE;
-	if (!conn_send_data(r->conn, p, n))
+	if (r->restore != NULL) {
+		buf_reset(&r->rout);
+		if (!restore_feed(r->restore, p, n, &r->rout)) {
+			snprintf(r->detail_buf, sizeof(r->detail_buf),
+			         "answer could not be restored");
+			return UPSTREAM_DATA_ABORT;
+		}
+		p = r->rout.p;
+		n = r->rout.len;
+	}
+	if (n > 0 && !conn_send_data(r->conn, p, n))
 		return UPSTREAM_DATA_ABORT;
 	r->bytes_out += n;
 	return UPSTREAM_DATA_OK;
@@ -539,6 +718,20 @@ up_done(void *arg, enum scrim_err err, const char *detail)
 	struct scrim_conn *c = r->conn;
 
 	r->xfer = NULL; /* freed by upstream.c after we return */
+	if (err == ERR_NONE && r->restore != NULL) {
+		buf_reset(&r->rout);
+		if (!restore_finish(r->restore, &r->rout)) {
+			err = ERR_UPSTREAM_ERROR;
+			detail = "answer could not be restored";
+		} else if (r->rout.len > 0) {
+			(void)conn_send_data(c, r->rout.p, r->rout.len);
+			r->bytes_out += r->rout.len;
+		}
+	}
+	if (err == ERR_NONE && r->detail_buf[0] != '\0' && r->head_sent) {
+		/* We stopped the transfer ourselves (restore failed). */
+		err = ERR_UPSTREAM_ERROR;
+	}
 	if (err == ERR_NONE) {
 		req_finish(r);
 		conn_send_end(c);
@@ -580,7 +773,11 @@ req_start(struct scrim_conn *c)
 	r->conn = c;
 	r->srv = c->srv;
 	r->cfg = config_ref(c->cfg);
+	r->rules = rules_ref(c->srv->rules);
 	r->start_ms = conn_now_ms();
+	scrub_hits_init(&r->hits);
+	buf_init(&r->scrubbed, 0);
+	buf_init(&r->rout, 0);
 	c->req = r;
 
 	if (h->method == HTTP_CONNECT) {

@@ -46,15 +46,16 @@ route_path_known(const struct scrim_config *cfg, const char *path, size_t len)
 }
 
 char *
-route_upstream_url(const struct cfg_route *r, const char *target, size_t len)
+route_upstream_url(const struct cfg_route *r, const struct cfg_provider *p,
+                   const char *target, size_t len)
 {
 	size_t sl = strlen(r->strip);
 	const char *rest = target + (sl <= len ? sl : len);
 	size_t rl = len - (size_t)(rest - target);
-	size_t bl = strlen(r->provider->base_url);
+	size_t bl = strlen(p->base_url);
 	char *url = xmalloc(bl + rl + 2);
 
-	memcpy(url, r->provider->base_url, bl);
+	memcpy(url, p->base_url, bl);
 	if (rl == 0 || (rest[0] != '/' && rest[0] != '?'))
 		url[bl++] = '/';
 	memcpy(url + bl, rest, rl);

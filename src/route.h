@@ -20,8 +20,10 @@ const struct cfg_route *route_find(const struct scrim_config *cfg,
 bool route_path_known(const struct scrim_config *cfg, const char *path,
                       size_t path_len);
 
-/* base_url + the target after the route's strip prefix. Caller frees. */
-char *route_upstream_url(const struct cfg_route *r, const char *target,
+/* The provider's base_url + the target after the route's strip prefix.
+ * Caller frees. */
+char *route_upstream_url(const struct cfg_route *r,
+                         const struct cfg_provider *p, const char *target,
                          size_t target_len);
 
 /*

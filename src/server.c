@@ -10,6 +10,7 @@
 #include "config.h"
 #include "conn.h"
 #include "log.h"
+#include "rules.h"
 #include "upstream.h"
 
 #include <curl/curl.h>
@@ -17,6 +18,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -110,15 +112,24 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 
 	(void)sig;
 	(void)what;
+	struct ruleset *rules;
+
 	sd_notify(0, "RELOADING=1");
 	next = config_load(srv->config_path, false);
-	if (next == NULL) {
-		log_error("reload: %s has errors; the running configuration stays "
-		          "in force", srv->config_path);
+	rules = next ? rules_load(next->rules_dir, false) : NULL;
+	if (next == NULL || rules == NULL) {
+		log_error("reload: %s has errors; the running configuration and "
+		          "rules stay in force",
+		          next ? next->rules_dir : srv->config_path);
+		config_unref(next);
 		sd_notify(0, "READY=1\nSTATUS=reload refused; old configuration "
 		             "in force");
 		return;
 	}
+	if (next->scrub_secret_random)
+		memcpy(next->scrub_secret, srv->random_secret, 32);
+	rules_unref(srv->rules);
+	srv->rules = rules;
 	if (strcmp(next->listen, srv->cfg->listen) != 0 ||
 	    strcmp(next->admin_listen, srv->cfg->admin_listen) != 0)
 		log_warn("reload: listen and admin_listen apply at restart; "
@@ -127,8 +138,9 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	config_unref(srv->cfg);
 	srv->cfg = next;
 	log_min_level = next->log_level;
-	log_info("reload: %s applied (%zu providers, %zu routes, %zu keys)",
-	         next->path, next->nproviders, next->nroutes, next->nkeys);
+	log_info("reload: %s applied (%zu providers, %zu routes, %zu keys, "
+	         "%zu rules)", next->path, next->nproviders, next->nroutes,
+	         next->nkeys, rules->nrules);
 	sd_notify(0, "READY=1\nSTATUS=configuration reloaded");
 }
 
@@ -193,6 +205,22 @@ server_run(const char *config_path)
 	if (srv.cfg == NULL)
 		return 1;
 	log_min_level = srv.cfg->log_level;
+	srv.rules = rules_load(srv.cfg->rules_dir, true);
+	if (srv.rules == NULL) {
+		config_unref(srv.cfg);
+		return 1;
+	}
+	if (RAND_bytes(srv.random_secret, sizeof(srv.random_secret)) != 1) {
+		log_error("no randomness for the scrub secret");
+		goto out;
+	}
+	if (srv.cfg->scrub_secret_random) {
+		memcpy(srv.cfg->scrub_secret, srv.random_secret, 32);
+		log_warn("scrub_secret_file is not set: placeholders are stable "
+		         "only until restart");
+	}
+	if (!srv.rules->jit)
+		log_warn("PCRE2 JIT is unavailable; scrubbing runs interpreted");
 	if (RAND_bytes((unsigned char *)&srv.req_id_salt,
 	               sizeof(srv.req_id_salt)) != 1)
 		srv.req_id_salt = (uint32_t)getpid();
@@ -231,10 +259,11 @@ server_run(const char *config_path)
 		goto out;
 
 	log_info("scrim %s: gateway on %s, admin on %s (%zu providers, "
-	         "%zu routes, %zu keys, auth %s)",
+	         "%zu routes, %zu keys, auth %s, %zu rules, scrub %s)",
 	         SCRIM_VERSION, srv.cfg->listen, srv.cfg->admin_listen,
 	         srv.cfg->nproviders, srv.cfg->nroutes, srv.cfg->nkeys,
-	         srv.cfg->auth_off ? "off" : "keys");
+	         srv.cfg->auth_off ? "off" : "keys", srv.rules->nrules,
+	         srv.cfg->scrub_off ? "OFF" : "on");
 	sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu",
 	           srv.cfg->listen, (unsigned long)getpid());
 	srv.started_ms = conn_now_ms();
@@ -262,6 +291,8 @@ out:
 		event_free(srv.drain_timer);
 	if (srv.base != NULL)
 		event_base_free(srv.base);
+	rules_unref(srv.rules);
+	OPENSSL_cleanse(srv.random_secret, sizeof(srv.random_secret));
 	config_unref(srv.cfg);
 	curl_global_cleanup();
 	return rc;

@@ -26,6 +26,8 @@ struct scrim_server {
 	struct event_base *base;
 	struct evdns_base *dns;
 	struct scrim_config *cfg; /* applied snapshot; requests hold refs */
+	struct ruleset *rules;    /* applied rule packs; requests hold refs */
+	unsigned char random_secret[32]; /* when no scrub_secret_file */
 	const char *config_path;
 	struct evconnlistener *gateway;
 	struct evconnlistener *admin;

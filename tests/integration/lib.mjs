@@ -133,6 +133,7 @@ export async function configFor({
     auth: 'keys',
     log_level: 'info',
     drain_timeout: '10s',
+    rules_dir: path.join(REPO, 'rules'),
     ...gateway,
   };
   const keyLines = {};

@@ -33,12 +33,12 @@ main(void)
 	CHECK(!route_path_known(c, "/v2/x", 5), "unknown prefix");
 
 	r = FIND("/v1/chat/completions", "gpt-4o");
-	url = route_upstream_url(r, "/v1/chat/completions?a=1", 24);
+	url = route_upstream_url(r, r->provider, "/v1/chat/completions?a=1", 24);
 	CHECK(strcmp(url, "https://api.openai.com/v1/chat/completions?a=1") == 0,
 	      "openai url: %s", url);
 	free(url);
 	r = FIND("/anthropic/v1/messages", NULL);
-	url = route_upstream_url(r, "/anthropic/v1/messages", 22);
+	url = route_upstream_url(r, r->provider, "/anthropic/v1/messages", 22);
 	CHECK(strcmp(url, "https://api.anthropic.com/v1/messages") == 0,
 	      "anthropic url: %s", url);
 	free(url);
