@@ -112,11 +112,11 @@ validate_iban(const char *s, size_t n)
 	return rem == 1;
 }
 
-bool
-validate_aba(const char *s, size_t n)
+/* Exactly nine digits, '-' and ' ' ignored (routing numbers, SSNs). */
+static bool
+nine_digits(const char *s, size_t n, int d[9])
 {
-	static const int w[9] = {3, 7, 1, 3, 7, 1, 3, 7, 1};
-	int d[9], k = 0, sum = 0, prefix;
+	int k = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '-' || s[i] == ' ')
@@ -125,7 +125,16 @@ validate_aba(const char *s, size_t n)
 			return false;
 		d[k++] = s[i] - '0';
 	}
-	if (k != 9)
+	return k == 9;
+}
+
+bool
+validate_aba(const char *s, size_t n)
+{
+	static const int w[9] = {3, 7, 1, 3, 7, 1, 3, 7, 1};
+	int d[9], sum = 0, prefix;
+
+	if (!nine_digits(s, n, d))
 		return false;
 	/* First two digits: Federal Reserve district ranges. */
 	prefix = d[0] * 10 + d[1];
@@ -140,16 +149,9 @@ validate_aba(const char *s, size_t n)
 bool
 validate_us_ssn(const char *s, size_t n)
 {
-	int d[9], k = 0, area, group, serial;
+	int d[9], area, group, serial;
 
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '-' || s[i] == ' ')
-			continue;
-		if (!is_digit(s[i]) || k == 9)
-			return false;
-		d[k++] = s[i] - '0';
-	}
-	if (k != 9)
+	if (!nine_digits(s, n, d))
 		return false;
 	area = d[0] * 100 + d[1] * 10 + d[2];
 	group = d[3] * 10 + d[4];
