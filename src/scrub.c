@@ -16,9 +16,7 @@
 #include "alloc.h"
 #include "vault.h"
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,23 +513,11 @@ keyed_hex(const unsigned char secret[32], const char *type, const char *v,
           size_t vn, char *out, size_t hexlen)
 {
 	static const char hx[] = "0123456789abcdef";
+	const char *parts[3] = {"hash", type, v};
+	size_t lens[3] = {4, strlen(type), vn};
 	unsigned char mac[32];
-	size_t ml = 0;
-	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	EVP_MAC_CTX *mc = m ? EVP_MAC_CTX_new(m) : NULL;
-	OSSL_PARAM params[2];
-	bool ok;
 
-	params[0] = OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	ok = mc != NULL && EVP_MAC_init(mc, secret, 32, params) &&
-	     EVP_MAC_update(mc, (const unsigned char *)"hash", 5) &&
-	     EVP_MAC_update(mc, (const unsigned char *)type, strlen(type) + 1) &&
-	     EVP_MAC_update(mc, (const unsigned char *)v, vn) &&
-	     EVP_MAC_final(mc, mac, &ml, sizeof(mac));
-	EVP_MAC_CTX_free(mc);
-	EVP_MAC_free(m);
-	if (!ok)
+	if (!vault_hmac(secret, parts, lens, 3, mac))
 		return false;
 	for (size_t i = 0; i < hexlen; i++)
 		out[i] = hx[(mac[i / 2] >> (i % 2 ? 0 : 4)) & 15];

@@ -42,16 +42,34 @@ vault_find(const struct vault *v, const char *s, size_t n)
 	return NULL;
 }
 
+bool
+vault_hmac(const unsigned char secret[32], const char *const *parts,
+           const size_t *lens, size_t nparts, unsigned char out[32])
+{
+	EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *mc = m ? EVP_MAC_CTX_new(m) : NULL;
+	OSSL_PARAM params[2];
+	size_t outl = 0;
+	bool ok;
+
+	params[0] = OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	ok = mc != NULL && EVP_MAC_init(mc, secret, 32, params);
+	for (size_t i = 0; ok && i < nparts; i++)
+		ok = EVP_MAC_update(mc, (const unsigned char *)parts[i], lens[i]) &&
+		     EVP_MAC_update(mc, (const unsigned char *)"", 1);
+	ok = ok && EVP_MAC_final(mc, out, &outl, 32) && outl == 32;
+	EVP_MAC_CTX_free(mc);
+	EVP_MAC_free(m);
+	return ok;
+}
+
 const struct vault_entry *
 vault_put(struct vault *v, const unsigned char secret[32], const char *key_id,
           const char *type, const char *value, size_t value_len)
 {
 	static const char hx[] = "0123456789abcdef";
 	unsigned char mac[32];
-	EVP_MAC *m;
-	EVP_MAC_CTX *mc;
-	OSSL_PARAM params[2];
-	size_t outl = 0;
 	char core[VAULT_CORE_MAX];
 	size_t tl = strlen(type);
 
@@ -63,22 +81,12 @@ vault_put(struct vault *v, const unsigned char secret[32], const char *key_id,
 	if (v->n == VAULT_MAX_ENTRIES || tl + 1 + 16 >= VAULT_CORE_MAX)
 		return NULL;
 
-	m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	mc = m ? EVP_MAC_CTX_new(m) : NULL;
-	params[0] = OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if (mc == NULL || !EVP_MAC_init(mc, secret, 32, params) ||
-	    !EVP_MAC_update(mc, (const unsigned char *)key_id,
-	                    strlen(key_id) + 1) ||
-	    !EVP_MAC_update(mc, (const unsigned char *)type, tl + 1) ||
-	    !EVP_MAC_update(mc, (const unsigned char *)value, value_len) ||
-	    !EVP_MAC_final(mc, mac, &outl, sizeof(mac))) {
-		EVP_MAC_CTX_free(mc);
-		EVP_MAC_free(m);
-		return NULL;
+	{
+		const char *parts[3] = {key_id, type, value};
+		size_t lens[3] = {strlen(key_id), tl, value_len};
+		if (!vault_hmac(secret, parts, lens, 3, mac))
+			return NULL;
 	}
-	EVP_MAC_CTX_free(mc);
-	EVP_MAC_free(m);
 
 	/* 6 hex digits; longer only if two values of this request collide. */
 	for (size_t hexlen = 6; hexlen <= 16; hexlen += 2) {

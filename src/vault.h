@@ -38,6 +38,13 @@ const struct vault_entry *vault_put(struct vault *v,
                                     const unsigned char secret[32],
                                     const char *key_id, const char *type,
                                     const char *value, size_t value_len);
+/*
+ * HMAC-SHA256 under secret over the parts, each followed by a NUL so
+ * ("ab","c") and ("a","bc") differ. Shared by placeholders and hashes.
+ */
+bool vault_hmac(const unsigned char secret[32], const char *const *parts,
+                const size_t *lens, size_t nparts, unsigned char out[32]);
+
 /* Entry whose core equals s[0..n) ignoring case, or NULL. */
 const struct vault_entry *vault_find(const struct vault *v, const char *s,
                                      size_t n);
