@@ -1,7 +1,6 @@
 /* buf.c - capped growable buffers; see buf.h. */
 #include "buf.h"
 
-#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +91,9 @@ buf_free(struct buf *b)
 void
 buf_wipe(struct buf *b)
 {
+	/* explicit_bzero: a memset the compiler may not drop, at memset
+	 * speed (OPENSSL_cleanse goes byte by byte). */
 	if (b->p)
-		OPENSSL_cleanse(b->p, b->cap);
+		explicit_bzero(b->p, b->cap);
 	buf_free(b);
 }

@@ -247,6 +247,13 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 			          words ? "words" : "literals");
 			return false;
 		}
+		for (size_t k = 0; words && k < r->nanchor_words; k++)
+			if (strlen(r->anchor_words[k]) < 2) {
+				rcomplain(ld, line, "anchor words: '%s' is shorter than 2 "
+				                    "bytes (use char or literals)",
+				          r->anchor_words[k]);
+				return false;
+			}
 	} else {
 		rcomplain(ld, line, "anchor: 'any', 'char C', 'digits N', "
 		                    "'words a|b' or 'literals A|B'");
@@ -420,6 +427,66 @@ compile_rule(struct rloader *ld, struct ruleset *rs, struct rule *r)
 	}
 }
 
+static unsigned char
+fold1(char c)
+{
+	return (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+}
+
+static unsigned
+word_key(const char *w)
+{
+	return (unsigned)fold1(w[0]) << 8 | fold1(w[1]);
+}
+
+/* Word anchors, and literal anchors of two bytes or more, share the
+ * index (literals are matched folded there; the regex then decides). */
+static bool
+indexed(const struct rule *r, size_t k)
+{
+	return r->anchor == ANCHOR_WORDS ||
+	       (r->anchor == ANCHOR_LITERALS && strlen(r->anchor_words[k]) >= 2);
+}
+
+static void
+build_word_index(struct ruleset *rs)
+{
+	struct word_index *wi = &rs->words;
+	size_t n = 0, k;
+
+	for (size_t i = 0; i < rs->nrules; i++)
+		for (k = 0; k < rs->rules[i].nanchor_words; k++)
+			n += indexed(&rs->rules[i], k);
+	wi->start = xcalloc(65537, sizeof(*wi->start));
+	wi->refs = xcalloc(n ? n : 1, sizeof(*wi->refs));
+	wi->nrefs = n;
+	/* Counting sort by key. */
+	for (size_t i = 0; i < rs->nrules; i++)
+		for (k = 0; k < rs->rules[i].nanchor_words; k++)
+			if (indexed(&rs->rules[i], k))
+				wi->start[word_key(rs->rules[i].anchor_words[k]) + 1]++;
+	for (k = 1; k <= 65536; k++)
+		wi->start[k] += wi->start[k - 1];
+	{
+		uint32_t *fill = xcalloc(65536, sizeof(*fill));
+		for (size_t i = 0; i < rs->nrules; i++) {
+			const struct rule *r = &rs->rules[i];
+			for (k = 0; k < r->nanchor_words; k++) {
+				if (!indexed(r, k))
+					continue;
+				unsigned key = word_key(r->anchor_words[k]);
+				struct word_ref *ref =
+				    &wi->refs[wi->start[key] + fill[key]++];
+				ref->rule = (uint32_t)i;
+				ref->word = (uint16_t)k;
+				ref->len = (uint16_t)strlen(r->anchor_words[k]);
+				wi->bits[key >> 6] |= 1ULL << (key & 63);
+			}
+		}
+		free(fill);
+	}
+}
+
 static int
 name_cmp(const void *a, const void *b)
 {
@@ -488,6 +555,7 @@ rules_load(const char *dir, bool to_stderr)
 		if (c + 1 > max_groups)
 			max_groups = c + 1;
 	}
+	build_word_index(rs);
 	rs->mctx = pcre2_match_context_create(NULL);
 	rs->md = pcre2_match_data_create(max_groups, NULL);
 	if (rs->jit)
@@ -536,6 +604,8 @@ rules_unref(struct ruleset *rs)
 		free(r->examples);
 	}
 	free(rs->rules);
+	free(rs->words.start);
+	free(rs->words.refs);
 	pcre2_match_data_free(rs->md);
 	pcre2_match_context_free(rs->mctx);
 	pcre2_jit_stack_free(rs->jit_stack);

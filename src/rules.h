@@ -72,8 +72,25 @@ struct rule {
 	size_t nexamples;
 };
 
+/* Where each anchor word starts, by its first two bytes lower-cased:
+ * refs[start[k] .. start[k + 1]) are the words whose key is k. One pass
+ * over a text finds the anchors of every word-anchored rule. */
+struct word_ref {
+	uint32_t rule;
+	uint16_t word;
+	uint16_t len;
+};
+
+struct word_index {
+	uint64_t bits[1024]; /* one bit per key: a first filter in L1 */
+	uint32_t *start;     /* 65537 entries */
+	struct word_ref *refs;
+	size_t nrefs;
+};
+
 struct ruleset {
 	int refcnt;
+	struct word_index words;
 	char *dir;
 	struct rule *rules;
 	size_t nrules;

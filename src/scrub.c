@@ -187,40 +187,6 @@ static const unsigned char num_sep[256] = {
 	['/'] = 1,
 };
 
-/* Runs of digits joined by at most two separators in a row. */
-static bool
-windows_digits(struct windows *w, const char *s, size_t n,
-               const struct rule *r)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		size_t start, last, digits = 0, gap = 0;
-
-		while (i < n && (s[i] < '0' || s[i] > '9'))
-			i++;
-		if (i >= n)
-			break;
-		start = last = i;
-		for (; i < n; i++) {
-			unsigned char c = (unsigned char)s[i];
-			if (c >= '0' && c <= '9') {
-				digits++;
-				last = i;
-				gap = 0;
-			} else if (num_sep[c] && ++gap <= 2) {
-				continue;
-			} else {
-				break;
-			}
-		}
-		if (digits >= r->anchor_digits &&
-		    !win_add(w, s, n, start, last + 1, r))
-			return false;
-	}
-	return true;
-}
-
 static bool
 word_char(unsigned char c)
 {
@@ -245,10 +211,135 @@ find_fold(const char *h, size_t hn, const char *needle, size_t nn)
 	return NULL;
 }
 
+static const unsigned char fold[256] = {
+#define F4(b) (b), (b) + 1, (b) + 2, (b) + 3
+#define F16(b) F4(b), F4((b) + 4), F4((b) + 8), F4((b) + 12)
+	F16(0), F16(16), F16(32), F16(48),
+	/* 'A'..'Z' fold to 'a'..'z' */
+	64, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n',
+	'o', 'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 91, 92, 93,
+	94, 95,
+	F16(96), F16(112), F16(128), F16(144), F16(160), F16(176), F16(192),
+	F16(208), F16(224), F16(240),
+#undef F16
+#undef F4
+};
+
+/*
+ * One pass over the text for the anchors of every word-anchored rule:
+ * each position is looked up by its first two bytes (folded) in the
+ * ruleset's word index, so the cost does not grow with the number of
+ * words or rules.
+ */
 static bool
-windows_for(struct windows *w, const char *s, size_t n, const struct rule *r)
+word_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
+          long only)
 {
-	w->n = 0;
+	const struct word_index *wi = &rs->words;
+	const unsigned char *u = (const unsigned char *)s;
+
+	if (wi->nrefs == 0 || n < 2)
+		return true;
+	for (size_t i = 0; i + 1 < n; i++) {
+		unsigned key = (unsigned)fold[u[i]] << 8 | fold[u[i + 1]];
+
+		if (!(wi->bits[key >> 6] & (1ULL << (key & 63))))
+			continue;
+		uint32_t a = wi->start[key], b = wi->start[key + 1];
+		for (uint32_t k = a; k < b; k++) {
+			const struct word_ref *ref = &wi->refs[k];
+			const struct rule *r = &rs->rules[ref->rule];
+			const char *w = r->anchor_words[ref->word];
+			size_t wl = ref->len, j;
+
+			if (only >= 0 && ref->rule != (uint32_t)only)
+				continue;
+			if (wl > n - i)
+				continue;
+			for (j = 2; j < wl && fold[u[i + j]] == fold[(unsigned char)w[j]];
+			     j++)
+				;
+			if (j == wl && !win_add(&wins[ref->rule], s, n, i, i + wl, r))
+				return false;
+		}
+	}
+	return true;
+}
+
+/* Runs of digits, found once per text and shared by the digit rules. */
+struct digit_run {
+	size_t start, end;
+	unsigned digits;
+};
+
+struct digit_runs {
+	struct digit_run *v;
+	size_t n, cap;
+	bool done;
+};
+
+static bool
+find_digit_runs(struct digit_runs *dr, const char *s, size_t n)
+{
+	size_t i = 0;
+
+	dr->done = true;
+	while (i < n) {
+		size_t start, last;
+		unsigned digits = 0, gap = 0;
+		/* Skip to the next digit: most text has few. */
+		while (i < n && (unsigned char)(s[i] - '0') > 9)
+			i++;
+		if (i >= n)
+			break;
+		start = last = i;
+		for (; i < n; i++) {
+			unsigned char c = (unsigned char)s[i];
+			if (c >= '0' && c <= '9') {
+				digits++;
+				last = i;
+				gap = 0;
+			} else if (num_sep[c] && ++gap <= 2) {
+				continue;
+			} else {
+				break;
+			}
+		}
+		if (digits < 2)
+			continue; /* no digit rule wants a lone digit */
+		if (dr->n == dr->cap) {
+			size_t cap = dr->cap ? dr->cap * 2 : 64;
+			struct digit_run *v = realloc(dr->v, cap * sizeof(*v));
+			if (v == NULL)
+				return false;
+			dr->v = v;
+			dr->cap = cap;
+		}
+		dr->v[dr->n].start = start;
+		dr->v[dr->n].end = last + 1;
+		dr->v[dr->n].digits = digits;
+		dr->n++;
+	}
+	return true;
+}
+
+static bool
+windows_for(struct windows *w, const char *s, size_t n, const struct rule *r,
+            struct digit_runs *dr)
+{
+	if (r->anchor == ANCHOR_WORDS)
+		return true; /* filled by word_pass */
+	if (r->anchor != ANCHOR_LITERALS)
+		w->n = 0; /* literals keep what word_pass found */
+	if (r->anchor == ANCHOR_DIGITS) {
+		if (!dr->done && !find_digit_runs(dr, s, n))
+			return false;
+		for (size_t k = 0; k < dr->n; k++)
+			if (dr->v[k].digits >= r->anchor_digits &&
+			    !win_add(w, s, n, dr->v[k].start, dr->v[k].end, r))
+				return false;
+		return true;
+	}
 	switch (r->anchor) {
 	case ANCHOR_ANY:
 		return win_add(w, s, n, 0, n, r);
@@ -262,18 +353,18 @@ windows_for(struct windows *w, const char *s, size_t n, const struct rule *r)
 		return true;
 	}
 	case ANCHOR_DIGITS:
-		return windows_digits(w, s, n, r);
+		return true; /* handled above */
 	case ANCHOR_WORDS:
+		return true;
 	case ANCHOR_LITERALS:
+		/* Longer literals come from word_pass; one-byte ones here. */
 		for (size_t k = 0; k < r->nanchor_words; k++) {
 			const char *wd = r->anchor_words[k];
 			size_t wl = strlen(wd), off = 0;
+			if (wl >= 2)
+				continue;
 			for (;;) {
-				const char *p;
-				if (r->anchor == ANCHOR_WORDS)
-					p = find_fold(s + off, n - off, wd, wl);
-				else
-					p = memmem(s + off, n - off, wd, wl);
+				const char *p = memmem(s + off, n - off, wd, wl);
 				if (p == NULL)
 					break;
 				off = (size_t)(p - s);
@@ -328,9 +419,10 @@ match_error(int rc, const struct rule *r, char *err, size_t errlen)
 
 static int
 run_rule(struct ruleset *rs, const struct rule *r, const char *s, size_t n,
-         struct windows *w, struct scrub_hits *out, char *err, size_t errlen)
+         struct windows *w, struct digit_runs *dr, struct scrub_hits *out,
+         char *err, size_t errlen)
 {
-	if (!windows_for(w, s, n, r)) {
+	if (!windows_for(w, s, n, r, dr)) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -397,9 +489,23 @@ scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
                 size_t n, struct scrub_hits *out, char *err, size_t errlen)
 {
 	struct windows w = {NULL, 0, 0};
-	int rc = run_rule(rs, r, s, n, &w, out, err, errlen);
+	struct digit_runs dr = {NULL, 0, 0, false};
+	int rc;
 
+	if (r->anchor == ANCHOR_WORDS || r->anchor == ANCHOR_LITERALS) {
+		struct windows *wins = calloc(rs->nrules, sizeof(*wins));
+		long idx = (long)(r - rs->rules);
+		if (wins == NULL || !word_pass(rs, s, n, wins, idx)) {
+			free(wins);
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		w = wins[idx];
+		free(wins);
+	}
+	rc = run_rule(rs, r, s, n, &w, &dr, out, err, errlen);
 	free(w.v);
+	free(dr.v);
 	return rc;
 }
 
@@ -443,14 +549,29 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
            char *err, size_t errlen)
 {
 	struct windows w = {NULL, 0, 0};
+	struct windows *wins = calloc(rs->nrules ? rs->nrules : 1, sizeof(*wins));
+	struct digit_runs dr = {NULL, 0, 0, false};
 	unsigned char *taken = NULL;
 	size_t kept = 0;
 	int rc = 0;
 
 	out->n = 0;
-	for (size_t i = 0; i < rs->nrules && rc == 0; i++)
-		rc = run_rule(rs, &rs->rules[i], s, n, &w, out, err, errlen);
+	if (wins == NULL || !word_pass(rs, s, n, wins, -1)) {
+		snprintf(err, errlen, "out of memory");
+		rc = -1;
+	}
+	for (size_t i = 0; i < rs->nrules && rc == 0; i++) {
+		const struct rule *r = &rs->rules[i];
+		bool indexed = r->anchor == ANCHOR_WORDS ||
+		               r->anchor == ANCHOR_LITERALS;
+		rc = run_rule(rs, r, s, n, indexed ? &wins[i] : &w, &dr, out, err,
+		              errlen);
+	}
+	for (size_t i = 0; wins != NULL && i < rs->nrules; i++)
+		free(wins[i].v);
+	free(wins);
 	free(w.v);
+	free(dr.v);
 	if (rc != 0 || out->n < 2)
 		return rc;
 

@@ -25,6 +25,11 @@ struct vault {
 	struct vault_entry *v;
 	size_t n, cap;
 	size_t max_core; /* longest core, for the restorer's hold-back */
+	/* Open-addressing indexes (entry index + 1, 0 = empty), by folded
+	 * core and by type + value: a large text can hold thousands of
+	 * values, and lookups must not grow with them. */
+	uint32_t *by_core, *by_value;
+	size_t slots;
 };
 
 struct vault *vault_new(void);
