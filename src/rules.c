@@ -226,6 +226,26 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 	} else if (strncmp(v, "char ", 5) == 0 && strlen(v) == 6) {
 		r->anchor = ANCHOR_CHAR;
 		r->anchor_char = (unsigned char)v[5];
+	} else if (strncmp(v, "char ", 5) == 0 && v[6] == ' ' && v[7] == '[' &&
+	           v[strlen(v) - 1] == ']' && strlen(v) > 9) {
+		/* "char : [0-9a-f:]": only where the next byte is in the set,
+		 * so a ':' or '-' in prose does not open a window. */
+		const char *c = v + 8, *e = v + strlen(v) - 1;
+		r->anchor = ANCHOR_CHAR;
+		r->anchor_char = (unsigned char)v[5];
+		r->anchor_next_set = true;
+		memset(r->anchor_next, 0, sizeof(r->anchor_next));
+		while (c < e) {
+			unsigned char lo = (unsigned char)*c, hi = lo;
+			if (c + 2 < e && c[1] == '-') {
+				hi = (unsigned char)c[2];
+				c += 3;
+			} else {
+				c++;
+			}
+			for (unsigned b = lo; b <= hi; b++)
+				r->anchor_next[b >> 6] |= 1ULL << (b & 63);
+		}
 	} else if (strncmp(v, "digits ", 7) == 0) {
 		char *end;
 		long d = strtol(v + 7, &end, 10);
@@ -234,6 +254,15 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 			return false;
 		}
 		r->anchor = ANCHOR_DIGITS;
+		r->anchor_digits = (unsigned)d;
+	} else if (strncmp(v, "token ", 6) == 0) {
+		char *end;
+		long d = strtol(v + 6, &end, 10);
+		if (*end || d < 8 || d > 1024) {
+			rcomplain(ld, line, "anchor token N: N from 8 to 1024");
+			return false;
+		}
+		r->anchor = ANCHOR_TOKEN;
 		r->anchor_digits = (unsigned)d;
 	} else if (strncmp(v, "words ", 6) == 0 ||
 	           strncmp(v, "literals ", 9) == 0) {
@@ -256,7 +285,7 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 			}
 	} else {
 		rcomplain(ld, line, "anchor: 'any', 'char C', 'digits N', "
-		                    "'words a|b' or 'literals A|B'");
+		                    "'token N', 'words a|b' or 'literals A|B'");
 		return false;
 	}
 	return true;

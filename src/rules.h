@@ -31,6 +31,7 @@ enum anchor_kind {
 	ANCHOR_DIGITS,   /* around runs holding at least N digits */
 	ANCHOR_WORDS,    /* around case-insensitive words */
 	ANCHOR_LITERALS, /* around case-sensitive literals */
+	ANCHOR_TOKEN,    /* around runs of letters and digits of N or more */
 };
 
 struct rule_example {
@@ -54,6 +55,8 @@ struct rule {
 
 	enum anchor_kind anchor;
 	unsigned char anchor_char;
+	bool anchor_next_set;        /* the byte after a char anchor must be */
+	uint64_t anchor_next[4];     /* in this set */
 	unsigned anchor_digits;
 	char **anchor_words;
 	size_t nanchor_words;

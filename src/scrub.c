@@ -188,6 +188,13 @@ static const unsigned char num_sep[256] = {
 };
 
 static bool
+is_alnum_byte(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	       (c >= 'A' && c <= 'Z');
+}
+
+static bool
 word_char(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -346,7 +353,11 @@ windows_for(struct windows *w, const char *s, size_t n, const struct rule *r,
 	case ANCHOR_CHAR: {
 		const char *p = s, *e = s + n;
 		while ((p = memchr(p, r->anchor_char, (size_t)(e - p))) != NULL) {
-			if (!win_add(w, s, n, (size_t)(p - s), (size_t)(p - s) + 1, r))
+			unsigned char nx = p + 1 < e ? (unsigned char)p[1] : 0;
+			if ((!r->anchor_next_set ||
+			     (p + 1 < e &&
+			      (r->anchor_next[nx >> 6] & (1ULL << (nx & 63))))) &&
+			    !win_add(w, s, n, (size_t)(p - s), (size_t)(p - s) + 1, r))
 				return false;
 			p++;
 		}
@@ -354,6 +365,21 @@ windows_for(struct windows *w, const char *s, size_t n, const struct rule *r,
 	}
 	case ANCHOR_DIGITS:
 		return true; /* handled above */
+	case ANCHOR_TOKEN: {
+		/* Long runs of letters and digits: keys, wallet addresses. */
+		size_t i = 0;
+		while (i < n) {
+			size_t st;
+			while (i < n && !is_alnum_byte((unsigned char)s[i]))
+				i++;
+			st = i;
+			while (i < n && is_alnum_byte((unsigned char)s[i]))
+				i++;
+			if (i - st >= r->anchor_digits && !win_add(w, s, n, st, i, r))
+				return false;
+		}
+		return true;
+	}
 	case ANCHOR_WORDS:
 		return true;
 	case ANCHOR_LITERALS:
