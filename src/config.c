@@ -51,6 +51,10 @@ struct cfg_def {
 };
 
 static const char *const auth_choices[] = {"bearer", "x-api-key", "none", NULL};
+static const char *const deny_tunnel[] = {"deny", "tunnel", NULL};
+static const char *const keys_off[] = {"keys", "off", NULL};
+static const char *const no_yes[] = {"no", "yes", NULL};
+static const char *const replace_pass[] = {"replace", "pass", NULL};
 
 #define G(f) offsetof(struct scrim_config, f)
 /* Alphabetical, so `scrim check` and docs list keys in one order. */
@@ -76,6 +80,24 @@ static const struct cfg_def gateway_defs[] = {
 	{"scrub", T_STR, G(scrub), 0, "on", 0, 0, NULL},
 	{"scrub_secret_file", T_STR, G(scrub_secret_file), 0, "", 0, 0, NULL},
 	{"send_timeout", T_DURATION, G(send_timeout_ms), 0, "60s", 100, 3600000, NULL},
+	{"state_dir", T_STR, G(state_dir), 0, "/var/lib/scrim", 0, 0, NULL},
+};
+
+/* [proxy] lives in the same struct; alphabetical too. */
+static const struct cfg_def proxy_defs[] = {
+	{"allow_private", T_CHOICE, G(allow_private), 0, "no", 0, 0, no_yes},
+	{"auth", T_CHOICE, G(proxy_auth), 0, "keys", 0, 0, keys_off},
+	{"client_keys", T_CHOICE, G(client_keys), 0, "replace", 0, 0, replace_pass},
+	{"default", T_CHOICE, G(proxy_default), 0, "deny", 0, 0, deny_tunnel},
+	{"intercept", T_WORDS, G(intercept), 0,
+	 "api.openai.com api.anthropic.com generativelanguage.googleapis.com "
+	 "api.mistral.ai api.deepseek.com openrouter.ai api.groq.com "
+	 "api.together.xyz *.openai.azure.com", 0, 0, NULL},
+	{"leaf_cache", T_UINT, G(leaf_cache), 0, "1000", 1, 100000, NULL},
+	{"mode", T_STR, G(proxy_mode), 0, "on", 0, 0, NULL},
+	{"ports", T_WORDS, G(ports), 0, "443", 0, 0, NULL},
+	{"resolve", T_STRLIST, G(resolve), 0, NULL, 0, 0, NULL},
+	{"tunnel", T_WORDS, G(tunnel), 0, "", 0, 0, NULL},
 };
 #undef G
 
@@ -107,13 +129,21 @@ struct loader {
 	int errors;
 	struct scrim_config *cfg;
 	/* Section being read. */
-	enum { SEC_NONE, SEC_GATEWAY, SEC_KEYS, SEC_PROVIDER, SEC_ROUTE } sec;
+	enum {
+		SEC_NONE,
+		SEC_GATEWAY,
+		SEC_KEYS,
+		SEC_PROXY,
+		SEC_PROVIDER,
+		SEC_ROUTE
+	} sec;
 	void *obj;
 	const struct cfg_def *defs;
 	size_t ndefs;
 	unsigned char *seen; /* one flag per def of the current section */
 	unsigned char gateway_seen[SCRIM_ARRAY_LEN(gateway_defs)];
 	int gateway_line[SCRIM_ARRAY_LEN(gateway_defs)];
+	unsigned char proxy_seen[SCRIM_ARRAY_LEN(proxy_defs)];
 };
 
 /* The list helpers write the count right after the array pointer. */
@@ -123,6 +153,18 @@ _Static_assert(offsetof(struct cfg_provider, nheaders) ==
 _Static_assert(offsetof(struct cfg_route, nmodels) ==
                    offsetof(struct cfg_route, models) + sizeof(char **),
                "models and nmodels must be adjacent");
+_Static_assert(offsetof(struct scrim_config, nintercept) ==
+                   offsetof(struct scrim_config, intercept) + sizeof(char **),
+               "intercept lists");
+_Static_assert(offsetof(struct scrim_config, ntunnel) ==
+                   offsetof(struct scrim_config, tunnel) + sizeof(char **),
+               "tunnel lists");
+_Static_assert(offsetof(struct scrim_config, nports) ==
+                   offsetof(struct scrim_config, ports) + sizeof(char **),
+               "port lists");
+_Static_assert(offsetof(struct scrim_config, nresolve) ==
+                   offsetof(struct scrim_config, resolve) + sizeof(char **),
+               "resolve lists");
 
 /* Line where a [gateway] key was set, 0 when it kept its default. */
 static int
@@ -457,6 +499,11 @@ start_section(struct loader *ld, int line, char *hdr)
 		ld->sec = SEC_KEYS;
 		return;
 	}
+	if (strcmp(kind, "proxy") == 0 && name == NULL) {
+		ld->sec = SEC_PROXY;
+		ld->obj = c;
+		return;
+	}
 	if ((strcmp(kind, "provider") == 0 || strcmp(kind, "route") == 0)) {
 		if (name == NULL || !valid_name(name)) {
 			complain(ld, line,
@@ -510,7 +557,7 @@ start_section(struct loader *ld, int line, char *hdr)
 	}
 	complain(ld, line,
 	         "unknown section [%s%s%s] (expected [gateway], [keys], "
-	         "[provider NAME] or [route NAME])",
+	         "[proxy], [provider NAME] or [route NAME])",
 	         kind, name ? " " : "", name ? name : "");
 }
 
@@ -566,6 +613,10 @@ key_line(struct loader *ld, int line, const char *key, const char *val)
 		defs = gateway_defs;
 		ndefs = SCRIM_ARRAY_LEN(gateway_defs);
 		seen = ld->gateway_seen;
+	} else if (ld->sec == SEC_PROXY) {
+		defs = proxy_defs;
+		ndefs = SCRIM_ARRAY_LEN(proxy_defs);
+		seen = ld->proxy_seen;
 	}
 	if (ld->sec == SEC_PROVIDER && strcmp(key, "api_key") == 0) {
 		complain(ld, line, "api_key: never write a provider key in the "
@@ -754,6 +805,21 @@ load_provider_key(struct loader *ld, struct cfg_provider *p)
 }
 
 static void
+relative_to_file(struct scrim_config *c, char **path)
+{
+	const char *slash;
+	char *abs;
+
+	if ((*path)[0] == '/' || (*path)[0] == '\0')
+		return;
+	slash = strrchr(c->path, '/');
+	abs = slash ? xasprintf("%.*s/%s", (int)(slash - c->path), c->path, *path)
+	            : xstrdup(*path);
+	free(*path);
+	*path = abs;
+}
+
+static void
 validate(struct loader *ld)
 {
 	struct scrim_config *c = ld->cfg;
@@ -784,14 +850,26 @@ validate(struct loader *ld)
 		c->scrub_off = true;
 	else if (strcmp(c->scrub, "on") != 0)
 		complain(ld, gline(ld, "scrub"), "scrub: 'on' or 'off'");
-	if (c->rules_dir[0] != '/') {
-		/* Relative to the file, not to wherever scrim was started. */
-		const char *slash = strrchr(c->path, '/');
-		char *abs = slash ? xasprintf("%.*s/%s", (int)(slash - c->path),
-		                              c->path, c->rules_dir)
-		                  : xstrdup(c->rules_dir);
-		free(c->rules_dir);
-		c->rules_dir = abs;
+	/* Relative paths are relative to the file, not to wherever scrim
+	 * was started. */
+	relative_to_file(c, &c->rules_dir);
+	relative_to_file(c, &c->state_dir);
+	if (strcmp(c->proxy_mode, "on") == 0)
+		c->proxy_on = true;
+	else if (strcmp(c->proxy_mode, "off") != 0)
+		complain(ld, 0, "[proxy] mode: 'on' or 'off'");
+	for (size_t i = 0; i < c->nports; i++) {
+		long port;
+		if (!parse_uint(c->ports[i], &port) || port < 1 || port > 65535)
+			complain(ld, 0, "[proxy] ports: '%s' is not a port", c->ports[i]);
+	}
+	for (size_t i = 0; i < c->nresolve; i++) {
+		const char *a = strchr(c->resolve[i], ':');
+		const char *b = a ? strchr(a + 1, ':') : NULL;
+		if (a == NULL || b == NULL || a == c->resolve[i] || b == a + 1 ||
+		    b[1] == '\0')
+			complain(ld, 0, "[proxy] resolve: '%s' is not host:port:address",
+			         c->resolve[i]);
 	}
 	if (*c->scrub_secret_file) {
 		size_t len;
@@ -923,6 +1001,7 @@ config_load(const char *path, bool to_stderr)
 	c->refcnt = 1;
 	c->path = xstrdup(path);
 	apply_defaults(&ld, c, gateway_defs, SCRIM_ARRAY_LEN(gateway_defs));
+	apply_defaults(&ld, c, proxy_defs, SCRIM_ARRAY_LEN(proxy_defs));
 
 	text = ini_read_file(path, CONFIG_MAX_FILE, &len, &err);
 	if (text == NULL) {
@@ -1002,6 +1081,12 @@ config_unref(struct scrim_config *c)
 	free(c->egress_proxy);
 	free(c->log_level_str);
 	free(c->rules_dir);
+	free(c->state_dir);
+	free(c->proxy_mode);
+	free_list(c->intercept, c->nintercept);
+	free_list(c->tunnel, c->ntunnel);
+	free_list(c->ports, c->nports);
+	free_list(c->resolve, c->nresolve);
 	free(c->scrub);
 	free(c->scrub_secret_file);
 	free(c->local_provider);

@@ -76,6 +76,25 @@ struct scrim_config {
 	bool scrub_secret_random;       /* no file: random per process */
 	long max_response_size;         /* answers held whole to restore */
 
+	char *state_dir;        /* the CA, later the index; resolved */
+
+	/* [proxy]: CONNECT, interception, absolute-form requests. */
+	char *proxy_mode;       /* "on" or "off" */
+	bool proxy_on;
+	char **intercept;       /* host globs intercepted with the local CA */
+	size_t nintercept;
+	char **tunnel;          /* host globs tunnelled blindly */
+	size_t ntunnel;
+	long proxy_default;     /* 0 deny, 1 tunnel: the other hosts */
+	char **ports;           /* CONNECT ports allowed */
+	size_t nports;
+	char **resolve;         /* "host:port:address" overrides */
+	size_t nresolve;
+	long proxy_auth;        /* 0 keys, 1 off */
+	long allow_private;     /* 0 no, 1 yes: private/loopback targets */
+	long client_keys;       /* 0 replace, 1 pass: users' own provider keys */
+	long leaf_cache;
+
 	struct cfg_client_key *keys;
 	size_t nkeys;
 	struct cfg_provider *providers;

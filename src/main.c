@@ -4,6 +4,7 @@
  */
 #include "alloc.h"
 #include "auth.h"
+#include "ca.h"
 #include "config.h"
 #include "log.h"
 #include "rules.h"
@@ -36,6 +37,8 @@ usage(FILE *f)
 	        "error\n"
 	        "  keys generate NAME     make a client key and print its "
 	        "[keys] line\n"
+	        "  ca init | ca show      create / show the local CA for HTTPS "
+	        "interception\n"
 	        "  scrub [--rules DIR] [--jsonl] [--explain]\n"
 	        "                         scrub stdin to stdout\n"
 	        "  version                versions of scrim and its libraries\n"
@@ -196,6 +199,56 @@ cmd_keys(int argc, char **argv)
 }
 
 static int
+cmd_ca(int argc, char **argv)
+{
+	const char *path = default_config(), *dir = NULL;
+	bool force = false;
+	struct scrim_config *c = NULL;
+	int rc;
+
+	if (argc < 1 || strcmp(argv[0], "-h") == 0 ||
+	    strcmp(argv[0], "--help") == 0 ||
+	    (strcmp(argv[0], "init") != 0 && strcmp(argv[0], "show") != 0)) {
+		FILE *f = argc >= 1 && (strcmp(argv[0], "-h") == 0 ||
+		                        strcmp(argv[0], "--help") == 0)
+		              ? stdout
+		              : stderr;
+		fprintf(f, "usage: scrim ca init [-c FILE] [--dir DIR] [--force]\n"
+		           "       scrim ca show [-c FILE] [--dir DIR]\n\n"
+		           "init creates the local root CA that signs the "
+		           "certificates scrim presents\nfor intercepted AI hosts "
+		           "(ECDSA P-256, 10 years; the key is written mode\n0600). "
+		           "show prints where it is, its fingerprint and how to make "
+		           "clients\ntrust it. DIR defaults to the configuration's "
+		           "state_dir.\n");
+		return f == stdout ? 0 : 2;
+	}
+	for (int i = 1; i < argc; i++) {
+		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
+		    && i + 1 < argc)
+			path = argv[++i];
+		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+			dir = argv[++i];
+		else if (strcmp(argv[i], "--force") == 0 && argv[0][0] == 'i')
+			force = true;
+		else {
+			fprintf(stderr, "scrim ca: unexpected argument '%s'\n",
+			        argv[i]);
+			return 2;
+		}
+	}
+	if (dir == NULL) {
+		c = config_load(path, true);
+		if (c == NULL)
+			return 1;
+		dir = c->state_dir;
+	}
+	rc = argv[0][0] == 'i' ? ca_init(dir, force) : ca_show(dir);
+	config_unref(c);
+	return rc;
+}
+
+static int
 cmd_version(int argc, char **argv)
 {
 	curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
@@ -233,6 +286,8 @@ main(int argc, char **argv)
 		return cmd_serve(argc - 2, argv + 2);
 	if (strcmp(cmd, "check") == 0)
 		return cmd_check(argc - 2, argv + 2);
+	if (strcmp(cmd, "ca") == 0)
+		return cmd_ca(argc - 2, argv + 2);
 	if (strcmp(cmd, "scrub") == 0)
 		return scrubcmd_run(argc - 2, argv + 2);
 	if (strcmp(cmd, "keys") == 0)
