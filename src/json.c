@@ -14,6 +14,7 @@ struct walker {
 	size_t n;
 	size_t pos;
 	json_string_cb cb;
+	json_scalar_cb scalar_cb;
 	void *arg;
 	struct buf *out;
 	size_t copied; /* input bytes already copied to out */
@@ -357,22 +358,19 @@ walk(struct walker *w)
 				return r;
 			break;
 		}
-		case 't':
-			if (!scan_literal(w, "true"))
+		default: {
+			size_t st = w->pos;
+			char c0 = w->in[w->pos];
+			bool ok = c0 == 't'   ? scan_literal(w, "true")
+			          : c0 == 'f' ? scan_literal(w, "false")
+			          : c0 == 'n' ? scan_literal(w, "null")
+			                      : scan_number(w);
+			if (!ok)
 				return JSON_INVALID;
+			if (w->scalar_cb != NULL)
+				w->scalar_cb(w->arg, &w->path, w->in + st, w->pos - st);
 			break;
-		case 'f':
-			if (!scan_literal(w, "false"))
-				return JSON_INVALID;
-			break;
-		case 'n':
-			if (!scan_literal(w, "null"))
-				return JSON_INVALID;
-			break;
-		default:
-			if (!scan_number(w))
-				return JSON_INVALID;
-			break;
+		}
 		}
 		/* After a complete value: close containers or move on. */
 		for (;;) {
@@ -444,6 +442,30 @@ json_rewrite(const char *in, size_t n, json_string_cb cb, void *arg,
 	if (err_pos)
 		*err_pos = w.pos;
 	/* Decoded strings may hold personal data. */
+	buf_wipe(&w.scratch);
+	buf_wipe(&w.repl);
+	return r;
+}
+
+enum json_result
+json_walk(const char *in, size_t n, json_string_cb cb, json_scalar_cb scalar_cb,
+          void *arg, size_t max_string, size_t *err_pos)
+{
+	struct walker w;
+	enum json_result r;
+
+	memset(&w, 0, sizeof(w));
+	w.in = in;
+	w.n = n;
+	w.cb = cb;
+	w.scalar_cb = scalar_cb;
+	w.arg = arg;
+	w.max_string = max_string;
+	buf_init(&w.scratch, max_string + 8);
+	buf_init(&w.repl, (max_string + 8) * 4);
+	r = walk(&w);
+	if (err_pos)
+		*err_pos = w.pos;
 	buf_wipe(&w.scratch);
 	buf_wipe(&w.repl);
 	return r;

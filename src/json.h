@@ -59,6 +59,16 @@ enum json_result json_rewrite(const char *in, size_t n, json_string_cb cb,
                               void *arg, struct buf *out, size_t max_string,
                               size_t *replaced, size_t *err_pos);
 
+/*
+ * Validate and walk without rewriting: strings go to cb (its replacement
+ * is ignored), numbers and true/false/null to scalar_cb as raw text.
+ */
+typedef void (*json_scalar_cb)(void *arg, const struct json_path *path,
+                               const char *raw, size_t n);
+enum json_result json_walk(const char *in, size_t n, json_string_cb cb,
+                           json_scalar_cb scalar_cb, void *arg,
+                           size_t max_string, size_t *err_pos);
+
 /* Append s as a JSON string body (no quotes), escaping what JSON needs. */
 bool json_escape_into(struct buf *b, const char *s, size_t n) SCRIM_MUSTCHECK;
 

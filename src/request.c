@@ -28,13 +28,11 @@
 #include "vault.h"
 
 #include <event2/buffer.h>
-#include <jansson.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#define REQ_MAX_JSON_DEPTH 64
 #define REQ_MAX_MODEL 256
 
 struct scrim_req {
@@ -50,7 +48,6 @@ struct scrim_req {
 	const struct cfg_route *route;
 	const char *body;         /* the request body, contiguous in conn */
 	size_t body_len;
-	json_t *json;             /* parsed body, when it is JSON */
 	char *model;
 	bool stream;
 
@@ -89,8 +86,6 @@ req_free(struct scrim_req *r)
 {
 	if (r->xfer != NULL)
 		upstream_cancel(r->xfer);
-	if (r->json != NULL)
-		json_decref(r->json);
 	free(r->model);
 	/* Everything below may hold personal data: wiped, never logged. */
 	restore_free(r->restore);
@@ -229,36 +224,6 @@ stage_read_body(struct scrim_req *r)
 	}
 }
 
-/*
- * Nesting depth of a JSON text, counted outside strings. jansson recurses
- * (to 2048 levels); refusing deep input before parsing keeps both its
- * stack and every later walker of the tree bounded.
- */
-static bool
-json_depth_ok(const char *p, size_t n, int max)
-{
-	int depth = 0;
-	bool in_str = false;
-
-	for (size_t i = 0; i < n; i++) {
-		char ch = p[i];
-		if (in_str) {
-			if (ch == '\\')
-				i++;
-			else if (ch == '"')
-				in_str = false;
-		} else if (ch == '"') {
-			in_str = true;
-		} else if (ch == '{' || ch == '[') {
-			if (++depth > max)
-				return false;
-		} else if (ch == '}' || ch == ']') {
-			depth--;
-		}
-	}
-	return true;
-}
-
 static bool
 is_multipart(const struct http_head *h)
 {
@@ -267,52 +232,90 @@ is_multipart(const struct http_head *h)
 	       strncasecmp(ct->value, "multipart/", 10) == 0;
 }
 
+/* Reads the two fields scrim routes on, and refuses a second "model"
+ * (a provider reading the other one would be routed past our rules). */
+struct parse_state {
+	struct scrim_req *r;
+	bool dup_model;
+	bool bad_model;
+};
+
+static enum json_cb_result
+parse_string_cb(void *arg, const struct json_path *p, const char *s, size_t n,
+                struct buf *repl)
+{
+	struct parse_state *ps = arg;
+
+	(void)repl;
+	if (p->depth != 1 || !json_seg_is(p, 0, "model"))
+		return JSON_KEEP;
+	if (ps->r->model != NULL) {
+		ps->dup_model = true;
+		return JSON_KEEP;
+	}
+	if (n == 0 || n > REQ_MAX_MODEL || memchr(s, '\0', n) != NULL)
+		ps->bad_model = true;
+	else
+		ps->r->model = xstrndup(s, n);
+	return JSON_KEEP;
+}
+
+static void
+parse_scalar_cb(void *arg, const struct json_path *p, const char *raw,
+                size_t n)
+{
+	struct parse_state *ps = arg;
+
+	if (p->depth == 1 && json_seg_is(p, 0, "stream"))
+		ps->r->stream = n == 4 && memcmp(raw, "true", 4) == 0;
+	else if (p->depth == 1 && json_seg_is(p, 0, "model"))
+		ps->bad_model = true;
+}
+
 static enum stage_result
 stage_parse(struct scrim_req *r)
 {
 	struct evbuffer *b = r->conn->body;
-	json_error_t jerr;
-	json_t *model;
+	struct parse_state ps = {r, false, false};
+	enum json_result jr;
+	size_t pos = 0;
 	char msg[128];
 
 	r->body_len = evbuffer_get_length(b);
 	r->body = r->body_len ? (const char *)evbuffer_pullup(b, -1) : NULL;
 	if (r->body_len == 0 || is_multipart(&r->conn->head))
 		return STAGE_NEXT;
-	/* Every API scrim fronts takes JSON: anything else is refused rather
-	 * than forwarded unexamined. */
-	if (!json_depth_ok(r->body, r->body_len, REQ_MAX_JSON_DEPTH)) {
+	/* Every API scrim fronts takes a JSON object: anything else is
+	 * refused rather than forwarded unexamined. */
+	{
+		size_t i = 0;
+		while (i < r->body_len && strchr(" \t\r\n", r->body[i]) != NULL)
+			i++;
+		if (i == r->body_len || r->body[i] != '{') {
+			req_fail(r, ERR_INVALID_JSON, "The request body must be a JSON "
+			                              "object");
+			return STAGE_DONE;
+		}
+	}
+	jr = json_walk(r->body, r->body_len, parse_string_cb, parse_scalar_cb, &ps,
+	               r->body_len, &pos);
+	if (jr == JSON_TOO_DEEP) {
 		req_fail(r, ERR_INVALID_JSON, "The request body nests deeper than "
 		                              "64 levels");
 		return STAGE_DONE;
 	}
-	r->json = json_loadb(r->body, r->body_len,
-	                     JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-	if (r->json == NULL) {
-		/* Position only: jansson's text quotes the input. */
+	if (jr != JSON_OK) {
 		snprintf(msg, sizeof(msg),
-		         "The request body is not valid JSON (at byte %d)",
-		         jerr.position);
+		         "The request body is not valid JSON (at byte %zu)", pos);
 		req_fail(r, ERR_INVALID_JSON, msg);
 		return STAGE_DONE;
 	}
-	if (!json_is_object(r->json)) {
-		req_fail(r, ERR_INVALID_JSON, "The request body must be a JSON "
-		                              "object");
+	if (ps.bad_model || ps.dup_model) {
+		req_fail(r, ERR_INVALID_JSON,
+		         ps.dup_model ? "\"model\" is given twice"
+		                      : "\"model\" must be a non-empty string");
 		return STAGE_DONE;
 	}
-	model = json_object_get(r->json, "model");
-	if (model != NULL) {
-		if (!json_is_string(model) || json_string_length(model) == 0 ||
-		    json_string_length(model) > REQ_MAX_MODEL ||
-		    strlen(json_string_value(model)) != json_string_length(model)) {
-			req_fail(r, ERR_INVALID_JSON,
-			         "\"model\" must be a non-empty string");
-			return STAGE_DONE;
-		}
-		r->model = xstrdup(json_string_value(model));
-	}
-	r->stream = json_is_true(json_object_get(r->json, "stream"));
 	return STAGE_NEXT;
 }
 
@@ -360,33 +363,38 @@ stage_context(struct scrim_req *r)
 	return STAGE_NEXT;
 }
 
-/* Fields that hold protocol values, not user content. */
+/*
+ * Strings that are not text to scan. Only the top-level "model" is skipped
+ * by name (routing reads it); every other field is scanned whatever it is
+ * called, because a user's own objects (tool inputs, documents) can use
+ * any name. Skipped by shape: inline files (data: URLs with base64) and
+ * long pure-base64 runs, which are bytes rather than text and which a
+ * replacement would corrupt.
+ */
 static bool
 skip_field(const struct json_path *p, const char *s, size_t n)
 {
-	static const char *const keys[] = {
-	    "model", "role", "type", "id", "tool_call_id", "call_id", "object",
-	    "service_tier", "reasoning_effort", "encoding_format", "voice",
-	    "format", "media_type", "detail", "tool_choice", "finish_reason",
-	    "stop_reason", "data", "b64_json", "file_id", "previous_response_id",
-	    "truncation", "status", "anthropic-version",
-	};
-	const struct json_seg *last = json_path_last(p);
 	size_t b64 = 0;
 
-	if (last != NULL) {
-		for (size_t i = 0; i < SCRIM_ARRAY_LEN(keys); i++)
-			if (last->key_len == strlen(keys[i]) &&
-			    memcmp(last->key, keys[i], last->key_len) == 0)
-				return true;
-		/* Inline images and files: data: URLs are bytes, not text. */
-		if (last->key_len == 3 && memcmp(last->key, "url", 3) == 0 &&
-		    n > 5 && memcmp(s, "data:", 5) == 0)
-			return true;
-	}
-	/* Long runs of base64 (audio, images, files) are skipped, not
-	 * scanned: they are large and hold no readable text. */
-	if (n >= 512) {
+	const struct json_seg *last = json_path_last(p);
+
+	if (p->depth == 1 && json_seg_is(p, 0, "model"))
+		return true;
+	/* Ids of messages, tool calls and results, where the protocol puts
+	 * them (a member of an array element): they pair calls with results
+	 * and must reach the provider as they are. The same names inside a
+	 * user's own objects are scanned. */
+	if (last != NULL && p->depth >= 2 && p->seg[p->depth - 2].key == NULL &&
+	    p->seg[p->depth - 2].index >= 0 &&
+	    ((last->key_len == 2 && memcmp(last->key, "id", 2) == 0) ||
+	     (last->key_len == 12 && memcmp(last->key, "tool_call_id", 12) == 0) ||
+	     (last->key_len == 7 && memcmp(last->key, "call_id", 7) == 0) ||
+	     (last->key_len == 11 && memcmp(last->key, "tool_use_id", 11) == 0)))
+		return true;
+	if (n > 5 && memcmp(s, "data:", 5) == 0 &&
+	    memmem(s, n < 256 ? n : 256, ";base64,", 8) != NULL)
+		return true;
+	if (n >= 64) {
 		for (size_t i = 0; i < n && b64 == i; i++) {
 			unsigned char c = (unsigned char)s[i];
 			if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
@@ -484,6 +492,7 @@ stage_scrub(struct scrim_req *r)
 		r->provider = lp;
 		vault_free(r->scrub.vault);
 		r->scrub.vault = NULL;
+		r->scrub.stats.replaced = 0; /* it goes out as written */
 		return check_provider_key(r);
 	}
 	if (replaced > 0) {

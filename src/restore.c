@@ -2,13 +2,12 @@
  * restore.c - see restore.h.
  *
  * SSE answers are restored event by event: each event's JSON goes through
- * the JSON rewriter, and each string field (by its path, such as
- * choices/0/delta/content) keeps a small carry: the tail of the last
- * piece that could still become a placeholder when the next piece
- * arrives. Only such tails are held back; everything else goes out with
- * the event it came in. When a later event no longer carries that field,
- * the held tail is sent first in an event shaped like the one it came
- * from, so nothing is lost and nothing is reordered.
+ * the JSON rewriter. Fields that carry pieces of the answer (deltas) may
+ * end with the start of a placeholder; that tail is held back and joined
+ * to the same field in a later event. The event it came from waits (see
+ * struct held) until the field goes on, or ends and takes its tail back:
+ * no event is invented, duplicated or reordered. Whole texts ("done"
+ * events, snapshots) are restored in place and never wait.
  */
 #include "restore.h"
 
@@ -16,23 +15,41 @@
 #include "json.h"
 #include "vault.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #define RESTORE_MAX_EVENT (1024 * 1024)
-#define RESTORE_MAX_CARRIES 64
+#define RESTORE_MAX_HELD 16
+#define RESTORE_MAX_TAILS 8
 #define RESTORE_MAX_PATH 256
+#define RESTORE_MAX_CHOICES 16
 
-struct carry {
+/* A piece of an incremental field held back at the end of an event. */
+struct tail {
 	char path[RESTORE_MAX_PATH];
-	struct buf text;     /* held back, already restored */
-	struct buf head;     /* template event: bytes before the JSON */
-	struct buf payload;  /* template event: its JSON */
-	struct buf tail;     /* template event: bytes after the JSON */
-	bool seen;           /* appeared in the event being processed */
-	bool json_text;      /* the field holds JSON text (arguments) */
+	long choice;       /* the choice it belongs to, or -1 */
+	struct buf text;   /* raw, not yet restored */
+	bool json_text;    /* the field holds JSON text (arguments) */
+	enum { TAIL_PENDING, TAIL_MOVED, TAIL_ENDED } state;
+};
+
+/*
+ * An event waiting to be sent: its bytes as they go out if its tails move
+ * on to later events, and the tails. It leaves the queue, in order, once
+ * no tail of it is pending; a tail whose field ends (an event for the same
+ * choice without that field, [DONE], the end of the answer) is put back
+ * into its own event. Nothing is reordered or duplicated, and the delay is
+ * the one event that shows how a field goes on.
+ */
+struct held {
+	struct buf out;    /* the event, rendered without its tails */
+	size_t head_len;   /* bytes before the JSON in out */
+	size_t json_len;   /* the JSON in out */
+	struct tail tails[RESTORE_MAX_TAILS];
+	size_t ntails;
 };
 
 struct restore {
@@ -40,12 +57,13 @@ struct restore {
 	enum restore_mode mode;
 	size_t max_whole;
 	struct buf pending; /* incomplete event, or the whole answer */
-	struct carry carries[RESTORE_MAX_CARRIES];
-	size_t ncarries;
+	struct held queue[RESTORE_MAX_HELD];
+	size_t nqueue;
 	bool failed;
-	/* The event being processed, for carries that start in it. */
-	const char *ev_head, *ev_payload, *ev_tail;
-	size_t ev_head_len, ev_payload_len, ev_tail_len;
+	long choice_index[RESTORE_MAX_CHOICES]; /* position -> "index" */
+	struct held *cur;   /* the event being processed */
+	char seen[RESTORE_MAX_TAILS * 2][RESTORE_MAX_PATH];
+	size_t nseen;       /* incremental fields the current event has */
 };
 
 static bool
@@ -74,6 +92,12 @@ read_core(const char *s, size_t i, size_t n, char *core, size_t *core_len)
 		if (s[j] == '\\' && j + 1 < n && s[j + 1] == '_') {
 			core[k++] = '_';
 			j += 2;
+		} else if (s[j] == '\\' && j + 2 < n && s[j + 1] == '\\' &&
+		           s[j + 2] == '_') {
+			/* "\\_": the markdown escape inside JSON text (tool-call
+			 * arguments), escaped once more. */
+			core[k++] = '_';
+			j += 3;
 		} else if (is_alnum((unsigned char)s[j]) || s[j] == '_') {
 			core[k++] = s[j++];
 		} else {
@@ -200,8 +224,20 @@ restore_holdback(const struct vault *v, const char *s, size_t n)
 				break;
 			core[k++] = s[i++];
 		}
-		if (i != n)
+		if (i != n) {
+			/* A whole core whose closer has begun: "&", "&g", "&gt". */
+			static const char gt[] = "&gt;";
+			size_t m = 0;
+			while (i + m < n && m < 3 && (s[i + m] | 0x20) == (gt[m] | 0x20))
+				m++;
+			if (m == 0 || i + m != n)
+				continue;
+			for (size_t e = 0; e < v->n; e++)
+				if (k == v->v[e].core_len &&
+				    strncasecmp(core, v->v[e].core, k) == 0)
+					return n - j;
 			continue;
+		}
 		if (k == 0)
 			return n - j; /* an opener alone */
 		for (size_t e = 0; e < v->n; e++)
@@ -230,17 +266,22 @@ restore_free(struct restore *r)
 	if (r == NULL)
 		return;
 	buf_wipe(&r->pending);
-	for (size_t i = 0; i < r->ncarries; i++) {
-		buf_wipe(&r->carries[i].text);
-		buf_wipe(&r->carries[i].head);
-		buf_wipe(&r->carries[i].payload);
-		buf_wipe(&r->carries[i].tail);
+	for (size_t i = 0; i < RESTORE_MAX_HELD; i++) {
+		buf_wipe(&r->queue[i].out);
+		for (size_t k = 0; k < RESTORE_MAX_TAILS; k++)
+			buf_wipe(&r->queue[i].tails[k].text);
 	}
 	free(r);
 }
 
+/*
+ * The carry key of a field. Positions in a "choices" array are replaced
+ * by the choice's own "index" (streams with n > 1 send one choice per
+ * event, always at position 0), as read from the event beforehand.
+ */
 static bool
-path_string(const struct json_path *p, char *out, size_t cap)
+path_string(const struct restore *r, const struct json_path *p, char *out,
+            size_t cap)
 {
 	size_t n = 0;
 
@@ -250,6 +291,11 @@ path_string(const struct json_path *p, char *out, size_t cap)
 		if (sg->key != NULL)
 			w = snprintf(out + n, cap - n, "/%.*s", (int)sg->key_len,
 			             sg->key);
+		else if (d > 0 && json_seg_is(p, d - 1, "choices") && sg->index >= 0 &&
+		         sg->index < RESTORE_MAX_CHOICES &&
+		         r->choice_index[sg->index] >= 0)
+			w = snprintf(out + n, cap - n, "/%ld",
+			             r->choice_index[sg->index]);
 		else
 			w = snprintf(out + n, cap - n, "/%ld", sg->index);
 		if (w < 0 || (size_t)w >= cap - n)
@@ -282,22 +328,67 @@ whole_cb(void *arg, const struct json_path *p, const char *s, size_t n,
 	return ok ? JSON_REPLACE : JSON_CB_ERROR;
 }
 
-static struct carry *
-carry_for(struct restore *r, const char *path)
+/*
+ * Fields that carry a piece of the answer (to be joined with the next
+ * piece) rather than a whole text: anything under a "delta" key (chat,
+ * Responses, Anthropic, tool-call arguments), and the choices' "text" of
+ * streamed legacy completions. Whole texts ("done" events, final
+ * snapshots) are restored in place and never held back.
+ */
+static bool
+incremental(const struct json_path *p)
 {
-	for (size_t i = 0; i < r->ncarries; i++)
-		if (strcmp(r->carries[i].path, path) == 0)
-			return &r->carries[i];
-	if (r->ncarries == RESTORE_MAX_CARRIES)
-		return NULL;
-	struct carry *c = &r->carries[r->ncarries++];
-	memset(c, 0, sizeof(*c));
-	snprintf(c->path, sizeof(c->path), "%s", path);
-	buf_init(&c->text, RESTORE_MAX_EVENT);
-	buf_init(&c->head, RESTORE_MAX_EVENT);
-	buf_init(&c->payload, RESTORE_MAX_EVENT);
-	buf_init(&c->tail, RESTORE_MAX_EVENT);
-	return c;
+	const struct json_seg *last = json_path_last(p);
+
+	for (int d = 0; d < p->depth; d++)
+		if (p->seg[d].key_len == 5 && memcmp(p->seg[d].key, "delta", 5) == 0)
+			return true;
+	return p->depth == 3 && json_seg_is(p, 0, "choices") && last != NULL &&
+	       last->key_len == 4 && memcmp(last->key, "text", 4) == 0;
+}
+
+/* Read each choice's "index" so carries follow choices, not positions. */
+static void
+map_choices(struct restore *r, const char *payload, size_t len)
+{
+	json_t *j, *choices;
+
+	for (size_t i = 0; i < RESTORE_MAX_CHOICES; i++)
+		r->choice_index[i] = -1;
+	if (memmem(payload, len, "\"choices\"", 9) == NULL)
+		return;
+	j = json_loadb(payload, len, JSON_DECODE_INT_AS_REAL | JSON_ALLOW_NUL,
+	               NULL);
+	choices = json_object_get(j, "choices");
+	for (size_t i = 0; i < json_array_size(choices) && i < RESTORE_MAX_CHOICES;
+	     i++) {
+		json_t *ix = json_object_get(json_array_get(choices, i), "index");
+		if (json_is_number(ix))
+			r->choice_index[i] = (long)json_number_value(ix);
+	}
+	json_decref(j);
+}
+
+/* The newest pending tail of a field, or NULL. */
+static struct tail *
+pending_tail(struct restore *r, const char *path)
+{
+	for (size_t q = r->nqueue; q-- > 0;)
+		for (size_t t = 0; t < r->queue[q].ntails; t++) {
+			struct tail *tl = &r->queue[q].tails[t];
+			if (tl->state == TAIL_PENDING && strcmp(tl->path, path) == 0)
+				return tl;
+		}
+	return NULL;
+}
+
+static long
+choice_of(const char *path)
+{
+	/* "/choices/K/..." */
+	if (strncmp(path, "/choices/", 9) != 0)
+		return -1;
+	return strtol(path + 9, NULL, 10);
 }
 
 static enum json_cb_result
@@ -306,44 +397,43 @@ event_cb(void *arg, const struct json_path *p, const char *s, size_t n,
 {
 	struct restore *r = arg;
 	char path[RESTORE_MAX_PATH];
-	struct carry *c;
+	struct tail *prev;
 	struct buf joined;
 	size_t hold;
 	bool ok;
 
-	if (!path_string(p, path, sizeof(path)))
-		return JSON_KEEP;
-	c = carry_for(r, path);
-	if (c == NULL)
-		return JSON_CB_ERROR;
-	c->seen = true;
-	if (c->text.len == 0 && r->vault->n > 0 &&
-	    restore_holdback(r->vault, s, n) == 0 &&
-	    restore_text(r->vault, s, n, holds_json(p), repl, &ok) == 0)
-		return ok ? JSON_KEEP : JSON_CB_ERROR;
-	buf_reset(repl);
-	buf_init(&joined, RESTORE_MAX_EVENT);
-	if (!buf_add(&joined, c->text.p, c->text.len) ||
-	    !buf_add(&joined, s, n)) {
+	if (!incremental(p) || !path_string(r, p, path, sizeof(path))) {
+		if (restore_text(r->vault, s, n, holds_json(p), repl, &ok) == 0)
+			return ok ? JSON_KEEP : JSON_CB_ERROR;
+		return ok ? JSON_REPLACE : JSON_CB_ERROR;
+	}
+	if (r->nseen < SCRIM_ARRAY_LEN(r->seen))
+		snprintf(r->seen[r->nseen++], RESTORE_MAX_PATH, "%s", path);
+	prev = pending_tail(r, path);
+	buf_init(&joined, RESTORE_MAX_EVENT * 2);
+	ok = (prev == NULL || buf_add(&joined, prev->text.p, prev->text.len)) &&
+	     buf_add(&joined, s, n);
+	if (!ok) {
 		buf_wipe(&joined);
 		return JSON_CB_ERROR;
 	}
-	/* Hold back, unrestored, the tail that may still grow into a
-	 * placeholder (or gain its closing '>'); restore the rest. */
-	hold = restore_holdback(r->vault, joined.p, joined.len);
-	restore_text(r->vault, joined.p, joined.len - hold, holds_json(p), repl,
-	             &ok);
-	buf_reset(&c->text);
+	if (prev != NULL)
+		prev->state = TAIL_MOVED; /* it goes on here */
+	/* Hold back, unrestored, the end that may still grow into a
+	 * placeholder (or gain its closer); restore the rest. */
+	hold = r->cur->ntails < RESTORE_MAX_TAILS
+	           ? restore_holdback(r->vault, joined.p ? joined.p : "", joined.len)
+	           : 0;
+	restore_text(r->vault, joined.p ? joined.p : "", joined.len - hold,
+	             holds_json(p), repl, &ok);
 	if (ok && hold > 0) {
-		ok = buf_add(&c->text, joined.p + joined.len - hold, hold);
-		/* Keep this event as the shape to send the tail in. */
-		buf_reset(&c->head);
-		buf_reset(&c->payload);
-		buf_reset(&c->tail);
-		ok = ok && buf_add(&c->head, r->ev_head, r->ev_head_len) &&
-		     buf_add(&c->payload, r->ev_payload, r->ev_payload_len) &&
-		     buf_add(&c->tail, r->ev_tail, r->ev_tail_len);
-		c->json_text = holds_json(p);
+		struct tail *tl = &r->cur->tails[r->cur->ntails++];
+		snprintf(tl->path, sizeof(tl->path), "%s", path);
+		tl->choice = choice_of(path);
+		tl->json_text = holds_json(p);
+		tl->state = TAIL_PENDING;
+		buf_init(&tl->text, RESTORE_MAX_EVENT);
+		ok = buf_add(&tl->text, joined.p + joined.len - hold, hold);
 	}
 	buf_wipe(&joined);
 	if (!ok)
@@ -353,58 +443,126 @@ event_cb(void *arg, const struct json_path *p, const char *s, size_t n,
 	return JSON_REPLACE;
 }
 
-struct flush_arg {
-	const char *path;
-	const struct buf *text; /* held tail, not yet restored */
-	const struct vault *vault;
-	bool json_text;
+struct end_arg {
+	struct restore *r;
+	struct held *h;
 };
 
+/* Put ended tails back at the end of their field. */
 static enum json_cb_result
-flush_cb(void *arg, const struct json_path *p, const char *s, size_t n,
-         struct buf *repl)
+end_cb(void *arg, const struct json_path *p, const char *s, size_t n,
+       struct buf *repl)
 {
-	struct flush_arg *fa = arg;
+	struct end_arg *ea = arg;
 	char path[RESTORE_MAX_PATH];
+	bool changed = false, ok = true;
 
-	(void)s;
-	(void)n;
-	bool ok;
-
-	if (!path_string(p, path, sizeof(path)) || strcmp(path, fa->path) != 0)
+	if (!incremental(p) || !path_string(ea->r, p, path, sizeof(path)))
 		return JSON_KEEP;
-	restore_text(fa->vault, fa->text->p ? fa->text->p : "", fa->text->len,
-	             fa->json_text, repl, &ok);
-	return ok ? JSON_REPLACE : JSON_CB_ERROR;
+	for (size_t t = 0; t < ea->h->ntails && ok; t++) {
+		struct tail *tl = &ea->h->tails[t];
+		if (tl->state != TAIL_ENDED || strcmp(tl->path, path) != 0)
+			continue;
+		if (!changed)
+			ok = buf_add(repl, s, n);
+		changed = true;
+		if (ok)
+			restore_text(ea->r->vault, tl->text.p ? tl->text.p : "",
+			             tl->text.len, tl->json_text, repl, &ok);
+		tl->state = TAIL_MOVED; /* placed */
+	}
+	if (!ok)
+		return JSON_CB_ERROR;
+	return changed ? JSON_REPLACE : JSON_KEEP;
 }
 
-/* Send held tails of fields this event did not carry (all when all). */
 static bool
-flush_carries(struct restore *r, bool all, struct buf *out)
+held_ready(const struct held *h)
 {
-	for (size_t i = 0; i < r->ncarries; i++) {
-		struct carry *c = &r->carries[i];
-		struct flush_arg fa = {c->path, &c->text, r->vault, c->json_text};
-
-		if (c->text.len == 0 || (!all && c->seen))
-			continue;
-		if (!buf_add(out, c->head.p, c->head.len) ||
-		    json_rewrite(c->payload.p, c->payload.len, flush_cb, &fa, out,
-		                 RESTORE_MAX_EVENT, NULL, NULL) != JSON_OK ||
-		    !buf_add(out, c->tail.p, c->tail.len))
+	for (size_t t = 0; t < h->ntails; t++)
+		if (h->tails[t].state == TAIL_PENDING)
 			return false;
-		buf_reset(&c->text);
+	return true;
+}
+
+static void
+held_clear(struct held *h)
+{
+	buf_wipe(&h->out);
+	for (size_t t = 0; t < RESTORE_MAX_TAILS; t++)
+		buf_wipe(&h->tails[t].text);
+	h->ntails = 0;
+}
+
+/* Send the queue's head events whose tails all found their place. */
+static bool
+emit_ready(struct restore *r, struct buf *out)
+{
+	while (r->nqueue > 0 && held_ready(&r->queue[0])) {
+		struct held *h = &r->queue[0], tmp;
+		bool ended = false, ok;
+
+		for (size_t t = 0; t < h->ntails; t++)
+			ended = ended || h->tails[t].state == TAIL_ENDED;
+		if (!ended) {
+			ok = buf_add(out, h->out.p, h->out.len);
+		} else {
+			struct end_arg ea = {r, h};
+			long saved[RESTORE_MAX_CHOICES];
+			memcpy(saved, r->choice_index, sizeof(saved));
+			map_choices(r, h->out.p + h->head_len, h->json_len);
+			ok = buf_add(out, h->out.p, h->head_len) &&
+			     json_rewrite(h->out.p + h->head_len, h->json_len, end_cb,
+			                  &ea, out, RESTORE_MAX_EVENT, NULL, NULL) ==
+			         JSON_OK &&
+			     buf_add(out, h->out.p + h->head_len + h->json_len,
+			             h->out.len - h->head_len - h->json_len);
+			memcpy(r->choice_index, saved, sizeof(saved));
+		}
+		if (!ok)
+			return false;
+		/* The slot goes to the back, emptied. */
+		tmp = r->queue[0];
+		held_clear(&tmp);
+		memmove(&r->queue[0], &r->queue[1],
+		        (RESTORE_MAX_HELD - 1) * sizeof(r->queue[0]));
+		r->queue[RESTORE_MAX_HELD - 1] = tmp;
+		r->nqueue--;
 	}
 	return true;
+}
+
+/* Fields that stopped: their tails end where they were held. */
+static void
+end_tails(struct restore *r, bool all)
+{
+	for (size_t q = 0; q < r->nqueue; q++)
+		for (size_t t = 0; t < r->queue[q].ntails; t++) {
+			struct tail *tl = &r->queue[q].tails[t];
+			bool seen = false, about = tl->choice < 0;
+			if (tl->state != TAIL_PENDING)
+				continue;
+			if (!all) {
+				for (size_t i = 0; i < r->nseen; i++)
+					seen = seen || strcmp(r->seen[i], tl->path) == 0;
+				for (size_t i = 0; i < RESTORE_MAX_CHOICES; i++)
+					about = about || r->choice_index[i] == tl->choice;
+				/* Another choice's event says nothing about this one. */
+				if (seen || !about)
+					continue;
+			}
+			tl->state = TAIL_ENDED;
+		}
 }
 
 static bool
 process_event(struct restore *r, const char *ev, size_t len, struct buf *out)
 {
 	const char *data = NULL, *p = ev, *end = ev + len;
-	size_t ndata = 0, dlen = 0;
-	struct buf payload;
+	size_t ndata = 0, dlen = 0, head_len;
+	struct held *h;
 	enum json_result jr;
+	bool ok;
 
 	/* Find the data line(s). */
 	while (p < end) {
@@ -421,39 +579,45 @@ process_event(struct restore *r, const char *ev, size_t len, struct buf *out)
 		}
 		p = nl ? nl + 1 : end;
 	}
-	for (size_t i = 0; i < r->ncarries; i++)
-		r->carries[i].seen = false;
-	if (ndata != 1 || dlen == 0 || data[0] != '{') {
-		/* [DONE], pings, comments: what was held goes out first. */
-		return flush_carries(r, true, out) && buf_add(out, ev, len);
+	if (ndata != 1 || dlen == 0 || data[0] != '{')
+		goto as_text;
+	if (r->nqueue == RESTORE_MAX_HELD) {
+		/* Too much waiting: the oldest event's fields end here. */
+		for (size_t t = 0; t < r->queue[0].ntails; t++)
+			if (r->queue[0].tails[t].state == TAIL_PENDING)
+				r->queue[0].tails[t].state = TAIL_ENDED;
+		if (!emit_ready(r, out))
+			return false;
 	}
-	r->ev_head = ev;
-	r->ev_head_len = (size_t)(data - ev);
-	r->ev_payload = data;
-	r->ev_payload_len = dlen;
-	r->ev_tail = data + dlen;
-	r->ev_tail_len = len - r->ev_head_len - dlen;
-	buf_init(&payload, RESTORE_MAX_EVENT * 2);
-	jr = json_rewrite(data, dlen, event_cb, r, &payload, RESTORE_MAX_EVENT,
+	h = &r->queue[r->nqueue];
+	held_clear(h);
+	buf_init(&h->out, RESTORE_MAX_EVENT * 3);
+	head_len = (size_t)(data - ev);
+	r->cur = h;
+	r->nseen = 0;
+	map_choices(r, data, dlen);
+	if (!buf_add(&h->out, ev, head_len))
+		return false;
+	jr = json_rewrite(data, dlen, event_cb, r, &h->out, RESTORE_MAX_EVENT,
 	                  NULL, NULL);
 	if (jr != JSON_OK) {
-		buf_wipe(&payload);
-		/* Not JSON after all: pass it on, restored as text. */
-		bool ok;
-		if (!flush_carries(r, true, out))
-			return false;
-		restore_text(r->vault, ev, len, false, out, &ok);
-		return ok;
+		held_clear(h);
+		goto as_text;
 	}
-	if (!flush_carries(r, false, out) ||
-	    !buf_add(out, ev, r->ev_head_len) ||
-	    !buf_add(out, payload.p, payload.len) ||
-	    !buf_add(out, r->ev_tail, r->ev_tail_len)) {
-		buf_wipe(&payload);
+	h->head_len = head_len;
+	h->json_len = h->out.len - head_len;
+	if (!buf_add(&h->out, data + dlen, len - head_len - dlen))
 		return false;
-	}
-	buf_wipe(&payload);
-	return true;
+	r->nqueue++;
+	end_tails(r, false);
+	return emit_ready(r, out);
+as_text:
+	/* [DONE], pings, comments, non-JSON data: every field has ended. */
+	end_tails(r, true);
+	if (!emit_ready(r, out))
+		return false;
+	restore_text(r->vault, ev, len, false, out, &ok);
+	return ok;
 }
 
 static size_t
@@ -507,7 +671,8 @@ restore_finish(struct restore *r, struct buf *out)
 	if (r->mode == RESTORE_SSE) {
 		if (r->pending.len > 0)
 			ok = process_event(r, r->pending.p, r->pending.len, out);
-		ok = ok && flush_carries(r, true, out);
+		end_tails(r, true);
+		ok = ok && emit_ready(r, out);
 		buf_reset(&r->pending);
 		return ok;
 	}

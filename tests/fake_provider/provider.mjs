@@ -10,6 +10,23 @@
 //   x-fake-chunks: N           stream exactly N content chunks (filler words
 //                              are appended, or words merged, to get N)
 //   x-fake-reset-after: N      destroy the socket after N stream events
+//   x-fake-split-bytes: N      stream the reply in pieces of at most N bytes
+//                              of UTF-8 (never inside a character), one
+//                              event each; wins over x-fake-chunks
+//   x-fake-transform: T[,T..]  rewrite the placeholders scrim puts in
+//                              requests (<EMAIL_7f3a9c>) in the reply the
+//                              way models do: lower (<email_7f3a9c>),
+//                              nobrackets (EMAIL_7f3a9c), markdown
+//                              (<EMAIL\_7f3a9c>), htmlescape
+//                              (&lt;EMAIL_7f3a9c&gt;), bold (**<...>**)
+//   x-fake-echo: body          reply with the raw request body as received,
+//                              instead of "echo: " + the last user text
+//   x-fake-tool-call: NAME     (chat and Anthropic messages) answer with a
+//                              call of tool NAME whose arguments are
+//                              {"text": <the reply text>}, streamed as
+//                              argument pieces when streaming
+//
+// Chat completions honour `n` (n choices, interleaved when streaming).
 //
 // Every request is recorded ({method, path, headers, body, aborted, time});
 // the record is also available over HTTP at GET /__fake/requests, and
@@ -72,6 +89,81 @@ export function splitChunks(text, n) {
 /** The full streamed text for a reply `text` cut into `n` chunks. */
 export function streamedText(text, n) {
   return splitChunks(text, n).join('');
+}
+
+/**
+ * Split text into pieces of at most n bytes of UTF-8, never inside a
+ * character (a character longer than n bytes is a piece of its own).
+ */
+export function splitBytes(text, n) {
+  const out = [];
+  let cur = '';
+  let curBytes = 0;
+  for (const ch of String(text)) {
+    const b = Buffer.byteLength(ch);
+    if (curBytes > 0 && curBytes + b > n) {
+      out.push(cur);
+      cur = '';
+      curBytes = 0;
+    }
+    cur += ch;
+    curBytes += b;
+  }
+  if (cur !== '' || out.length === 0) out.push(cur);
+  return out;
+}
+
+/** Placeholders as scrim writes them into requests: <TYPE_hex>. */
+export const PLACEHOLDER_RE = /<([A-Z][A-Z0-9_]*_[0-9a-f]{6,16})>/g;
+
+/** The placeholder rewrites x-fake-transform knows. */
+export const TRANSFORMS = ['lower', 'nobrackets', 'markdown', 'htmlescape', 'bold'];
+
+/** Parse an x-fake-transform value ("lower,nobrackets"); throws on unknown names. */
+export function parseTransforms(spec) {
+  if (spec === undefined || spec === null || spec === '') return [];
+  const steps = String(spec).split(',').map((x) => x.trim().toLowerCase()).filter(Boolean);
+  for (const st of steps) {
+    if (!TRANSFORMS.includes(st)) throw new Error(`unknown x-fake-transform '${st}' (known: ${TRANSFORMS.join(', ')})`);
+  }
+  return steps;
+}
+
+/**
+ * Rewrite every placeholder in text the way models garble them; spec is a
+ * list or comma-separated string of TRANSFORMS, combined.
+ */
+export function transformPlaceholders(text, spec) {
+  const steps = Array.isArray(spec) ? spec : parseTransforms(spec);
+  if (steps.length === 0) return text;
+  return String(text).replace(PLACEHOLDER_RE, (_m, core) => {
+    let c = core;
+    let open = '<';
+    let close = '>';
+    let wrap = '';
+    for (const st of steps) {
+      if (st === 'lower') c = c.toLowerCase();
+      else if (st === 'markdown') c = c.replace(/_/g, '\\_');
+      else if (st === 'bold') wrap = '**';
+      else if (st === 'htmlescape' && open) { open = '&lt;'; close = '&gt;'; }
+      else if (st === 'nobrackets') { open = ''; close = ''; }
+    }
+    return wrap + open + c + close + wrap;
+  });
+}
+
+/** The reply text for a request: the echo, or the raw body (x-fake-echo), transformed. */
+function replyText(req, echo) {
+  const mode = req.headers['x-fake-echo'];
+  const text = mode === 'body' ? String(req.fakeRawBody ?? '') : echo;
+  return transformPlaceholders(text, req.headers['x-fake-transform']);
+}
+
+/** The stream pieces of a reply: x-fake-split-bytes, else x-fake-chunks, else words. */
+function replyPieces(req, text) {
+  const n = intHeader(req, 'x-fake-split-bytes');
+  if (n) return splitBytes(text, n);
+  return splitChunks(text, intHeader(req, 'x-fake-chunks'));
 }
 
 /** Deterministic embedding: EMBEDDING_DIMS floats in [-1, 1) from SHA-256. */
@@ -271,23 +363,29 @@ class SSEWriter {
 
 async function openaiChat(req, res, body) {
   const model = body.model || 'fake-model';
-  const text = 'echo: ' + lastUserText(body.messages);
+  const text = replyText(req, 'echo: ' + lastUserText(body.messages));
   const promptTokens = countTokens(allText(body.messages));
   const nChunks = intHeader(req, 'x-fake-chunks');
+  const nChoices = Number.isInteger(body.n) && body.n > 1 ? Math.min(body.n, 8) : 1;
+  const tool = req.headers['x-fake-tool-call'];
+  const toolId = (i) => `call_fake${i}`;
+  const args = tool ? JSON.stringify({ text }) : undefined;
   if (!body.stream) {
     const content = nChunks ? streamedText(text, nChunks) : text;
-    const completionTokens = countTokens(content);
+    const completionTokens = countTokens(content) * nChoices;
+    const choices = [];
+    for (let i = 0; i < nChoices; i++) {
+      const message = tool
+        ? { role: 'assistant', content: null, refusal: null, tool_calls: [{ id: toolId(i), type: 'function', function: { name: tool, arguments: args } }] }
+        : { role: 'assistant', content, refusal: null };
+      choices.push({ index: i, message, logprobs: null, finish_reason: tool ? 'tool_calls' : 'stop' });
+    }
     return sendJSON(res, 200, {
       id: rid('chatcmpl-'),
       object: 'chat.completion',
       created: nowSec(),
       model,
-      choices: [{
-        index: 0,
-        message: { role: 'assistant', content, refusal: null },
-        logprobs: null,
-        finish_reason: 'stop',
-      }],
+      choices,
       usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
       system_fingerprint: 'fp_fake',
     });
@@ -295,22 +393,35 @@ async function openaiChat(req, res, body) {
   const includeUsage = !!(body.stream_options && body.stream_options.include_usage);
   const id = rid('chatcmpl-');
   const created = nowSec();
-  const chunk = (delta, finish) => {
+  const chunk = (delta, finish, index = 0) => {
     const c = {
       id, object: 'chat.completion.chunk', created, model, system_fingerprint: 'fp_fake',
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+      choices: [{ index, delta, logprobs: null, finish_reason: finish }],
     };
     if (includeUsage) c.usage = null;
     return c;
   };
-  const pieces = splitChunks(text, nChunks);
+  const pieces = tool ? replyPieces(req, args) : replyPieces(req, text);
   const w = new SSEWriter(req, res);
   w.start();
-  if (!(await w.event(chunk({ role: 'assistant', content: '', refusal: null }, null)))) return;
-  for (const p of pieces) if (!(await w.event(chunk({ content: p }, null)))) return;
-  if (!(await w.event(chunk({}, 'stop')))) return;
+  for (let i = 0; i < nChoices; i++) {
+    const first = tool
+      ? { role: 'assistant', content: null, tool_calls: [{ index: 0, id: toolId(i), type: 'function', function: { name: tool, arguments: '' } }] }
+      : { role: 'assistant', content: '', refusal: null };
+    if (!(await w.event(chunk(first, null, i)))) return;
+  }
+  // With n > 1, the choices' pieces interleave, as OpenAI sends them.
+  for (const p of pieces) {
+    for (let i = 0; i < nChoices; i++) {
+      const delta = tool ? { tool_calls: [{ index: 0, function: { arguments: p } }] } : { content: p };
+      if (!(await w.event(chunk(delta, null, i)))) return;
+    }
+  }
+  for (let i = 0; i < nChoices; i++) {
+    if (!(await w.event(chunk({}, tool ? 'tool_calls' : 'stop', i)))) return;
+  }
   if (includeUsage) {
-    const completionTokens = countTokens(pieces.join(''));
+    const completionTokens = countTokens(pieces.join('')) * nChoices;
     const u = {
       id, object: 'chat.completion.chunk', created, model, system_fingerprint: 'fp_fake', choices: [],
       usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
@@ -323,7 +434,7 @@ async function openaiChat(req, res, body) {
 
 async function openaiCompletions(req, res, body) {
   const model = body.model || 'fake-model';
-  const text = 'echo: ' + promptText(body.prompt);
+  const text = replyText(req, 'echo: ' + promptText(body.prompt));
   const promptTokens = countTokens(promptText(body.prompt));
   const nChunks = intHeader(req, 'x-fake-chunks');
   if (!body.stream) {
@@ -340,7 +451,7 @@ async function openaiCompletions(req, res, body) {
   }
   const id = rid('cmpl-');
   const created = nowSec();
-  const pieces = splitChunks(text, nChunks);
+  const pieces = replyPieces(req, text);
   const w = new SSEWriter(req, res);
   w.start();
   for (const p of pieces) {
@@ -378,7 +489,7 @@ function openaiEmbeddings(req, res, body) {
 
 async function openaiResponses(req, res, body) {
   const model = body.model || 'fake-model';
-  const text = 'echo: ' + responsesInputText(body.input);
+  const text = replyText(req, 'echo: ' + responsesInputText(body.input));
   const inputTokens = countTokens(responsesAllText(body.input, body.instructions));
   const nChunks = intHeader(req, 'x-fake-chunks');
   const id = rid('resp_');
@@ -407,7 +518,7 @@ async function openaiResponses(req, res, body) {
     r.output_text = content;
     return sendJSON(res, 200, r);
   }
-  const pieces = splitChunks(text, nChunks);
+  const pieces = replyPieces(req, text);
   const full = pieces.join('');
   let seq = 0;
   const ev = (type, fields) => ({ type, sequence_number: seq++, ...fields });
@@ -441,20 +552,22 @@ async function anthropicMessages(req, res, body) {
     return sendJSON(res, 400, anthropicErrorBody(400, 'anthropic-version: header is required'));
   }
   const model = body.model || 'claude-fake';
-  const text = 'echo: ' + lastUserText(body.messages);
+  const text = replyText(req, 'echo: ' + lastUserText(body.messages));
   const inputTokens = countTokens(allText(body.messages, body.system));
   const nChunks = intHeader(req, 'x-fake-chunks');
+  const tool = req.headers['x-fake-tool-call'];
+  const toolId = 'toolu_fake0';
   const id = rid('msg_');
   if (!body.stream) {
     const content = nChunks ? streamedText(text, nChunks) : text;
     return sendJSON(res, 200, {
       id, type: 'message', role: 'assistant', model,
-      content: [{ type: 'text', text: content }],
-      stop_reason: 'end_turn', stop_sequence: null,
+      content: [tool ? { type: 'tool_use', id: toolId, name: tool, input: { text } } : { type: 'text', text: content }],
+      stop_reason: tool ? 'tool_use' : 'end_turn', stop_sequence: null,
       usage: { input_tokens: inputTokens, output_tokens: countTokens(content) },
     });
   }
-  const pieces = splitChunks(text, nChunks);
+  const pieces = tool ? replyPieces(req, JSON.stringify({ text })) : replyPieces(req, text);
   const w = new SSEWriter(req, res);
   w.start();
   const send = (type, fields) => w.event({ type, ...fields }, type);
@@ -465,14 +578,16 @@ async function anthropicMessages(req, res, body) {
       usage: { input_tokens: inputTokens, output_tokens: 1 },
     },
   }))) return;
-  if (!(await send('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }))) return;
+  const block = tool ? { type: 'tool_use', id: toolId, name: tool, input: {} } : { type: 'text', text: '' };
+  if (!(await send('content_block_start', { index: 0, content_block: block }))) return;
   if (!(await send('ping', {}))) return;
   for (const p of pieces) {
-    if (!(await send('content_block_delta', { index: 0, delta: { type: 'text_delta', text: p } }))) return;
+    const delta = tool ? { type: 'input_json_delta', partial_json: p } : { type: 'text_delta', text: p };
+    if (!(await send('content_block_delta', { index: 0, delta }))) return;
   }
   if (!(await send('content_block_stop', { index: 0 }))) return;
   if (!(await send('message_delta', {
-    delta: { stop_reason: 'end_turn', stop_sequence: null },
+    delta: { stop_reason: tool ? 'tool_use' : 'end_turn', stop_sequence: null },
     usage: { output_tokens: countTokens(pieces.join('')) },
   }))) return;
   if (!(await send('message_stop', {}))) return;
@@ -533,6 +648,13 @@ async function handle(state, req, res, rec, bodyStr) {
       return sendJSON(res, 404, openaiErrorBody(404, `The model '${route.id}' does not exist`, 'model_not_found'));
     }
     return sendJSON(res, 200, modelObject(route.id));
+  }
+
+  req.fakeRawBody = bodyStr;
+  try {
+    parseTransforms(req.headers['x-fake-transform']);
+  } catch (e) {
+    return sendJSON(res, 400, errBody(400, e.message, 'bad_fake_header'));
   }
 
   let body;
