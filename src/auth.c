@@ -39,11 +39,21 @@ presented_key(const struct http_head *h, const char **key, size_t *len)
 const char *
 auth_check(const struct scrim_config *cfg, const struct http_head *h)
 {
-	unsigned char md[32];
-	const char *key, *found = NULL;
+	const char *key;
 	size_t len;
 
-	if (!presented_key(h, &key, &len) || len > AUTH_MAX_KEY)
+	if (!presented_key(h, &key, &len))
+		return NULL;
+	return auth_lookup(cfg, key, len);
+}
+
+const char *
+auth_lookup(const struct scrim_config *cfg, const char *key, size_t len)
+{
+	unsigned char md[32];
+	const char *found = NULL;
+
+	if (len == 0 || len > AUTH_MAX_KEY)
 		return NULL;
 	if (EVP_Digest(key, len, md, NULL, EVP_sha256(), NULL) != 1)
 		return NULL;

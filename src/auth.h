@@ -16,6 +16,10 @@
 const char *auth_check(const struct scrim_config *cfg,
                        const struct http_head *h);
 
+/* Key id for a key given as bytes, or NULL. */
+const char *auth_lookup(const struct scrim_config *cfg, const char *key,
+                        size_t len);
+
 /* A new key: "sk-scrim-" + 256 random bits, base64url. Caller frees. */
 char *auth_generate_key(void);
 /* "sha256:" + hex of SHA-256(key). Caller frees. */

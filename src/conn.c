@@ -17,12 +17,15 @@
 #include "alloc.h"
 #include "config.h"
 #include "log.h"
+#include "proxy.h"
 #include "request.h"
 #include "server.h"
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -40,6 +43,9 @@
 #define CONN_MAX_LEADING_CRLF 4
 
 static void process_input(struct scrim_conn *c);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
 
 uint64_t
 conn_now_ms(void)
@@ -72,6 +78,8 @@ conn_free(struct scrim_conn *c)
 		req_abort(c->req);
 	if (c->kind == CONN_ADMIN)
 		admin_conn_closed(c);
+	proxy_tunnel_free(c->tunnel);
+	c->tunnel = NULL;
 	TAILQ_REMOVE(&srv->conns, c, link);
 	bufferevent_free(c->bev);
 	event_free(c->timer);
@@ -234,7 +242,29 @@ conn_send_error(struct scrim_conn *c, enum scrim_err err, const char *message)
 	log_debug("conn %llu %s: %d %s", (unsigned long long)c->id, c->peer,
 	          ei->status, ei->code);
 	conn_send_simple(c, ei->status, "application/json", body, (size_t)n,
-	                 NULL);
+	                 err == ERR_PROXY_AUTH
+	                     ? "proxy-authenticate: Basic realm=\"scrim\"\r\n"
+	                     : NULL);
+}
+
+void
+conn_swap_bev(struct scrim_conn *c, struct bufferevent *bev)
+{
+	struct timeval wt = {c->srv->cfg->send_timeout_ms / 1000,
+	                     (c->srv->cfg->send_timeout_ms % 1000) * 1000};
+
+	c->bev = bev;
+	bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+	bufferevent_set_timeouts(bev, NULL, &wt);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+void
+conn_send_raw(struct scrim_conn *c, const char *p, size_t n)
+{
+	if (n > 0)
+		evbuffer_add(bufferevent_get_output(c->bev), p, n);
+	next_request(c);
 }
 
 void
@@ -439,6 +469,8 @@ head_complete(struct scrim_conn *c, size_t head_len)
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_BUSY_INPUT_MAX);
 	if (c->kind == CONN_ADMIN)
 		admin_handle(c);
+	else if (c->head.method == HTTP_CONNECT)
+		proxy_connect(c);
 	else
 		req_start(c);
 }
@@ -500,8 +532,12 @@ process_input(struct scrim_conn *c)
 	case CONN_LINGER:
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return;
+	case CONN_TUNNEL:
+		proxy_tunnel_client_read(c);
+		return;
 	case CONN_BUSY:
 	case CONN_CLOSING:
+	case CONN_CONNECTING:
 		return;
 	}
 }
@@ -538,6 +574,10 @@ write_cb(struct bufferevent *bev, void *arg)
 		arm(c, CONN_LINGER_MS);
 		return;
 	}
+	if (c->state == CONN_TUNNEL) {
+		proxy_tunnel_client_drained(c);
+		return;
+	}
 	if (c->write_paused && left <= CONN_OUTPUT_LOW) {
 		c->write_paused = false;
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
@@ -551,17 +591,29 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct scrim_conn *c = arg;
 
-	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		return; /* the TLS handshake with an intercepted client is done */
 	if ((what & BEV_EVENT_EOF) && c->state == CONN_CLOSING) {
 		/* The client stopped sending; it may still read our answer. */
 		return;
 	}
-	if (what & BEV_EVENT_TIMEOUT)
+	if (what & BEV_EVENT_TIMEOUT) {
 		conn_close(c, "send timeout");
-	else if (what & BEV_EVENT_EOF)
+	} else if (what & BEV_EVENT_EOF) {
 		conn_close(c, "client closed");
-	else
-		conn_close(c, "socket error");
+	} else {
+		char why[160];
+		unsigned long e = c->intercepted ? bufferevent_get_openssl_error(bev)
+		                                 : 0;
+		if (e != 0) {
+			/* Typically a client that does not trust our CA. */
+			snprintf(why, sizeof(why), "TLS: %s", ERR_reason_error_string(e));
+		} else {
+			snprintf(why, sizeof(why), "socket error: %s",
+			         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		}
+		conn_close(c, why);
+	}
 }
 
 static void
@@ -589,6 +641,8 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, "linger done");
 		return;
 	case CONN_BUSY:
+	case CONN_CONNECTING:
+	case CONN_TUNNEL:
 		return;
 	}
 }

@@ -15,6 +15,7 @@
 #include <sys/queue.h>
 
 struct evbuffer;
+struct bufferevent;
 struct sockaddr;
 
 enum conn_kind { CONN_GATEWAY, CONN_ADMIN };
@@ -26,6 +27,8 @@ enum conn_state {
 	CONN_BUSY,      /* a handler owns the request; answer in progress */
 	CONN_CLOSING,   /* flushing the last answer, then close */
 	CONN_LINGER,    /* write side shut, discarding input until EOF */
+	CONN_CONNECTING,/* CONNECT: resolving and connecting the target */
+	CONN_TUNNEL,    /* CONNECT: relaying bytes blindly */
 };
 
 /* The body is read (err == ERR_NONE) or could not be (timeout, bad
@@ -64,7 +67,21 @@ struct scrim_conn {
 
 	struct scrim_req *req;
 	void *admin; /* admin.c's state for a request in progress */
+
+	/* Proxy mode. */
+	char tunnel_host[256];   /* CONNECT target host; "" outside a tunnel */
+	unsigned tunnel_port;
+	bool intercepted;        /* TLS terminated here with our leaf */
+	char proxy_key_id[64];   /* key id from CONNECT's Proxy-Authorization */
+	struct proxy_tunnel *tunnel;
 };
+
+/* Replace the connection's bufferevent (TLS after CONNECT); the new one
+ * owns the old. */
+void conn_swap_bev(struct scrim_conn *c, struct bufferevent *bev);
+/* Send a raw, complete response (CONNECT's 200) and wait for the next
+ * request on the same connection. */
+void conn_send_raw(struct scrim_conn *c, const char *p, size_t n);
 
 struct scrim_conn *conn_new(struct scrim_server *srv, int fd,
                             const struct sockaddr *sa, int salen,

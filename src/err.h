@@ -26,6 +26,9 @@ enum scrim_err {
 	ERR_UPSTREAM_TLS,        /* certificate or handshake failure */
 	ERR_UPSTREAM_ERROR,      /* upstream broke the exchange */
 	ERR_UPSTREAM_TIMEOUT,    /* connect or total timeout */
+	ERR_PROXY_AUTH,          /* proxy mode: no or wrong Proxy-Authorization */
+	ERR_FORBIDDEN_TARGET,    /* proxy mode: host, port or address refused */
+	ERR_NO_CA,               /* interception asked for, no local CA yet */
 	ERR_BLOCKED,             /* a rule with action block matched */
 	ERR_UNSCRUBBABLE,        /* a body the scrubber cannot read */
 	ERR_SCRUB_FAILED,        /* the scrubber could not finish: fail closed */

@@ -19,6 +19,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "proxy.h"
 #include "restore.h"
 #include "route.h"
 #include "rules.h"
@@ -35,8 +36,22 @@
 
 #define REQ_MAX_MODEL 256
 
+enum req_mode {
+	MODE_BASE,      /* base-URL route: /v1/..., /anthropic/... */
+	MODE_INTERCEPT, /* inside a CONNECT tunnel we terminated */
+	MODE_ABSOLUTE,  /* plain-HTTP proxy request: POST http://host/... */
+};
+
 struct scrim_req {
 	struct scrim_conn *conn;
+	enum req_mode mode;
+	/* Where the request goes in proxy modes: the client chose it. */
+	char up_host[256];
+	unsigned up_port;
+	bool up_https;
+	const char *target;       /* origin-form path and query */
+	size_t target_len;
+	bool client_key_is_scrim; /* Authorization held our key, not theirs */
 	struct scrim_server *srv;
 	struct scrim_config *cfg; /* snapshot the request runs under */
 	struct ruleset *rules;    /* rule packs the request runs under */
@@ -100,11 +115,11 @@ req_free(struct scrim_req *r)
 }
 
 static void
-path_of(const struct http_head *h, const char **p, size_t *n)
+path_of(const struct scrim_req *r, const char **p, size_t *n)
 {
-	const char *q = memchr(h->target, '?', h->target_len);
-	*p = h->target;
-	*n = q ? (size_t)(q - h->target) : h->target_len;
+	const char *q = memchr(r->target, '?', r->target_len);
+	*p = r->target;
+	*n = q ? (size_t)(q - r->target) : r->target_len;
 }
 
 /* The one exit: log line, detach from the connection, free. */
@@ -117,14 +132,18 @@ req_finish(struct scrim_req *r)
 	size_t plen;
 	uint64_t now = conn_now_ms();
 
-	path_of(h, &path, &plen);
+	path_of(r, &path, &plen);
 	if (plen > 200)
 		plen = 200;
 	/* Ids, sizes and times only: never a key, a prompt or a body. */
 	log_info("req %s key=%s route=%s model=%s \"%.*s %.*s\" %d %s "
 	         "redactions=%u in=%zu out=%llu ms=%llu upstream_ms=%llu",
 	         c->req_id, r->key_id ? r->key_id : "-",
-	         r->route ? r->route->name : "-", r->model ? r->model : "-",
+	         r->route ? r->route->name
+	                  : r->mode == MODE_INTERCEPT ? "intercept"
+	                  : r->mode == MODE_ABSOLUTE  ? "proxy"
+	                                              : "-",
+	         r->model ? r->model : "-",
 	         (int)h->method_len, h->method_str, (int)plen, path, r->status,
 	         r->err != ERR_NONE ? err_info(r->err)->code : "ok",
 	         r->scrub.stats.replaced, r->body_len,
@@ -174,6 +193,32 @@ req_output_drained(struct scrim_req *r)
 static enum stage_result
 stage_authenticate(struct scrim_req *r)
 {
+	if (r->mode != MODE_BASE) {
+		/* Proxy clients prove themselves with Proxy-Authorization (on
+		 * CONNECT, or on this request), or, when they cannot set proxy
+		 * credentials, with their scrim key as the API key. */
+		bool present = false;
+		if (r->conn->proxy_key_id[0] != '\0') {
+			r->key_id = r->conn->proxy_key_id;
+			return STAGE_NEXT;
+		}
+		r->key_id = proxy_auth_key(r->cfg, &r->conn->head, &present);
+		if (r->key_id != NULL)
+			return STAGE_NEXT;
+		if (r->cfg->proxy_auth == 1) {
+			r->key_id = "anonymous";
+			return STAGE_NEXT;
+		}
+		r->key_id = auth_check(r->cfg, &r->conn->head);
+		if (r->key_id != NULL) {
+			r->client_key_is_scrim = true;
+			return STAGE_NEXT;
+		}
+		req_fail(r, r->mode == MODE_ABSOLUTE ? ERR_PROXY_AUTH
+		                                     : ERR_INVALID_API_KEY,
+		         NULL);
+		return STAGE_DONE;
+	}
 	if (r->cfg->auth_off) {
 		r->key_id = "anonymous";
 		return STAGE_NEXT;
@@ -319,6 +364,26 @@ stage_parse(struct scrim_req *r)
 	return STAGE_NEXT;
 }
 
+/* Does p's base_url name this scheme, host and port? */
+static bool
+provider_serves(const struct cfg_provider *p, bool https, const char *host,
+                unsigned port)
+{
+	bool p_https = strncmp(p->base_url, "https://", 8) == 0;
+	const char *a = p->base_url + (p_https ? 8 : 7), *e;
+	unsigned p_port = p_https ? 443 : 80;
+
+	if (p_https != https || p->host == NULL ||
+	    strcasecmp(p->host, host) != 0)
+		return false;
+	e = a + strcspn(a, "/?#");
+	for (const char *c = a; c < e; c++)
+		if (*c == ':' && c[1] != ':' && (c == a || c[-1] != ':') &&
+		    memchr(c + 1, ':', (size_t)(e - c - 1)) == NULL)
+			p_port = (unsigned)strtoul(c + 1, NULL, 10);
+	return p_port == port;
+}
+
 static enum stage_result
 stage_route(struct scrim_req *r)
 {
@@ -327,7 +392,18 @@ stage_route(struct scrim_req *r)
 	size_t plen;
 	char msg[400];
 
-	path_of(h, &path, &plen);
+	if (r->mode != MODE_BASE) {
+		/* The client chose the host; its provider entry, if any,
+		 * supplies the key, headers, CA and timeouts. */
+		r->provider = NULL;
+		for (size_t i = 0; i < r->cfg->nproviders; i++)
+			if (provider_serves(&r->cfg->providers[i], r->up_https,
+			                    r->up_host, r->up_port))
+				r->provider = &r->cfg->providers[i];
+		(void)h;
+		return STAGE_NEXT;
+	}
+	path_of(r, &path, &plen);
 	r->route = route_find(r->cfg, path, plen, r->model);
 	if (r->route == NULL) {
 		if (r->model != NULL)
@@ -343,8 +419,19 @@ stage_route(struct scrim_req *r)
 static enum stage_result
 check_provider_key(struct scrim_req *r)
 {
-	char msg[200];
+	char msg[400];
 
+	if (r->provider == NULL) {
+		/* Proxy mode, a host without a [provider]: the users' own keys
+		 * go through only where the policy says so. */
+		if (r->cfg->client_keys == 1)
+			return STAGE_NEXT;
+		snprintf(msg, sizeof(msg), "No [provider] is configured for %s; "
+		                           "set [proxy] client_keys = pass to let "
+		                           "users' own keys through", r->up_host);
+		req_fail(r, ERR_PROVIDER_KEY_MISSING, msg);
+		return STAGE_DONE;
+	}
 	if (r->provider->auth_header != AUTH_HDR_NONE &&
 	    r->provider->api_key == NULL) {
 		snprintf(msg, sizeof(msg), "The gateway has no API key for "
@@ -504,9 +591,17 @@ stage_scrub(struct scrim_req *r)
 
 /* Request headers that describe this hop, or carry the client's key. */
 static bool
-drop_request_header(const struct http_head *h, const struct http_header *hd,
-                    const struct cfg_provider *p)
+drop_request_header(const struct scrim_req *r, const struct http_header *hd)
 {
+	const struct http_head *h = &r->conn->head;
+	const struct cfg_provider *p = r->provider;
+
+	/* Users' own provider keys pass (proxy mode, no [provider], policy
+	 * pass), unless the header held our key. */
+	if (p == NULL && !r->client_key_is_scrim &&
+	    (http_name_eq(hd->name, hd->name_len, "authorization") ||
+	     http_name_eq(hd->name, hd->name_len, "x-api-key")))
+		return false;
 	static const char *const drop[] = {
 	    "host", "content-length", "transfer-encoding", "connection",
 	    "keep-alive", "proxy-connection", "proxy-authorization", "te",
@@ -534,7 +629,7 @@ drop_request_header(const struct http_head *h, const struct http_header *hd,
 		}
 	}
 	/* The provider's configured headers win over the client's. */
-	for (size_t i = 0; i < p->nheaders; i++) {
+	for (size_t i = 0; p != NULL && i < p->nheaders; i++) {
 		const char *colon = strchr(p->headers[i], ':');
 		if (colon != NULL &&
 		    (size_t)(colon - p->headers[i]) == hd->name_len &&
@@ -557,22 +652,23 @@ stage_forward(struct scrim_req *r)
 	const struct http_head *h = &r->conn->head;
 	const struct cfg_provider *p = r->provider;
 	struct upstream_request ur;
-	char **hv = xcalloc(h->nheaders + p->nheaders + 4, sizeof(char *));
+	char **hv = xcalloc(h->nheaders + (p ? p->nheaders : 0) + 4,
+	                    sizeof(char *));
 	char method[16];
 	size_t n = 0;
 
 	for (size_t i = 0; i < h->nheaders; i++) {
 		const struct http_header *hd = &h->headers[i];
-		if (drop_request_header(h, hd, p))
+		if (drop_request_header(r, hd))
 			continue;
 		hv[n++] = xasprintf("%.*s: %.*s", (int)hd->name_len, hd->name,
 		                    (int)hd->value_len, hd->value);
 	}
-	for (size_t i = 0; i < p->nheaders; i++)
+	for (size_t i = 0; p != NULL && i < p->nheaders; i++)
 		hv[n++] = xstrdup(p->headers[i]);
-	if (p->auth_header == AUTH_HDR_BEARER)
+	if (p != NULL && p->auth_header == AUTH_HDR_BEARER)
 		hv[n++] = xasprintf("Authorization: Bearer %s", p->api_key);
-	else if (p->auth_header == AUTH_HDR_X_API_KEY)
+	else if (p != NULL && p->auth_header == AUTH_HDR_X_API_KEY)
 		hv[n++] = xasprintf("x-api-key: %s", p->api_key);
 	/* No 100-continue round trip: the body is already here. */
 	hv[n++] = xstrdup("Expect:");
@@ -582,14 +678,31 @@ stage_forward(struct scrim_req *r)
 	         h->method_str);
 	memset(&ur, 0, sizeof(ur));
 	ur.method = method;
-	ur.url = route_upstream_url(r->route, p, h->target, h->target_len);
+	if (r->mode == MODE_BASE) {
+		ur.url = route_upstream_url(r->route, p, r->target, r->target_len);
+	} else {
+		bool v6 = strchr(r->up_host, ':') != NULL;
+		bool dflt = r->up_port == (r->up_https ? 443u : 80u);
+		char port[8] = "";
+		if (!dflt)
+			snprintf(port, sizeof(port), ":%u", r->up_port);
+		ur.url = xasprintf("%s://%s%s%s%s%.*s",
+		                   r->up_https ? "https" : "http", v6 ? "[" : "",
+		                   r->up_host, v6 ? "]" : "", port,
+		                   (int)r->target_len, r->target);
+		ur.guard_private = !r->cfg->allow_private &&
+		                   !proxy_host_overridden(r->cfg, r->up_host,
+		                                          r->up_port);
+	}
 	ur.headers = (const char *const *)hv;
 	ur.body = r->body;
 	ur.body_len = r->body_len;
-	ur.connect_timeout_ms = p->connect_timeout_ms;
-	ur.timeout_ms = p->timeout_ms;
-	ur.ca_file = p->ca_file;
+	ur.connect_timeout_ms = p ? p->connect_timeout_ms : 10000;
+	ur.timeout_ms = p ? p->timeout_ms : 600000;
+	ur.ca_file = p ? p->ca_file : NULL;
 	ur.proxy = r->cfg->egress_proxy;
+	ur.connect_to = r->cfg->resolve;
+	ur.nconnect_to = r->cfg->nresolve;
 
 	r->xfer = upstream_start(r->srv->up, &ur, &up_cbs, r);
 	for (size_t i = 0; i < n; i++)
@@ -789,27 +902,50 @@ req_start(struct scrim_conn *c)
 	buf_init(&r->rout, 0);
 	c->req = r;
 
-	if (h->method == HTTP_CONNECT) {
-		req_fail(r, ERR_METHOD_NOT_ALLOWED,
-		         "CONNECT is not enabled on this gateway");
-		return;
+	r->target = h->target;
+	r->target_len = h->target_len;
+	if (c->intercepted) {
+		r->mode = MODE_INTERCEPT;
+		r->up_https = true;
+		snprintf(r->up_host, sizeof(r->up_host), "%s", c->tunnel_host);
+		r->up_port = c->tunnel_port;
+	} else if (h->target_len > 0 && h->target[0] != '/') {
+		if (!r->cfg->proxy_on ||
+		    !proxy_parse_absolute(h->target, h->target_len, r->up_host,
+		                          sizeof(r->up_host), &r->up_port,
+		                          &r->target, &r->target_len)) {
+			req_fail(r, ERR_BAD_REQUEST,
+			         r->cfg->proxy_on
+			             ? "Proxy requests need http://host[:port]/path"
+			             : "Use a path such as /v1/chat/completions; proxy "
+			               "requests are off on this gateway");
+			return;
+		}
+		r->mode = MODE_ABSOLUTE;
 	}
-	if (h->target_len > 0 && h->target[0] != '/') {
-		req_fail(r, ERR_BAD_REQUEST,
-		         "Use a path such as /v1/chat/completions; proxy requests "
-		         "are not enabled on this gateway");
-		return;
-	}
-	if (!route_path_safe(h->target, h->target_len)) {
+	if (!route_path_safe(r->target, r->target_len)) {
 		req_fail(r, ERR_BAD_REQUEST, "The request path is not allowed");
 		return;
 	}
-	path_of(h, &path, &plen);
+	path_of(r, &path, &plen);
 	r->stage = 0;
 	/* Unknown paths are told apart only after authentication. */
 	if (stage_authenticate(r) == STAGE_DONE)
 		return;
-	if (!route_path_known(r->cfg, path, plen)) {
+	if (r->mode == MODE_ABSOLUTE &&
+	    !proxy_host_matches(r->cfg->intercept, r->cfg->nintercept,
+	                        r->up_host) &&
+	    !proxy_host_matches(r->cfg->tunnel, r->cfg->ntunnel, r->up_host)) {
+		bool known = false;
+		for (size_t i = 0; i < r->cfg->nproviders; i++)
+			known = known || provider_serves(&r->cfg->providers[i], false,
+			                                 r->up_host, r->up_port);
+		if (!known) {
+			req_fail(r, ERR_FORBIDDEN_TARGET, NULL);
+			return;
+		}
+	}
+	if (r->mode == MODE_BASE && !route_path_known(r->cfg, path, plen)) {
 		req_fail(r, ERR_ROUTE_NOT_FOUND, NULL);
 		return;
 	}

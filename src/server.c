@@ -7,10 +7,13 @@
 #include "server.h"
 
 #include "alloc.h"
+#include "ca.h"
+#include "certcache.h"
 #include "config.h"
 #include "conn.h"
 #include "log.h"
 #include "rules.h"
+#include "tls.h"
 #include "upstream.h"
 
 #include <curl/curl.h>
@@ -251,6 +254,20 @@ server_run(const char *config_path)
 	evsignal_add(srv.sig_hup, NULL);
 	evsignal_add(srv.sig_term, NULL);
 	evsignal_add(srv.sig_int, NULL);
+	if (srv.cfg->proxy_on) {
+		char err[512];
+		srv.ca = ca_load(srv.cfg->state_dir, err, sizeof(err));
+		if (srv.ca == NULL) {
+			log_warn("HTTPS interception is off: %s", err);
+		} else {
+			srv.certs = certcache_new(srv.ca, (size_t)srv.cfg->leaf_cache);
+			srv.tls = srv.certs ? tls_server_ctx(srv.certs) : NULL;
+			if (srv.tls == NULL) {
+				log_error("cannot set up TLS interception");
+				goto out;
+			}
+		}
+	}
 	srv.gateway = listen_on(&srv, srv.cfg->listen);
 	if (srv.gateway == NULL)
 		goto out;
@@ -264,6 +281,11 @@ server_run(const char *config_path)
 	         srv.cfg->nproviders, srv.cfg->nroutes, srv.cfg->nkeys,
 	         srv.cfg->auth_off ? "off" : "keys", srv.rules->nrules,
 	         srv.cfg->scrub_off ? "OFF" : "on");
+	if (srv.cfg->proxy_on)
+		log_info("proxy: CONNECT on, interception %s (%zu hosts), "
+		         "others %s", srv.certs ? "on" : "OFF (no CA)",
+		         srv.cfg->nintercept,
+		         srv.cfg->proxy_default ? "tunnelled" : "refused");
 	sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu",
 	           srv.cfg->listen, (unsigned long)getpid());
 	srv.started_ms = conn_now_ms();
@@ -279,6 +301,9 @@ out:
 	if (srv.admin != NULL)
 		evconnlistener_free(srv.admin);
 	upstream_free(srv.up);
+	tls_server_ctx_free(srv.tls);
+	certcache_free(srv.certs);
+	ca_free(srv.ca);
 	if (srv.dns != NULL)
 		evdns_base_free(srv.dns, 1);
 	if (srv.sig_hup != NULL)

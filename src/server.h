@@ -34,6 +34,9 @@ struct scrim_server {
 	struct event *sig_hup, *sig_term, *sig_int;
 	struct event *drain_timer;
 	struct scrim_upstream *up;
+	struct scrim_ca *ca;         /* NULL until `scrim ca init` */
+	struct certcache *certs;     /* leaves for intercepted hosts */
+	struct ssl_ctx_st *tls;      /* SSL_CTX for interception */
 	TAILQ_HEAD(, scrim_conn) conns;
 	size_t nconns;
 	bool accepting_paused; /* at max_connections */

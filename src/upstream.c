@@ -10,8 +10,10 @@
 
 #include "alloc.h"
 #include "log.h"
+#include "proxy.h"
 
 #include <curl/curl.h>
+#include <sys/socket.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +36,9 @@ struct upstream_xfer {
 	struct scrim_upstream *up;
 	CURL *easy;
 	struct curl_slist *headers;
+	struct curl_slist *connect_to;
+	bool guard;        /* refuse private addresses */
+	bool refused;      /* the guard refused one */
 	struct upstream_cbs cbs;
 	void *arg;
 	char errbuf[CURL_ERROR_SIZE];
@@ -158,6 +163,7 @@ xfer_free(struct upstream_xfer *x)
 		x->up->active--;
 	}
 	curl_slist_free_all(x->headers);
+	curl_slist_free_all(x->connect_to);
 	free(x->head);
 	free(x);
 }
@@ -222,6 +228,11 @@ check_done(struct scrim_upstream *up)
 		rc = msg->data.result;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
 		err = map_error(rc);
+		if (x->refused) {
+			err = ERR_FORBIDDEN_TARGET;
+			snprintf(x->errbuf, sizeof(x->errbuf),
+			         "target resolves to a private address");
+		}
 		if (err == ERR_NONE && !x->head_done) {
 			err = ERR_UPSTREAM_ERROR;
 			snprintf(x->errbuf, sizeof(x->errbuf), "no response head");
@@ -344,6 +355,21 @@ write_cb(char *data, size_t size, size_t n, void *arg)
 	}
 }
 
+static curl_socket_t
+open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct upstream_xfer *x = arg;
+
+	(void)purpose;
+	/* Checked on the very address connected to: a name that resolves
+	 * differently the second time cannot slip past (DNS rebinding). */
+	if (x->guard && !proxy_addr_public(&a->addr)) {
+		x->refused = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 struct upstream_xfer *
 upstream_start(struct scrim_upstream *up, const struct upstream_request *r,
                const struct upstream_cbs *cbs, void *arg)
@@ -363,7 +389,19 @@ upstream_start(struct scrim_upstream *up, const struct upstream_request *r,
 			goto fail;
 		x->headers = n;
 	}
+	for (size_t i = 0; i < r->nconnect_to; i++) {
+		struct curl_slist *n = curl_slist_append(x->connect_to,
+		                                         r->connect_to[i]);
+		if (n == NULL)
+			goto fail;
+		x->connect_to = n;
+	}
+	x->guard = r->guard_private && (r->proxy == NULL || !*r->proxy);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
+	if (x->connect_to != NULL)
+		curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
 	curl_easy_setopt(e, CURLOPT_URL, r->url);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);

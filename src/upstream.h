@@ -31,7 +31,8 @@ struct upstream_cbs {
 	 * upstream_resume once the client drained) or _ABORT. On _PAUSE the
 	 * same bytes are delivered again after resuming. */
 	int (*on_data)(void *arg, const char *p, size_t n);
-	/* The end, successful (ERR_NONE) or not; the transfer is gone after. */
+	/* The end, successful (ERR_NONE) or not; the transfer is gone after.
+	 * ERR_FORBIDDEN_TARGET when the address guard refused to connect. */
 	void (*on_done)(void *arg, enum scrim_err err, const char *detail);
 };
 
@@ -47,6 +48,11 @@ struct upstream_request {
 	long timeout_ms;
 	const char *ca_file;        /* NULL: the system trust store */
 	const char *proxy;          /* NULL or "": direct */
+	/* Client-chosen targets (proxy mode): refuse private addresses,
+	 * checked on the address curl is about to connect to. */
+	bool guard_private;
+	char *const *connect_to;    /* "host:port:addr:port" overrides */
+	size_t nconnect_to;
 };
 
 struct scrim_upstream *upstream_new(struct event_base *base);
