@@ -6,6 +6,7 @@
 #include "admin.h"
 
 #include "alloc.h"
+#include "buf.h"
 #include "config.h"
 #include "conn.h"
 #include "http.h"
@@ -113,6 +114,50 @@ readyz(struct scrim_conn *c)
 	probe_release(p);
 }
 
+/*
+ * A PAC file that sends the intercepted AI hosts (and the tunnel list)
+ * through the gateway and everything else direct, so a company can roll
+ * scrim out with one browser/OS setting without routing all traffic
+ * through it. The proxy address is the gateway listener's; put a
+ * reachable name there when listening on all interfaces.
+ */
+static void
+proxy_pac(struct scrim_conn *c)
+{
+	const struct scrim_config *cfg = c->srv->cfg;
+	struct buf b;
+
+	buf_init(&b, 1 << 20);
+	bool ok = buf_addf(&b, "// scrim proxy auto-config: AI hosts through the "
+	                       "gateway, the rest direct.\n"
+	                       "function FindProxyForURL(url, host) {\n"
+	                       "  host = host.toLowerCase();\n"
+	                       "  var hosts = [");
+	for (size_t i = 0; ok && i < cfg->nintercept + cfg->ntunnel; i++) {
+		const char *g = i < cfg->nintercept ? cfg->intercept[i]
+		                                    : cfg->tunnel[i - cfg->nintercept];
+		/* Globs are host names with '*'; nothing to escape but quotes. */
+		ok = !strchr(g, '"') && !strchr(g, '\\') &&
+		     buf_addf(&b, "%s\"%s\"", i ? ", " : "", g);
+	}
+	ok = ok && buf_addf(&b, "];\n"
+	                        "  for (var i = 0; i < hosts.length; i++)\n"
+	                        "    if (shExpMatch(host, hosts[i]))\n"
+	                        "      return \"PROXY %s\";\n"
+	                        "  return \"DIRECT\";\n}\n",
+	                    cfg->listen);
+	if (!ok || !cfg->proxy_on) {
+		buf_free(&b);
+		conn_send_error(c, ERR_ROUTE_NOT_FOUND,
+		                cfg->proxy_on ? "PAC file too large"
+		                              : "proxy mode is off ([proxy] mode)");
+		return;
+	}
+	conn_send_simple(c, 200, "application/x-ns-proxy-autoconfig", b.p, b.len,
+	                 "cache-control: max-age=300\r\n");
+	buf_free(&b);
+}
+
 void
 admin_handle(struct scrim_conn *c)
 {
@@ -133,6 +178,10 @@ admin_handle(struct scrim_conn *c)
 	}
 	if (http_name_eq(h->target, h->target_len, "/readyz")) {
 		readyz(c);
+		return;
+	}
+	if (http_name_eq(h->target, h->target_len, "/proxy.pac")) {
+		proxy_pac(c);
 		return;
 	}
 	conn_send_simple(c, 404, "application/json", nf, sizeof(nf) - 1, NULL);
