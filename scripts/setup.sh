@@ -6,3 +6,7 @@ cd "$(dirname "$0")/.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSCRIM_WERROR=ON >/dev/null
 cmake --build build -j"$(nproc)"
 echo "built: $(pwd)/build/scrim"
+# The local CA for HTTPS proxy mode, once (scrim ca show says how to trust it).
+if [ ! -f state/ca.key ]; then
+  ./build/scrim ca init -c conf/scrim.conf
+fi
