@@ -14,8 +14,8 @@
 
 #define AUTH_MAX_KEY 512
 
-static bool
-presented_key(const struct http_head *h, const char **key, size_t *len)
+bool
+auth_presented(const struct http_head *h, const char **key, size_t *len)
 {
 	const struct http_header *a = http_head_get(h, "authorization");
 
@@ -42,7 +42,7 @@ auth_check(const struct scrim_config *cfg, const struct http_head *h)
 	const char *key;
 	size_t len;
 
-	if (!presented_key(h, &key, &len))
+	if (!auth_presented(h, &key, &len))
 		return NULL;
 	return auth_lookup(cfg, key, len);
 }

@@ -16,6 +16,10 @@
 const char *auth_check(const struct scrim_config *cfg,
                        const struct http_head *h);
 
+/* The key a request presents (Authorization: Bearer or x-api-key). */
+bool auth_presented(const struct http_head *h, const char **key,
+                    size_t *len);
+
 /* Key id for a key given as bytes, or NULL. */
 const char *auth_lookup(const struct scrim_config *cfg, const char *key,
                         size_t len);

@@ -55,6 +55,10 @@ static const char *const deny_tunnel[] = {"deny", "tunnel", NULL};
 static const char *const keys_off[] = {"keys", "off", NULL};
 static const char *const no_yes[] = {"no", "yes", NULL};
 static const char *const replace_pass[] = {"replace", "pass", NULL};
+static const char *const closed_open[] = {"closed", "open", NULL};
+static const char *const fsync_modes[] = {"always", "interval", "never", NULL};
+static const char *const block_continue[] = {"block", "continue", NULL};
+static const char *const addr_modes[] = {"full", "truncated", "none", NULL};
 
 #define G(f) offsetof(struct scrim_config, f)
 /* Alphabetical, so `scrim check` and docs list keys in one order. */
@@ -99,6 +103,33 @@ static const struct cfg_def proxy_defs[] = {
 	{"resolve", T_STRLIST, G(resolve), 0, NULL, 0, 0, NULL},
 	{"tunnel", T_WORDS, G(tunnel), 0, "", 0, 0, NULL},
 };
+
+static const struct cfg_def redis_defs[] = {
+	{"admin_token_env", T_STR, G(admin_token_env), 0, "", 0, 0, NULL},
+	{"admin_token_file", T_STR, G(admin_token_file), 0, "", 0, 0, NULL},
+	{"default_max_tokens", T_UINT, G(default_max_tokens), 0, "4096", 1, 10000000, NULL},
+	{"fail_mode", T_CHOICE, G(fail_open), 0, "closed", 0, 0, closed_open},
+	{"key_cache", T_DURATION, G(key_cache_ms), 0, "5s", 0, 3600000, NULL},
+	{"password_env", T_STR, G(redis_password_env), 0, "", 0, 0, NULL},
+	{"password_file", T_STR, G(redis_password_file), 0, "", 0, 0, NULL},
+	{"timeout", T_DURATION, G(redis_timeout_ms), 0, "50ms", 1, 60000, NULL},
+	{"url", T_STR, G(redis_url), 0, "", 0, 0, NULL},
+};
+
+static const struct cfg_def audit_defs[] = {
+	{"client_address", T_CHOICE, G(audit_client_address), 0, "truncated", 0, 0, addr_modes},
+	{"file", T_STR, G(audit_file), 0, "", 0, 0, NULL},
+	{"fsync", T_CHOICE, G(audit_fsync), 0, "interval", 0, 0, fsync_modes},
+	{"fsync_interval", T_DURATION, G(audit_fsync_interval_ms), 0, "1s", 1, 3600000, NULL},
+	{"key_file", T_STR, G(audit_key_file), 0, "", 0, 0, NULL},
+	{"mode", T_STR, G(audit_mode), 0, "on", 0, 0, NULL},
+	{"on_failure", T_CHOICE, G(audit_block), 0, "block", 0, 0, block_continue},
+	{"queue", T_UINT, G(audit_queue), 0, "10000", 16, 10000000, NULL},
+	{"redis_stream", T_STR, G(audit_redis_stream), 0, "", 0, 0, NULL},
+	{"redis_stream_maxlen", T_UINT, G(audit_redis_maxlen), 0, "100000", 1, 1000000000, NULL},
+	{"store_scrubbed_body", T_CHOICE, G(audit_store_bodies), 0, "no", 0, 0, no_yes},
+	{"syslog", T_CHOICE, G(audit_syslog), 0, "no", 0, 0, no_yes},
+};
 #undef G
 
 #define P(f) offsetof(struct cfg_provider, f)
@@ -134,6 +165,9 @@ struct loader {
 		SEC_GATEWAY,
 		SEC_KEYS,
 		SEC_PROXY,
+		SEC_REDIS,
+		SEC_AUDIT,
+		SEC_PRICES,
 		SEC_PROVIDER,
 		SEC_ROUTE
 	} sec;
@@ -144,6 +178,8 @@ struct loader {
 	unsigned char gateway_seen[SCRIM_ARRAY_LEN(gateway_defs)];
 	int gateway_line[SCRIM_ARRAY_LEN(gateway_defs)];
 	unsigned char proxy_seen[SCRIM_ARRAY_LEN(proxy_defs)];
+	unsigned char redis_seen[SCRIM_ARRAY_LEN(redis_defs)];
+	unsigned char audit_seen[SCRIM_ARRAY_LEN(audit_defs)];
 };
 
 /* The list helpers write the count right after the array pointer. */
@@ -504,6 +540,20 @@ start_section(struct loader *ld, int line, char *hdr)
 		ld->obj = c;
 		return;
 	}
+	if (strcmp(kind, "redis") == 0 && name == NULL) {
+		ld->sec = SEC_REDIS;
+		ld->obj = c;
+		return;
+	}
+	if (strcmp(kind, "audit") == 0 && name == NULL) {
+		ld->sec = SEC_AUDIT;
+		ld->obj = c;
+		return;
+	}
+	if (strcmp(kind, "prices") == 0 && name == NULL) {
+		ld->sec = SEC_PRICES;
+		return;
+	}
 	if ((strcmp(kind, "provider") == 0 || strcmp(kind, "route") == 0)) {
 		if (name == NULL || !valid_name(name)) {
 			complain(ld, line,
@@ -557,7 +607,8 @@ start_section(struct loader *ld, int line, char *hdr)
 	}
 	complain(ld, line,
 	         "unknown section [%s%s%s] (expected [gateway], [keys], "
-	         "[proxy], [provider NAME] or [route NAME])",
+	         "[proxy], [redis], [prices], [audit], [provider NAME] or "
+	         "[route NAME])",
 	         kind, name ? " " : "", name ? name : "");
 }
 
@@ -573,6 +624,23 @@ key_line(struct loader *ld, int line, const char *key, const char *val)
 		/* Keys before any section, or in a section already refused. */
 		if (ld->errors == 0)
 			complain(ld, line, "'%s' is outside any section", key);
+		return;
+	}
+	if (ld->sec == SEC_PRICES) {
+		struct scrim_config *c = ld->cfg;
+		double in, out;
+		char extra;
+		if (sscanf(val, "%lf %lf %c", &in, &out, &extra) != 2 || in < 0 ||
+		    out < 0 || in > 1e6 || out > 1e6) {
+			complain(ld, line, "price for '%s': two numbers, USD per "
+			                   "million input and output tokens", key);
+			return;
+		}
+		c->prices = xrealloc(c->prices, sizeof(*c->prices) * (c->nprices + 1));
+		c->prices[c->nprices].glob = xstrdup(key);
+		c->prices[c->nprices].in_per_mtok = in;
+		c->prices[c->nprices].out_per_mtok = out;
+		c->nprices++;
 		return;
 	}
 	if (ld->sec == SEC_KEYS) {
@@ -617,6 +685,14 @@ key_line(struct loader *ld, int line, const char *key, const char *val)
 		defs = proxy_defs;
 		ndefs = SCRIM_ARRAY_LEN(proxy_defs);
 		seen = ld->proxy_seen;
+	} else if (ld->sec == SEC_REDIS) {
+		defs = redis_defs;
+		ndefs = SCRIM_ARRAY_LEN(redis_defs);
+		seen = ld->redis_seen;
+	} else if (ld->sec == SEC_AUDIT) {
+		defs = audit_defs;
+		ndefs = SCRIM_ARRAY_LEN(audit_defs);
+		seen = ld->audit_seen;
 	}
 	if (ld->sec == SEC_PROVIDER && strcmp(key, "api_key") == 0) {
 		complain(ld, line, "api_key: never write a provider key in the "
@@ -819,6 +895,38 @@ relative_to_file(struct scrim_config *c, char **path)
 	*path = abs;
 }
 
+/* A secret from an environment variable or a file (first line). */
+static bool
+load_secret(struct loader *ld, const char *what, const char *env,
+            const char *file, char **out)
+{
+	if (*env && *file) {
+		complain(ld, 0, "%s: set the _env or the _file key, not both", what);
+		return false;
+	}
+	if (*env) {
+		const char *v = getenv(env);
+		if (v != NULL && *v)
+			*out = xstrdup(v);
+		else
+			warn(ld, 0, "%s: %s is not set", what, env);
+	} else if (*file) {
+		size_t len;
+		int err;
+		char *buf = ini_read_file(file, 4096, &len, &err);
+		if (buf == NULL) {
+			complain(ld, 0, "%s: cannot read %s: %s", what, file,
+			         strerror(err));
+			return false;
+		}
+		buf[strcspn(buf, "\r\n")] = '\0';
+		*out = xstrdup(buf);
+		OPENSSL_cleanse(buf, len);
+		free(buf);
+	}
+	return true;
+}
+
 static void
 validate(struct loader *ld)
 {
@@ -854,6 +962,30 @@ validate(struct loader *ld)
 	 * was started. */
 	relative_to_file(c, &c->rules_dir);
 	relative_to_file(c, &c->state_dir);
+	/* Secrets from the environment or files, never the config. */
+	if (!load_secret(ld, "[redis] password", c->redis_password_env,
+	                 c->redis_password_file, &c->redis_password) ||
+	    !load_secret(ld, "[redis] admin token", c->admin_token_env,
+	                 c->admin_token_file, &c->admin_token))
+		return;
+	if (*c->redis_url && strncmp(c->redis_url, "redis://", 8) != 0 &&
+	    c->redis_url[0] != '/')
+		complain(ld, 0, "[redis] url: redis://host:port[/db] or a socket "
+		                "path");
+	if (strcmp(c->audit_mode, "on") == 0)
+		c->audit_on = true;
+	else if (strcmp(c->audit_mode, "off") != 0)
+		complain(ld, 0, "[audit] mode: 'on' or 'off'");
+	if (*c->audit_file == '\0') {
+		free(c->audit_file);
+		c->audit_file = xasprintf("%s/audit.jsonl", c->state_dir);
+	}
+	if (*c->audit_key_file == '\0') {
+		free(c->audit_key_file);
+		c->audit_key_file = xasprintf("%s/audit.key", c->state_dir);
+	}
+	relative_to_file(c, &c->audit_file);
+	relative_to_file(c, &c->audit_key_file);
 	if (strcmp(c->proxy_mode, "on") == 0)
 		c->proxy_on = true;
 	else if (strcmp(c->proxy_mode, "off") != 0)
@@ -980,7 +1112,7 @@ validate(struct loader *ld)
 	}
 	if (c->nroutes == 0)
 		warn(ld, 0, "no [route] sections: every request will get 404");
-	if (!c->auth_off && c->nkeys == 0)
+	if (!c->auth_off && c->nkeys == 0 && *c->redis_url == '\0')
 		warn(ld, 0, "[keys] is empty and auth = keys: every request will "
 		            "get 401 (add a key with `scrim keys generate NAME`)");
 }
@@ -1002,6 +1134,8 @@ config_load(const char *path, bool to_stderr)
 	c->path = xstrdup(path);
 	apply_defaults(&ld, c, gateway_defs, SCRIM_ARRAY_LEN(gateway_defs));
 	apply_defaults(&ld, c, proxy_defs, SCRIM_ARRAY_LEN(proxy_defs));
+	apply_defaults(&ld, c, redis_defs, SCRIM_ARRAY_LEN(redis_defs));
+	apply_defaults(&ld, c, audit_defs, SCRIM_ARRAY_LEN(audit_defs));
 
 	text = ini_read_file(path, CONFIG_MAX_FILE, &len, &err);
 	if (text == NULL) {
@@ -1082,6 +1216,20 @@ config_unref(struct scrim_config *c)
 	free(c->log_level_str);
 	free(c->rules_dir);
 	free(c->state_dir);
+	free(c->redis_url);
+	free(c->redis_password_env);
+	free(c->redis_password_file);
+	xfree_secret(c->redis_password);
+	free(c->admin_token_env);
+	free(c->admin_token_file);
+	xfree_secret(c->admin_token);
+	for (size_t i = 0; i < c->nprices; i++)
+		free(c->prices[i].glob);
+	free(c->prices);
+	free(c->audit_mode);
+	free(c->audit_file);
+	free(c->audit_key_file);
+	free(c->audit_redis_stream);
 	free(c->proxy_mode);
 	free_list(c->intercept, c->nintercept);
 	free_list(c->tunnel, c->ntunnel);

@@ -39,6 +39,12 @@ struct cfg_route {
 	struct cfg_provider *provider;
 };
 
+struct cfg_price {
+	char *glob;
+	double in_per_mtok;
+	double out_per_mtok;
+};
+
 struct cfg_client_key {
 	char *id;
 	unsigned char sha256[32];
@@ -94,6 +100,38 @@ struct scrim_config {
 	long allow_private;     /* 0 no, 1 yes: private/loopback targets */
 	long client_keys;       /* 0 replace, 1 pass: users' own provider keys */
 	long leaf_cache;
+
+	/* [redis]: virtual keys and usage limits. */
+	char *redis_url;        /* "" = no Redis: [keys] only */
+	char *redis_password_env;
+	char *redis_password_file;
+	char *redis_password;   /* resolved; wiped on free */
+	long redis_timeout_ms;
+	long fail_open;         /* 0 closed, 1 open */
+	long key_cache_ms;      /* revocation takes effect within this */
+	long default_max_tokens;
+	char *admin_token_env;
+	char *admin_token_file;
+	char *admin_token;      /* resolved; wiped on free */
+
+	/* [prices]: model glob -> USD per million input / output tokens. */
+	struct cfg_price *prices;
+	size_t nprices;
+
+	/* [audit] */
+	char *audit_mode;       /* "on" / "off" */
+	bool audit_on;
+	char *audit_file;       /* resolved; default state_dir/audit.jsonl */
+	char *audit_key_file;   /* default state_dir/audit.key */
+	long audit_fsync;       /* 0 always, 1 interval, 2 never */
+	long audit_fsync_interval_ms;
+	long audit_block;       /* on_failure: 0 block, 1 continue */
+	long audit_client_address; /* 0 full, 1 truncated, 2 none */
+	long audit_store_bodies;
+	long audit_syslog;
+	char *audit_redis_stream;
+	long audit_redis_maxlen;
+	long audit_queue;
 
 	struct cfg_client_key *keys;
 	size_t nkeys;

@@ -80,6 +80,7 @@ conn_free(struct scrim_conn *c)
 		admin_conn_closed(c);
 	proxy_tunnel_free(c->tunnel);
 	c->tunnel = NULL;
+	xfree_secret(c->proxy_vkey);
 	TAILQ_REMOVE(&srv->conns, c, link);
 	bufferevent_free(c->bev);
 	event_free(c->timer);
@@ -227,6 +228,16 @@ conn_send_simple(struct scrim_conn *c, int status, const char *ctype,
 void
 conn_send_error(struct scrim_conn *c, enum scrim_err err, const char *message)
 {
+	conn_send_error_hdrs(c, err, message,
+	                     err == ERR_PROXY_AUTH
+	                         ? "proxy-authenticate: Basic realm=\"scrim\"\r\n"
+	                         : NULL);
+}
+
+void
+conn_send_error_hdrs(struct scrim_conn *c, enum scrim_err err,
+                     const char *message, const char *extra)
+{
 	const struct err_info *ei = err_info(err);
 	char msg[600], body[900];
 	int n;
@@ -242,9 +253,7 @@ conn_send_error(struct scrim_conn *c, enum scrim_err err, const char *message)
 	log_debug("conn %llu %s: %d %s", (unsigned long long)c->id, c->peer,
 	          ei->status, ei->code);
 	conn_send_simple(c, ei->status, "application/json", body, (size_t)n,
-	                 err == ERR_PROXY_AUTH
-	                     ? "proxy-authenticate: Basic realm=\"scrim\"\r\n"
-	                     : NULL);
+	                 extra);
 }
 
 void

@@ -73,6 +73,7 @@ struct scrim_conn {
 	unsigned tunnel_port;
 	bool intercepted;        /* TLS terminated here with our leaf */
 	char proxy_key_id[64];   /* key id from CONNECT's Proxy-Authorization */
+	char *proxy_vkey;        /* or a virtual key to check per request */
 	struct proxy_tunnel *tunnel;
 };
 
@@ -100,6 +101,9 @@ int conn_read_body(struct scrim_conn *c, conn_body_cb done,
 /* Whole answers: the connection stays open unless framing is unknown. */
 void conn_send_error(struct scrim_conn *c, enum scrim_err err,
                      const char *message);
+/* The same, with extra "Name: value\r\n" header lines (Retry-After). */
+void conn_send_error_hdrs(struct scrim_conn *c, enum scrim_err err,
+                          const char *message, const char *extra);
 void conn_send_simple(struct scrim_conn *c, int status,
                       const char *content_type, const char *body,
                       size_t len, const char *extra_headers);

@@ -29,6 +29,11 @@ enum scrim_err {
 	ERR_PROXY_AUTH,          /* proxy mode: no or wrong Proxy-Authorization */
 	ERR_FORBIDDEN_TARGET,    /* proxy mode: host, port or address refused */
 	ERR_NO_CA,               /* interception asked for, no local CA yet */
+	ERR_KEY_REVOKED,         /* a virtual key that was revoked or expired */
+	ERR_MODEL_NOT_ALLOWED,   /* the key may not use this model */
+	ERR_RATE_LIMITED,        /* a usage limit is reached */
+	ERR_LIMITS_UNAVAILABLE,  /* limits cannot be checked; fail closed */
+	ERR_AUDIT_UNAVAILABLE,   /* audit cannot be written; on_failure block */
 	ERR_BLOCKED,             /* a rule with action block matched */
 	ERR_UNSCRUBBABLE,        /* a body the scrubber cannot read */
 	ERR_SCRUB_FAILED,        /* the scrubber could not finish: fail closed */

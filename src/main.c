@@ -8,6 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "rules.h"
+#include "keyscmd.h"
 #include "scrubcmd.h"
 #include "server.h"
 
@@ -35,7 +36,10 @@ usage(FILE *f)
 	        "                         (SIGHUP reloads, SIGTERM drains)\n"
 	        "  check [-c FILE]        validate a configuration; exit 1 on "
 	        "error\n"
-	        "  keys generate NAME     make a client key and print its "
+	        "  keys create|list|show|revoke|rotate|usage\n"
+	        "                         virtual keys and their limits in "
+	        "Redis\n"
+	        "  keys generate NAME     make a config key and print its "
 	        "[keys] line\n"
 	        "  ca init | ca show      create / show the local CA for HTTPS "
 	        "interception\n"
@@ -147,58 +151,6 @@ cmd_serve(int argc, char **argv)
 }
 
 static int
-cmd_keys(int argc, char **argv)
-{
-	char *key, *line;
-
-	bool help = false;
-
-	for (int i = 0; i < argc; i++)
-		help = help || strcmp(argv[i], "-h") == 0 ||
-		       strcmp(argv[i], "--help") == 0;
-	if (help) {
-		printf("usage: scrim keys generate NAME\n\n"
-		       "Make a new client key (sk-scrim- and 256 random bits). "
-		       "The key is printed once;\n"
-		       "the configuration stores only its SHA-256, on the line "
-		       "printed after it.\n");
-		return 0;
-	}
-	if (argc != 2 || strcmp(argv[0], "generate") != 0) {
-		fprintf(stderr, "usage: scrim keys generate NAME (see --help)\n");
-		return 2;
-	}
-	if (argv[1][0] == '-' || argv[1][0] == '.') {
-		fprintf(stderr, "scrim keys: NAME must start with a letter or "
-		                "digit\n");
-		return 2;
-	}
-	for (const char *p = argv[1]; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
-		      *p == '.')) {
-			fprintf(stderr, "scrim keys: NAME may hold letters, digits, "
-			                "'-', '_' and '.'\n");
-			return 2;
-		}
-	key = auth_generate_key();
-	line = key ? auth_key_hash_line(key) : NULL;
-	if (line == NULL) {
-		fprintf(stderr, "scrim keys: no randomness available\n");
-		xfree_secret(key);
-		return 1;
-	}
-	printf("key: %s\n", key);
-	printf("# Give the key to the client; it is not stored anywhere.\n"
-	       "# Add this line to the [keys] section of scrim.conf, then "
-	       "reload (SIGHUP):\n");
-	printf("%s = %s\n", argv[1], line);
-	xfree_secret(key);
-	free(line);
-	return 0;
-}
-
-static int
 cmd_ca(int argc, char **argv)
 {
 	const char *path = default_config(), *dir = NULL;
@@ -291,7 +243,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "scrub") == 0)
 		return scrubcmd_run(argc - 2, argv + 2);
 	if (strcmp(cmd, "keys") == 0)
-		return cmd_keys(argc - 2, argv + 2);
+		return keyscmd_run(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc - 2, argv + 2);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 ||

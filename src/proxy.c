@@ -131,31 +131,34 @@ b64val(int c)
 	return -1;
 }
 
-const char *
-proxy_auth_key(const struct scrim_config *cfg, const struct http_head *h,
-               bool *present)
+size_t
+proxy_auth_secret(const struct http_head *h, char *out, size_t cap)
 {
 	const struct http_header *a = http_head_get(h, "proxy-authorization");
 	char dec[600];
-	size_t n = 0;
-	const char *colon, *id;
+	size_t n = 0, kl;
+	const char *colon;
 	unsigned acc = 0;
 	int bits = 0;
 
-	*present = a != NULL;
 	if (a == NULL)
-		return NULL;
-	if (a->value_len > 7 && strncasecmp(a->value, "Bearer ", 7) == 0)
-		return auth_lookup(cfg, a->value + 7, a->value_len - 7);
+		return 0;
+	if (a->value_len > 7 && strncasecmp(a->value, "Bearer ", 7) == 0) {
+		kl = a->value_len - 7;
+		if (kl >= cap)
+			return 0;
+		memcpy(out, a->value + 7, kl);
+		return kl;
+	}
 	if (a->value_len <= 6 || strncasecmp(a->value, "Basic ", 6) != 0 ||
 	    a->value_len - 6 > 4 * (sizeof(dec) / 3))
-		return NULL;
+		return 0;
 	for (size_t i = 6; i < a->value_len; i++) {
 		int v = b64val((unsigned char)a->value[i]);
 		if (a->value[i] == '=')
 			break;
 		if (v < 0)
-			return NULL;
+			return 0;
 		acc = acc << 6 | (unsigned)v;
 		bits += 6;
 		if (bits >= 8) {
@@ -165,9 +168,28 @@ proxy_auth_key(const struct scrim_config *cfg, const struct http_head *h,
 	}
 	/* user:key, the key as the password (any user name). */
 	colon = memchr(dec, ':', n);
-	id = colon ? auth_lookup(cfg, colon + 1, n - (size_t)(colon + 1 - dec))
-	           : NULL;
+	kl = colon ? n - (size_t)(colon + 1 - dec) : 0;
+	if (kl == 0 || kl >= cap) {
+		OPENSSL_cleanse(dec, sizeof(dec));
+		return 0;
+	}
+	memcpy(out, colon + 1, kl);
 	OPENSSL_cleanse(dec, sizeof(dec));
+	return kl;
+}
+
+const char *
+proxy_auth_key(const struct scrim_config *cfg, const struct http_head *h,
+               bool *present)
+{
+	char key[600];
+	size_t n;
+	const char *id;
+
+	*present = http_head_get(h, "proxy-authorization") != NULL;
+	n = proxy_auth_secret(h, key, sizeof(key));
+	id = n ? auth_lookup(cfg, key, n) : NULL;
+	OPENSSL_cleanse(key, sizeof(key));
 	return id;
 }
 
@@ -489,13 +511,27 @@ proxy_connect(struct scrim_conn *c)
 	}
 	if (cfg->proxy_auth == 0) {
 		key_id = proxy_auth_key(cfg, h, &present);
+		if (key_id == NULL && srv->limits != NULL) {
+			/* A virtual key: Redis checks it on every request inside
+			 * the tunnel (a tunnel does not outlive its key). */
+			char key[600];
+			size_t n = proxy_auth_secret(h, key, sizeof(key));
+			if (n > 0) {
+				xfree_secret(c->proxy_vkey);
+				c->proxy_vkey = xstrndup(key, n);
+				key_id = "virtual";
+			}
+			OPENSSL_cleanse(key, sizeof(key));
+		}
 		if (key_id == NULL) {
 			refuse(c, ERR_PROXY_AUTH,
 			       present ? "Proxy-Authorization holds no valid scrim key"
 			               : NULL);
 			return;
 		}
-		snprintf(c->proxy_key_id, sizeof(c->proxy_key_id), "%s", key_id);
+		if (c->proxy_vkey == NULL)
+			snprintf(c->proxy_key_id, sizeof(c->proxy_key_id), "%s",
+			         key_id);
 	}
 	for (size_t i = 0; i < cfg->nports; i++)
 		port_ok = port_ok || strtoul(cfg->ports[i], NULL, 10) ==

@@ -40,6 +40,10 @@ bool proxy_host_overridden(const struct scrim_config *cfg, const char *host,
 const char *proxy_auth_key(const struct scrim_config *cfg,
                            const struct http_head *h, bool *present);
 
+/* The key in Proxy-Authorization, decoded into out (cap bytes); its
+ * length, or 0 when there is none. Wipe out after use. */
+size_t proxy_auth_secret(const struct http_head *h, char *out, size_t cap);
+
 /* Split "http://host[:port]/path" (absolute-form). Host is copied
  * lower-case into host (cap bytes); *path points into target. */
 bool proxy_parse_absolute(const char *target, size_t len, char *host,

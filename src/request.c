@@ -18,6 +18,7 @@
 #include "err.h"
 #include "http.h"
 #include "json.h"
+#include "limits.h"
 #include "log.h"
 #include "proxy.h"
 #include "restore.h"
@@ -26,10 +27,12 @@
 #include "scrub.h"
 #include "server.h"
 #include "upstream.h"
+#include "usage.h"
 #include "vault.h"
 
 #include <event2/buffer.h>
 #include <openssl/crypto.h>
+#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -73,6 +76,27 @@ struct scrim_req {
 	char scrub_err[160];
 	const struct cfg_provider *provider; /* route's, or local_provider */
 	struct restore *restore;  /* set when the vault is not empty */
+
+	/* Virtual keys (Redis) and usage. */
+	bool virtual_key;
+	char vkey[600];           /* the key presented; wiped */
+	size_t vkey_len;
+	char vkey_id[64];
+	struct limits_pending *lim_pending;
+	struct limits_ticket ticket;
+	struct limits_result lim;
+	bool have_lim;
+	bool in_stage_limits;     /* the answer came back synchronously */
+	bool lim_answered;
+	long max_tokens;          /* from the body, or -1 */
+	struct buf injected;      /* body with stream_options added */
+	bool strip_usage;         /* we asked for include_usage: hide it */
+	struct usage usage;
+	struct usage_tap tap;
+	bool tapping;
+	struct buf tout;          /* tap output */
+	struct buf whole;         /* a copy of a non-stream answer, for usage */
+	bool capture;
 	struct buf rout;          /* restored bytes ready for the client */
 
 	struct upstream_xfer *xfer;
@@ -103,7 +127,13 @@ req_free(struct scrim_req *r)
 		upstream_cancel(r->xfer);
 	free(r->model);
 	/* Everything below may hold personal data: wiped, never logged. */
+	limits_cancel(r->lim_pending);
 	restore_free(r->restore);
+	usage_tap_free(&r->tap);
+	buf_wipe(&r->tout);
+	buf_wipe(&r->whole);
+	buf_wipe(&r->injected);
+	OPENSSL_cleanse(r->vkey, sizeof(r->vkey));
 	buf_wipe(&r->rout);
 	buf_wipe(&r->scrubbed);
 	scrub_hits_free(&r->hits);
@@ -132,6 +162,20 @@ req_finish(struct scrim_req *r)
 	size_t plen;
 	uint64_t now = conn_now_ms();
 
+	/* Settle the reservation: real usage when the answer said, all of
+	 * it back when nothing was answered, else keep it (conservative). */
+	if (r->ticket.active) {
+		bool refund = !r->head_sent || r->status >= 400;
+		long tokens = -1, micros = 0;
+		if (r->usage.in >= 0 || r->usage.out >= 0) {
+			long in = r->usage.in > 0 ? r->usage.in : 0;
+			long out = r->usage.out > 0 ? r->usage.out : 0;
+			tokens = in + out;
+			micros = limits_price(r->cfg, r->model, in, out);
+			refund = false;
+		}
+		limits_settle(r->srv->limits, &r->ticket, tokens, micros, refund);
+	}
 	path_of(r, &path, &plen);
 	if (plen > 200)
 		plen = 200;
@@ -172,6 +216,22 @@ req_fail(struct scrim_req *r, enum scrim_err err, const char *message)
 	free(msg);
 }
 
+static void
+req_fail_hdrs(struct scrim_req *r, enum scrim_err err, const char *message,
+              const char *extra)
+{
+	struct scrim_conn *c = r->conn;
+	char *msg = message ? xstrdup(message) : NULL;
+	char *hdr = extra ? xstrdup(extra) : NULL;
+
+	r->err = err;
+	r->status = err_info(err)->status;
+	req_finish(r);
+	conn_send_error_hdrs(c, err, msg, hdr);
+	free(msg);
+	free(hdr);
+}
+
 void
 req_abort(struct scrim_req *r)
 {
@@ -190,6 +250,22 @@ req_output_drained(struct scrim_req *r)
 
 /* ---------------------------- stages ------------------------------ */
 
+/* Keep the presented key for the limits stage, which checks it in Redis
+ * once the body (and so the reservation) is known. */
+static enum stage_result
+use_virtual(struct scrim_req *r, const char *key, size_t len)
+{
+	if (len == 0 || len >= sizeof(r->vkey)) {
+		req_fail(r, ERR_INVALID_API_KEY, NULL);
+		return STAGE_DONE;
+	}
+	memcpy(r->vkey, key, len);
+	r->vkey_len = len;
+	r->virtual_key = true;
+	r->key_id = "-";
+	return STAGE_NEXT;
+}
+
 static enum stage_result
 stage_authenticate(struct scrim_req *r)
 {
@@ -198,13 +274,26 @@ stage_authenticate(struct scrim_req *r)
 		 * CONNECT, or on this request), or, when they cannot set proxy
 		 * credentials, with their scrim key as the API key. */
 		bool present = false;
+		const char *k;
+		size_t kl;
 		if (r->conn->proxy_key_id[0] != '\0') {
 			r->key_id = r->conn->proxy_key_id;
 			return STAGE_NEXT;
 		}
+		if (r->conn->proxy_vkey != NULL)
+			return use_virtual(r, r->conn->proxy_vkey,
+			                   strlen(r->conn->proxy_vkey));
 		r->key_id = proxy_auth_key(r->cfg, &r->conn->head, &present);
 		if (r->key_id != NULL)
 			return STAGE_NEXT;
+		if (present && r->srv->limits != NULL) {
+			char key[600];
+			size_t n = proxy_auth_secret(&r->conn->head, key, sizeof(key));
+			enum stage_result res = n ? use_virtual(r, key, n) : STAGE_NEXT;
+			OPENSSL_cleanse(key, sizeof(key));
+			if (n)
+				return res;
+		}
 		if (r->cfg->proxy_auth == 1) {
 			r->key_id = "anonymous";
 			return STAGE_NEXT;
@@ -213,6 +302,11 @@ stage_authenticate(struct scrim_req *r)
 		if (r->key_id != NULL) {
 			r->client_key_is_scrim = true;
 			return STAGE_NEXT;
+		}
+		if (r->srv->limits != NULL &&
+		    auth_presented(&r->conn->head, &k, &kl)) {
+			r->client_key_is_scrim = true;
+			return use_virtual(r, k, kl);
 		}
 		req_fail(r, r->mode == MODE_ABSOLUTE ? ERR_PROXY_AUTH
 		                                     : ERR_INVALID_API_KEY,
@@ -225,19 +319,192 @@ stage_authenticate(struct scrim_req *r)
 	}
 	r->key_id = auth_check(r->cfg, &r->conn->head);
 	if (r->key_id == NULL) {
+		const char *k;
+		size_t kl;
+		/* Not a config key: a virtual key, if Redis holds keys. */
+		if (r->srv->limits != NULL &&
+		    auth_presented(&r->conn->head, &k, &kl))
+			return use_virtual(r, k, kl);
 		req_fail(r, ERR_INVALID_API_KEY, NULL);
 		return STAGE_DONE;
 	}
 	return STAGE_NEXT;
 }
 
+static bool
+model_allowed(const char *globs, const char *model)
+{
+	char g[512];
+	const char *p = globs;
+
+	if (*globs == '\0')
+		return true;
+	if (model == NULL)
+		return true; /* no model named: GET /v1/models and the like */
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		if (n > 0 && n < sizeof(g)) {
+			memcpy(g, p, n);
+			g[n] = '\0';
+			if (fnmatch(g, model, 0) == 0)
+				return true;
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return false;
+}
+
+/* The x-ratelimit-* headers OpenAI sends, from the limits answer. */
+static void
+ratelimit_headers(const struct scrim_req *r, struct buf *b)
+{
+	char reset[32];
+
+	if (!r->have_lim)
+		return;
+	if (r->lim.rpm > 0) {
+		limits_format_reset(r->lim.rpm_reset_ms, reset, sizeof(reset));
+		(void)buf_addf(b, "x-ratelimit-limit-requests: %ld\r\n"
+		                  "x-ratelimit-remaining-requests: %ld\r\n"
+		                  "x-ratelimit-reset-requests: %s\r\n",
+		               r->lim.rpm, r->lim.rpm_remaining < 0 ? 0
+		                                                    : r->lim.rpm_remaining,
+		               reset);
+	}
+	if (r->lim.tpm > 0) {
+		limits_format_reset(r->lim.tpm_reset_ms, reset, sizeof(reset));
+		(void)buf_addf(b, "x-ratelimit-limit-tokens: %ld\r\n"
+		                  "x-ratelimit-remaining-tokens: %ld\r\n"
+		                  "x-ratelimit-reset-tokens: %s\r\n",
+		               r->lim.tpm, r->lim.tpm_remaining, reset);
+	}
+}
+
+/* Ask for usage in streams the client did not ask it for, so the
+ * reservation can be settled; the extra chunk is hidden again. */
+static void
+inject_include_usage(struct scrim_req *r)
+{
+	const char *path;
+	size_t plen, end;
+
+	path_of(r, &path, &plen);
+	if (!r->stream || r->body_len == 0 ||
+	    !(plen >= 17 && memcmp(path + plen - 17, "/chat/completions", 17) == 0) ||
+	    memmem(r->body, r->body_len, "\"stream_options\"", 16) != NULL)
+		return;
+	end = r->body_len;
+	while (end > 0 && r->body[end - 1] != '}')
+		end--;
+	if (end == 0)
+		return;
+	buf_init(&r->injected, r->body_len + 64);
+	if (!buf_add(&r->injected, r->body, end - 1) ||
+	    !buf_addf(&r->injected, ",\"stream_options\":{\"include_usage\":true}") ||
+	    !buf_add(&r->injected, r->body + end - 1, r->body_len - end + 1))
+		return;
+	r->body = r->injected.p;
+	r->body_len = r->injected.len;
+	r->strip_usage = true;
+}
+
+/* Act on the limits answer. NEXT to go on, DONE when answered. */
+static enum stage_result
+limits_apply(struct scrim_req *r)
+{
+	const struct limits_result *res = &r->lim;
+	struct buf hdr;
+	char msg[300];
+
+	switch (res->verdict) {
+	case LIM_UNKNOWN_KEY:
+		req_fail(r, ERR_INVALID_API_KEY, NULL);
+		return STAGE_DONE;
+	case LIM_REVOKED:
+	case LIM_EXPIRED:
+		req_fail(r, ERR_KEY_REVOKED, res->verdict == LIM_REVOKED
+		                                 ? "This API key was revoked"
+		                                 : "This API key has expired");
+		return STAGE_DONE;
+	case LIM_UNAVAILABLE:
+		log_warn("req %s: limits unavailable (redis); failing closed",
+		         r->conn->req_id);
+		req_fail_hdrs(r, ERR_LIMITS_UNAVAILABLE, NULL, "retry-after: 1\r\n");
+		return STAGE_DONE;
+	case LIM_OVER:
+		buf_init(&hdr, 4096);
+		(void)buf_addf(&hdr, "retry-after: %ld\r\n",
+		               (res->retry_after_ms + 999) / 1000 > 0
+		                   ? (res->retry_after_ms + 999) / 1000
+		                   : 1);
+		ratelimit_headers(r, &hdr);
+		snprintf(msg, sizeof(msg), "Rate limit reached for %s on key %s%s",
+		         res->which, res->key_id,
+		         res->local ? " (local limit: the limits store is down)"
+		                    : "");
+		snprintf(r->vkey_id, sizeof(r->vkey_id), "%s", res->key_id);
+		r->key_id = r->vkey_id;
+		req_fail_hdrs(r, ERR_RATE_LIMITED, msg, hdr.p);
+		buf_free(&hdr);
+		return STAGE_DONE;
+	case LIM_OK:
+		break;
+	}
+	snprintf(r->vkey_id, sizeof(r->vkey_id), "%s", res->key_id);
+	r->key_id = r->vkey_id;
+	if (!model_allowed(res->models, r->model)) {
+		limits_settle(r->srv->limits, &r->ticket, -1, 0, true);
+		snprintf(msg, sizeof(msg), "Key %s may not use model '%s'",
+		         r->key_id, r->model);
+		req_fail(r, ERR_MODEL_NOT_ALLOWED, msg);
+		return STAGE_DONE;
+	}
+	if (r->ticket.active)
+		inject_include_usage(r);
+	return STAGE_NEXT;
+}
+
+static void
+limits_answer(void *arg, const struct limits_result *res)
+{
+	struct scrim_req *r = arg;
+
+	r->lim_pending = NULL;
+	r->lim = *res;
+	r->have_lim = true;
+	r->lim_answered = true;
+	if (r->in_stage_limits)
+		return; /* stage_limits acts on it */
+	if (limits_apply(r) == STAGE_NEXT) {
+		r->stage++;
+		req_run(r);
+	}
+}
+
 static enum stage_result
 stage_limits(struct scrim_req *r)
 {
-	/* Config-listed keys carry no limits; Redis-backed keys (virtual
-	 * keys) check and reserve here. */
-	(void)r;
-	return STAGE_NEXT;
+	long prompt, out, micros;
+
+	/* Config-listed keys carry no limits. */
+	if (!r->virtual_key)
+		return STAGE_NEXT;
+	/* The worst case is reserved: a prompt's tokens estimated from its
+	 * size, plus all the output it may ask for. */
+	prompt = (long)(r->body_len / 4) + 1;
+	out = r->max_tokens > 0 ? r->max_tokens : r->cfg->default_max_tokens;
+	micros = limits_price(r->cfg, r->model, prompt, out);
+	r->in_stage_limits = true;
+	r->lim_pending = limits_check(r->srv->limits, r->cfg, r->vkey, r->vkey_len,
+	                              r->conn->req_id, prompt + out, micros,
+	                              &r->ticket, limits_answer, r);
+	r->in_stage_limits = false;
+	OPENSSL_cleanse(r->vkey, sizeof(r->vkey));
+	if (r->lim_answered)
+		return limits_apply(r);
+	return STAGE_WAIT;
 }
 
 static void
@@ -313,6 +580,16 @@ parse_scalar_cb(void *arg, const struct json_path *p, const char *raw,
 
 	if (p->depth == 1 && json_seg_is(p, 0, "stream"))
 		ps->r->stream = n == 4 && memcmp(raw, "true", 4) == 0;
+	else if (p->depth == 1 && (json_seg_is(p, 0, "max_tokens") ||
+	                           json_seg_is(p, 0, "max_completion_tokens") ||
+	                           json_seg_is(p, 0, "max_output_tokens"))) {
+		char tmp[24];
+		if (n < sizeof(tmp) && raw[0] >= '0' && raw[0] <= '9') {
+			memcpy(tmp, raw, n);
+			tmp[n] = '\0';
+			ps->r->max_tokens = strtol(tmp, NULL, 10);
+		}
+	}
 	else if (p->depth == 1 && json_seg_is(p, 0, "model"))
 		ps->bad_model = true;
 }
@@ -720,10 +997,10 @@ stage_forward(struct scrim_req *r)
  * audit) run from the upstream callbacks and req_finish. */
 static const struct stage stages[] = {
 	{"authenticate", stage_authenticate},
-	{"limits", stage_limits},
 	{"read_body", stage_read_body},
 	{"parse", stage_parse},
 	{"route", stage_route},
+	{"limits", stage_limits},
 	{"context", stage_context},
 	{"scrub", stage_scrub},
 	{"forward", stage_forward},
@@ -792,6 +1069,25 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 	if (!r->cfg->scrub_off)
 		evbuffer_add_printf(eb, "x-scrim-redactions: %u\r\n",
 		                    r->scrub.stats.replaced);
+	if (r->have_lim) {
+		struct buf rl;
+		buf_init(&rl, 4096);
+		ratelimit_headers(r, &rl);
+		if (rl.len)
+			evbuffer_add(eb, rl.p, rl.len);
+		buf_free(&rl);
+	}
+	/* Usage is read from the answer to settle the reservation. */
+	if (r->ticket.active && status < 300) {
+		if (r->sse) {
+			usage_tap_init(&r->tap, &r->usage, r->strip_usage);
+			buf_init(&r->tout, 4 * 1024 * 1024);
+			r->tapping = true;
+		} else {
+			buf_init(&r->whole, (size_t)r->cfg->max_response_size);
+			r->capture = true;
+		}
+	}
 	if (r->scrub.vault != NULL && r->scrub.vault->n > 0) {
 		r->restore = restore_new(r->scrub.vault,
 		                         r->sse ? RESTORE_SSE : RESTORE_WHOLE,
@@ -817,6 +1113,19 @@ up_data(void *arg, const char *p, size_t n)
 	/* Check before writing: paused bytes come again on resume. */
 	if (conn_output_full(r->conn))
 		return UPSTREAM_DATA_PAUSE;
+	if (r->tapping) {
+		buf_reset(&r->tout);
+		if (!usage_tap_feed(&r->tap, p, n, &r->tout)) {
+			snprintf(r->detail_buf, sizeof(r->detail_buf),
+			         "stream event too large");
+			return UPSTREAM_DATA_ABORT;
+		}
+		p = r->tout.p;
+		n = r->tout.len;
+	} else if (r->capture && !buf_add(&r->whole, p, n)) {
+		r->capture = false; /* too large to read usage from: keep the
+		                     * reservation */
+	}
 	if (r->restore != NULL) {
 		buf_reset(&r->rout);
 		if (!restore_feed(r->restore, p, n, &r->rout)) {
@@ -840,6 +1149,22 @@ up_done(void *arg, enum scrim_err err, const char *detail)
 	struct scrim_conn *c = r->conn;
 
 	r->xfer = NULL; /* freed by upstream.c after we return */
+	if (err == ERR_NONE && r->tapping) {
+		buf_reset(&r->tout);
+		if (usage_tap_finish(&r->tap, &r->tout) && r->tout.len > 0) {
+			/* The last event, through restore like the rest. */
+			if (r->restore != NULL) {
+				buf_reset(&r->rout);
+				if (restore_feed(r->restore, r->tout.p, r->tout.len,
+				                 &r->rout))
+					(void)conn_send_data(c, r->rout.p, r->rout.len);
+			} else {
+				(void)conn_send_data(c, r->tout.p, r->tout.len);
+			}
+		}
+	}
+	if (r->capture)
+		usage_from_json(r->whole.p, r->whole.len, &r->usage);
 	if (err == ERR_NONE && r->restore != NULL) {
 		buf_reset(&r->rout);
 		if (!restore_finish(r->restore, &r->rout)) {
@@ -897,6 +1222,12 @@ req_start(struct scrim_conn *c)
 	r->cfg = config_ref(c->cfg);
 	r->rules = rules_ref(c->srv->rules);
 	r->start_ms = conn_now_ms();
+	r->max_tokens = -1;
+	usage_init(&r->usage);
+	buf_init(&r->injected, 0);
+	buf_init(&r->tout, 0);
+	buf_init(&r->whole, 0);
+	usage_tap_init(&r->tap, &r->usage, false);
 	scrub_hits_init(&r->hits);
 	buf_init(&r->scrubbed, 0);
 	buf_init(&r->rout, 0);

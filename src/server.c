@@ -11,6 +11,7 @@
 #include "certcache.h"
 #include "config.h"
 #include "conn.h"
+#include "limits.h"
 #include "log.h"
 #include "rules.h"
 #include "tls.h"
@@ -254,6 +255,13 @@ server_run(const char *config_path)
 	evsignal_add(srv.sig_hup, NULL);
 	evsignal_add(srv.sig_term, NULL);
 	evsignal_add(srv.sig_int, NULL);
+	if (*srv.cfg->redis_url) {
+		srv.limits = limits_new(srv.base, srv.cfg);
+		if (srv.limits == NULL) {
+			log_error("cannot use [redis] url %s", srv.cfg->redis_url);
+			goto out;
+		}
+	}
 	if (srv.cfg->proxy_on) {
 		char err[512];
 		srv.ca = ca_load(srv.cfg->state_dir, err, sizeof(err));
@@ -301,6 +309,7 @@ out:
 	if (srv.admin != NULL)
 		evconnlistener_free(srv.admin);
 	upstream_free(srv.up);
+	limits_free(srv.limits);
 	tls_server_ctx_free(srv.tls);
 	certcache_free(srv.certs);
 	ca_free(srv.ca);

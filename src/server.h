@@ -34,6 +34,8 @@ struct scrim_server {
 	struct event *sig_hup, *sig_term, *sig_int;
 	struct event *drain_timer;
 	struct scrim_upstream *up;
+	struct limits *limits;       /* NULL without [redis] url */
+	struct audit *audit;         /* NULL with [audit] mode = off */
 	struct scrim_ca *ca;         /* NULL until `scrim ca init` */
 	struct certcache *certs;     /* leaves for intercepted hosts */
 	struct ssl_ctx_st *tls;      /* SSL_CTX for interception */

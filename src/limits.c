@@ -1,0 +1,567 @@
+/*
+ * limits.c - see limits.h. Redis keys, all under the hash tag of the
+ * key's SHA-256 so one key's data lives in one Redis Cluster slot:
+ *
+ *   scrim:{H}:key            hash: id, name, limits, models, revoked, ...
+ *   scrim:{H}:rpm            sorted set of request times (sliding log)
+ *   scrim:{H}:tpm:MINUTE     tokens reserved/used in that minute
+ *   scrim:{H}:tpd:DAY        tokens in that UTC day
+ *   scrim:{H}:usd:MONTH      micro-USD in that UTC month
+ *   scrim:{H}:par            requests in flight
+ *
+ * Window names come from this host's clock: instances sharing a Redis
+ * need NTP, as any distributed limiter does.
+ */
+#include "limits.h"
+
+#include "alloc.h"
+#include "config.h"
+#include "log.h"
+#include "redis.h"
+
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+/* KEYS: rec rpm tpm tpd usd par; ARGV: now_ms member tokens micros
+ * minute_reset_ms day_reset_ms month_reset_ms */
+static const char check_lua[] =
+    "local r = redis.call('HMGET', KEYS[1], 'id', 'revoked', 'expires', "
+    "'rpm', 'tpm', 'tpd', 'budget', 'maxpar', 'models')\n"
+    "if not r[1] then return {'unknown'} end\n"
+    "if r[2] == '1' then return {'revoked', r[1]} end\n"
+    "local now = tonumber(ARGV[1])\n"
+    "local exp = tonumber(r[3] or '0') or 0\n"
+    "if exp > 0 and exp * 1000 <= now then return {'expired', r[1]} end\n"
+    "local rpm = tonumber(r[4] or '0') or 0\n"
+    "local tpm = tonumber(r[5] or '0') or 0\n"
+    "local tpd = tonumber(r[6] or '0') or 0\n"
+    "local budget = tonumber(r[7] or '0') or 0\n"
+    "local maxpar = tonumber(r[8] or '0') or 0\n"
+    "local tok = tonumber(ARGV[3])\n"
+    "local usd = tonumber(ARGV[4])\n"
+    "local used_tpm = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+    "local used_rpm, rpm_reset = 0, 0\n"
+    "if rpm > 0 then\n"
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)\n"
+    "  used_rpm = redis.call('ZCARD', KEYS[2])\n"
+    "  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')\n"
+    "  if oldest[2] then rpm_reset = tonumber(oldest[2]) + 60000 - now end\n"
+    "  if used_rpm >= rpm then\n"
+    "    return {'over', r[1], r[9] or '', 'requests', rpm_reset, rpm, 0, "
+    "rpm_reset, tpm, math.max(tpm - used_tpm, 0), tonumber(ARGV[5])}\n"
+    "  end\n"
+    "end\n"
+    "if tpm > 0 and used_tpm + tok > tpm then\n"
+    "  return {'over', r[1], r[9] or '', 'tokens', tonumber(ARGV[5]), rpm, "
+    "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
+    "tonumber(ARGV[5])}\n"
+    "end\n"
+    "if tpd > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') + tok > tpd "
+    "then\n"
+    "  return {'over', r[1], r[9] or '', 'tokens_per_day', "
+    "tonumber(ARGV[6]), rpm, rpm - used_rpm, rpm_reset, tpm, "
+    "math.max(tpm - used_tpm, 0), tonumber(ARGV[5])}\n"
+    "end\n"
+    "if budget > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') + usd > "
+    "budget then\n"
+    "  return {'over', r[1], r[9] or '', 'budget', tonumber(ARGV[7]), rpm, "
+    "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
+    "tonumber(ARGV[5])}\n"
+    "end\n"
+    "if maxpar > 0 and tonumber(redis.call('GET', KEYS[6]) or '0') >= maxpar "
+    "then\n"
+    "  return {'over', r[1], r[9] or '', 'parallel', 1000, rpm, "
+    "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
+    "tonumber(ARGV[5])}\n"
+    "end\n"
+    "if rpm > 0 then\n"
+    "  redis.call('ZADD', KEYS[2], now, ARGV[2])\n"
+    "  redis.call('PEXPIRE', KEYS[2], 61000)\n"
+    "  if rpm_reset == 0 then rpm_reset = 60000 end\n"
+    "end\n"
+    "redis.call('INCRBY', KEYS[3], tok)\n"
+    "redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) + 60000)\n"
+    "redis.call('INCRBY', KEYS[4], tok)\n"
+    "redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[6]) + 86400000)\n"
+    "redis.call('INCRBY', KEYS[5], usd)\n"
+    "redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[7]) + 86400000)\n"
+    "redis.call('INCR', KEYS[6])\n"
+    "redis.call('PEXPIRE', KEYS[6], 3600000)\n"
+    "return {'ok', r[1], r[9] or '', '', 0, rpm, rpm - used_rpm - 1, "
+    "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5])}\n";
+
+/* KEYS: tpm tpd usd par; ARGV: token delta, micro-USD delta */
+static const char settle_lua[] =
+    "local d, u = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "if d ~= 0 then\n"
+    "  for i = 1, 2 do\n"
+    "    if redis.call('EXISTS', KEYS[i]) == 1 then\n"
+    "      if redis.call('INCRBY', KEYS[i], d) < 0 then "
+    "redis.call('SET', KEYS[i], 0, 'KEEPTTL') end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if u ~= 0 and redis.call('EXISTS', KEYS[3]) == 1 then\n"
+    "  if redis.call('INCRBY', KEYS[3], u) < 0 then "
+    "redis.call('SET', KEYS[3], 0, 'KEEPTTL') end\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[4]) == 1 and "
+    "redis.call('DECR', KEYS[4]) < 0 then redis.call('SET', KEYS[4], 0, "
+    "'KEEPTTL') end\n"
+    "return 1\n";
+
+struct limits {
+	struct event_base *base;
+	struct scrim_redis *redis;
+	char check_sha[41], settle_sha[41];
+	/* Fail-open: per-instance counters for keys seen recently. */
+	struct local_key *local;
+	size_t nlocal, cap;
+};
+
+struct local_key {
+	char hash[65];
+	char id[64];
+	char models[512];
+	long rpm;
+	uint64_t seen_ms;      /* when Redis last vouched for it */
+	uint64_t window_ms;
+	long count;
+};
+
+struct limits_pending {
+	struct limits *l;
+	struct redis_call *call;
+	limits_cb cb;
+	void *arg;
+	struct limits_ticket *ticket;
+	bool retried;          /* EVAL after NOSCRIPT */
+	/* The command, kept for the retry. */
+	char *argv_buf[16];
+	size_t argv_len[16];
+	int argc;
+	long reset_minute_ms;
+};
+
+static uint64_t
+now_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static void
+sha1_hex(const char *s, char out[41])
+{
+	unsigned char md[20];
+	static const char hx[] = "0123456789abcdef";
+
+	EVP_Digest(s, strlen(s), md, NULL, EVP_sha1(), NULL);
+	for (int i = 0; i < 20; i++) {
+		out[2 * i] = hx[md[i] >> 4];
+		out[2 * i + 1] = hx[md[i] & 15];
+	}
+	out[40] = '\0';
+}
+
+struct limits *
+limits_new(struct event_base *base, const struct scrim_config *cfg)
+{
+	struct limits *l = xcalloc(1, sizeof(*l));
+
+	l->base = base;
+	l->redis = redis_new(base, cfg->redis_url, cfg->redis_password,
+	                     cfg->redis_timeout_ms);
+	if (l->redis == NULL) {
+		free(l);
+		return NULL;
+	}
+	sha1_hex(check_lua, l->check_sha);
+	sha1_hex(settle_lua, l->settle_sha);
+	return l;
+}
+
+void
+limits_free(struct limits *l)
+{
+	if (l == NULL)
+		return;
+	redis_free(l->redis);
+	free(l->local);
+	free(l);
+}
+
+long
+limits_price(const struct scrim_config *cfg, const char *model, long in,
+             long out)
+{
+	if (model == NULL)
+		return 0;
+	for (size_t i = 0; i < cfg->nprices; i++)
+		if (fnmatch(cfg->prices[i].glob, model, 0) == 0)
+			/* USD per million tokens == micro-USD per token. */
+			return (long)((double)in * cfg->prices[i].in_per_mtok +
+			              (double)out * cfg->prices[i].out_per_mtok + 0.5);
+	return 0;
+}
+
+void
+limits_format_reset(long ms, char *out, size_t cap)
+{
+	if (ms < 1000)
+		snprintf(out, cap, "%ldms", ms < 0 ? 0 : ms);
+	else if (ms < 60000)
+		snprintf(out, cap, "%lds", (ms + 999) / 1000);
+	else
+		snprintf(out, cap, "%ldm%lds", ms / 60000, ((ms % 60000) + 999) / 1000);
+}
+
+static void
+key_hash(const char *key, size_t len, char out[65])
+{
+	unsigned char md[32];
+	static const char hx[] = "0123456789abcdef";
+
+	EVP_Digest(key, len, md, NULL, EVP_sha256(), NULL);
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hx[md[i] >> 4];
+		out[2 * i + 1] = hx[md[i] & 15];
+	}
+	out[64] = '\0';
+	OPENSSL_cleanse(md, sizeof(md));
+}
+
+static struct local_key *
+local_find(struct limits *l, const char *hash, bool create)
+{
+	for (size_t i = 0; i < l->nlocal; i++)
+		if (strcmp(l->local[i].hash, hash) == 0)
+			return &l->local[i];
+	if (!create)
+		return NULL;
+	if (l->nlocal == l->cap) {
+		if (l->cap >= 65536)
+			return NULL; /* bounded */
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->local = xrealloc(l->local, l->cap * sizeof(*l->local));
+	}
+	memset(&l->local[l->nlocal], 0, sizeof(l->local[0]));
+	snprintf(l->local[l->nlocal].hash, 65, "%s", hash);
+	return &l->local[l->nlocal++];
+}
+
+static void
+pending_free(struct limits_pending *p)
+{
+	for (int i = 0; i < p->argc; i++)
+		free(p->argv_buf[i]);
+	free(p);
+}
+
+static long
+reply_int(const redisReply *r, size_t i)
+{
+	if (i >= r->elements)
+		return 0;
+	if (r->element[i]->type == REDIS_REPLY_INTEGER)
+		return (long)r->element[i]->integer;
+	if (r->element[i]->type == REDIS_REPLY_STRING)
+		return strtol(r->element[i]->str, NULL, 10);
+	return 0;
+}
+
+static void
+reply_str(const redisReply *r, size_t i, char *out, size_t cap)
+{
+	out[0] = '\0';
+	if (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING)
+		snprintf(out, cap, "%.*s", (int)r->element[i]->len,
+		         r->element[i]->str);
+}
+
+/* Redis could not answer: fail closed, or open on local counters. */
+static void
+decide_locally(struct limits_pending *p, struct limits_result *res,
+               const struct scrim_config *cfg)
+{
+	struct local_key *lk = local_find(p->l, p->ticket->hash, false);
+	uint64_t now = now_ms();
+
+	res->local = true;
+	if (!cfg->fail_open) {
+		res->verdict = LIM_UNAVAILABLE;
+		res->retry_after_ms = 1000;
+		return;
+	}
+	/* Only keys Redis vouched for within the hour get in. */
+	if (lk == NULL || now - lk->seen_ms > 3600000) {
+		res->verdict = LIM_UNAVAILABLE;
+		res->retry_after_ms = 1000;
+		return;
+	}
+	snprintf(res->key_id, sizeof(res->key_id), "%s", lk->id);
+	snprintf(res->models, sizeof(res->models), "%s", lk->models);
+	if (now - lk->window_ms >= 60000) {
+		lk->window_ms = now;
+		lk->count = 0;
+	}
+	res->rpm = lk->rpm;
+	if (lk->rpm > 0 && lk->count >= lk->rpm) {
+		res->verdict = LIM_OVER;
+		res->which = "requests";
+		res->retry_after_ms = (long)(lk->window_ms + 60000 - now);
+		return;
+	}
+	lk->count++;
+	res->rpm_remaining = lk->rpm > 0 ? lk->rpm - lk->count : 0;
+	res->rpm_reset_ms = (long)(lk->window_ms + 60000 - now);
+	res->verdict = LIM_OK;
+	p->ticket->active = false; /* nothing reserved in Redis */
+}
+
+static const struct scrim_config *current_cfg; /* for the reply path */
+
+static void send_check(struct limits_pending *p, bool eval);
+
+static void
+check_reply(void *arg, redisReply *rep)
+{
+	struct limits_pending *p = arg;
+	struct limits_result res;
+	char verdict[16];
+
+	p->call = NULL;
+	memset(&res, 0, sizeof(res));
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+	    strncmp(rep->str, "NOSCRIPT", 8) == 0 && !p->retried) {
+		p->retried = true;
+		send_check(p, true);
+		if (p->call != NULL)
+			return;
+		rep = NULL;
+	}
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
+		if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+			log_warn("limits: redis error: %.120s", rep->str);
+		decide_locally(p, &res, current_cfg);
+		p->cb(p->arg, &res);
+		pending_free(p);
+		return;
+	}
+	reply_str(rep, 0, verdict, sizeof(verdict));
+	reply_str(rep, 1, res.key_id, sizeof(res.key_id));
+	if (strcmp(verdict, "unknown") == 0) {
+		res.verdict = LIM_UNKNOWN_KEY;
+	} else if (strcmp(verdict, "revoked") == 0) {
+		res.verdict = LIM_REVOKED;
+	} else if (strcmp(verdict, "expired") == 0) {
+		res.verdict = LIM_EXPIRED;
+	} else {
+		char which[24];
+		struct local_key *lk;
+		reply_str(rep, 2, res.models, sizeof(res.models));
+		reply_str(rep, 3, which, sizeof(which));
+		res.retry_after_ms = reply_int(rep, 4);
+		res.rpm = reply_int(rep, 5);
+		res.rpm_remaining = reply_int(rep, 6);
+		res.rpm_reset_ms = reply_int(rep, 7);
+		res.tpm = reply_int(rep, 8);
+		res.tpm_remaining = reply_int(rep, 9);
+		res.tpm_reset_ms = reply_int(rep, 10);
+		if (strcmp(verdict, "over") == 0) {
+			static const char *const names[] = {
+			    "requests", "tokens", "tokens_per_day", "budget",
+			    "parallel"};
+			res.verdict = LIM_OVER;
+			res.which = "limit";
+			for (size_t i = 0; i < SCRIM_ARRAY_LEN(names); i++)
+				if (strcmp(which, names[i]) == 0)
+					res.which = names[i];
+		} else {
+			res.verdict = LIM_OK;
+			p->ticket->active = true;
+		}
+		/* Remember what Redis said, for fail-open. */
+		lk = local_find(p->l, p->ticket->hash, true);
+		if (lk != NULL) {
+			snprintf(lk->id, sizeof(lk->id), "%s", res.key_id);
+			snprintf(lk->models, sizeof(lk->models), "%s", res.models);
+			lk->rpm = res.rpm;
+			lk->seen_ms = now_ms();
+		}
+	}
+	p->cb(p->arg, &res);
+	pending_free(p);
+}
+
+static void
+send_check(struct limits_pending *p, bool eval)
+{
+	const char *argv[16];
+
+	for (int i = 0; i < p->argc; i++)
+		argv[i] = p->argv_buf[i];
+	argv[0] = eval ? "EVAL" : "EVALSHA";
+	p->argv_len[0] = strlen(argv[0]);
+	argv[1] = eval ? check_lua : p->l->check_sha;
+	p->argv_len[1] = strlen(argv[1]);
+	p->call = redis_call(p->l->redis, check_reply, p, p->argc, argv,
+	                     p->argv_len);
+}
+
+static void
+pend_arg(struct limits_pending *p, const char *fmt, ...)
+{
+	char tmp[256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	p->argv_buf[p->argc] = xstrdup(tmp);
+	p->argv_len[p->argc] = (size_t)(n < 0 ? 0 : n);
+	p->argc++;
+}
+
+struct limits_pending *
+limits_check(struct limits *l, const struct scrim_config *cfg,
+             const char *key, size_t keylen, const char *request_id,
+             long tokens, long micros, struct limits_ticket *t, limits_cb cb,
+             void *arg)
+{
+	struct limits_pending *p = xcalloc(1, sizeof(*p));
+	uint64_t now = now_ms();
+	time_t secs = (time_t)(now / 1000);
+	struct tm tm;
+	long minute_reset = (long)(60000 - now % 60000);
+	long day_reset = (long)(86400000 - now % 86400000);
+	long month_reset;
+	char minute[32], day[16], month[8];
+
+	current_cfg = cfg;
+	gmtime_r(&secs, &tm);
+	strftime(day, sizeof(day), "%Y%m%d", &tm);
+	strftime(month, sizeof(month), "%Y%m", &tm);
+	snprintf(minute, sizeof(minute), "%llu",
+	         (unsigned long long)(now / 60000));
+	{
+		/* Milliseconds to the first of next month, UTC. */
+		struct tm next = tm;
+		next.tm_mday = 1;
+		next.tm_hour = next.tm_min = next.tm_sec = 0;
+		next.tm_mon += 1;
+		month_reset = (long)((timegm(&next) - secs) * 1000);
+	}
+	memset(t, 0, sizeof(*t));
+	key_hash(key, keylen, t->hash);
+	snprintf(t->member, sizeof(t->member), "%s", request_id);
+	snprintf(t->tpm_key, sizeof(t->tpm_key), "scrim:{%s}:tpm:%s", t->hash,
+	         minute);
+	snprintf(t->tpd_key, sizeof(t->tpd_key), "scrim:{%s}:tpd:%s", t->hash,
+	         day);
+	snprintf(t->usd_key, sizeof(t->usd_key), "scrim:{%s}:usd:%s", t->hash,
+	         month);
+	t->reserved_tokens = tokens;
+	t->reserved_micros = micros;
+
+	p->l = l;
+	p->cb = cb;
+	p->arg = arg;
+	p->ticket = t;
+	pend_arg(p, "EVALSHA");
+	pend_arg(p, "%s", l->check_sha);
+	pend_arg(p, "6");
+	pend_arg(p, "scrim:{%s}:key", t->hash);
+	pend_arg(p, "scrim:{%s}:rpm", t->hash);
+	pend_arg(p, "%s", t->tpm_key);
+	pend_arg(p, "%s", t->tpd_key);
+	pend_arg(p, "%s", t->usd_key);
+	pend_arg(p, "scrim:{%s}:par", t->hash);
+	pend_arg(p, "%llu", (unsigned long long)now);
+	pend_arg(p, "%s", request_id);
+	pend_arg(p, "%ld", tokens);
+	pend_arg(p, "%ld", micros);
+	pend_arg(p, "%ld", minute_reset);
+	pend_arg(p, "%ld", day_reset);
+	pend_arg(p, "%ld", month_reset);
+	send_check(p, false);
+	if (p->call == NULL) {
+		/* Not connected: decide now, but answer from the loop like
+		 * every other path, so the caller is never re-entered. */
+		struct limits_result res;
+		memset(&res, 0, sizeof(res));
+		decide_locally(p, &res, cfg);
+		cb(arg, &res);
+		pending_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void
+limits_cancel(struct limits_pending *p)
+{
+	if (p == NULL)
+		return;
+	/* The reply may still reserve in Redis; the settle with refund that
+	 * the request sends when it ends gives it back. */
+	redis_cancel(p->call);
+	pending_free(p);
+}
+
+static void
+settle_reply(void *arg, redisReply *rep)
+{
+	(void)arg;
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+		log_warn("limits: settle failed: %.120s", rep->str);
+}
+
+void
+limits_settle(struct limits *l, struct limits_ticket *t, long tokens,
+              long micros, bool refund)
+{
+	char d[32], u[32], par[96];
+	const char *argv[9];
+	size_t len[9];
+	long dt = 0, du = 0;
+
+	if (l == NULL || t == NULL || !t->active)
+		return;
+	t->active = false;
+	if (refund) {
+		dt = -t->reserved_tokens;
+		du = -t->reserved_micros;
+	} else if (tokens >= 0) {
+		dt = tokens - t->reserved_tokens;
+		du = micros - t->reserved_micros;
+	}
+	snprintf(d, sizeof(d), "%ld", dt);
+	snprintf(u, sizeof(u), "%ld", du);
+	snprintf(par, sizeof(par), "scrim:{%s}:par", t->hash);
+	/* EVAL, not EVALSHA: settling is off the hot path, and this way it
+	 * needs no NOSCRIPT retry. */
+	argv[0] = "EVAL";
+	argv[1] = settle_lua;
+	argv[2] = "4";
+	argv[3] = t->tpm_key;
+	argv[4] = t->tpd_key;
+	argv[5] = t->usd_key;
+	argv[6] = par;
+	argv[7] = d;
+	argv[8] = u;
+	for (int i = 0; i < 9; i++)
+		len[i] = strlen(argv[i]);
+	if (redis_call(l->redis, settle_reply, NULL, 9, argv, len) == NULL)
+		log_warn("limits: settle not sent (redis unavailable)");
+}

@@ -1,0 +1,308 @@
+/*
+ * redis.c - see redis.h.
+ *
+ * Every call carries its own timer. hiredis keeps its callback list per
+ * connection, and a reply for a call we gave up on may still arrive (or
+ * arrive as NULL when the connection goes): each call record therefore
+ * outlives its caller until hiredis is done with it, with the caller's
+ * callback cleared. Calls are freed in exactly one place, call_done().
+ */
+#include "redis.h"
+
+#include "alloc.h"
+#include "log.h"
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* hiredis' own libevent adapter, kept as Debian ships it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#include <hiredis/adapters/libevent.h>
+#pragma GCC diagnostic pop
+
+#define REDIS_BACKOFF_MIN_MS 100
+#define REDIS_BACKOFF_MAX_MS 5000
+
+struct redis_call {
+	struct scrim_redis *r;
+	redis_cb cb;           /* NULL once answered, timed out or cancelled */
+	void *arg;
+	struct event *timer;
+	bool in_hiredis;       /* hiredis still holds it */
+};
+
+struct scrim_redis {
+	struct event_base *base;
+	redisAsyncContext *ac;
+	bool connected;
+	char host[256];
+	int port, db;
+	bool unix_socket;
+	char *password;
+	long timeout_ms;
+	struct event *retry;
+	long backoff_ms;
+	struct redis_stats st;
+};
+
+bool
+redis_parse_url(const char *url, char *host, size_t cap, int *port, int *db,
+                bool *unix_socket)
+{
+	const char *p, *e;
+
+	*port = 6379;
+	*db = 0;
+	*unix_socket = false;
+	if (url[0] == '/') {
+		snprintf(host, cap, "%s", url);
+		*unix_socket = true;
+		return true;
+	}
+	if (strncmp(url, "redis://", 8) != 0)
+		return false;
+	p = url + 8;
+	e = strchr(p, '@');
+	if (e != NULL)
+		p = e + 1; /* credentials come from password_env/_file */
+	e = p + strcspn(p, ":/");
+	if (e == p || (size_t)(e - p) >= cap)
+		return false;
+	memcpy(host, p, (size_t)(e - p));
+	host[e - p] = '\0';
+	if (*e == ':')
+		*port = (int)strtol(e + 1, (char **)&e, 10);
+	if (*e == '/')
+		*db = (int)strtol(e + 1, NULL, 10);
+	return *port > 0 && *port < 65536 && *db >= 0;
+}
+
+static void connect_now(struct scrim_redis *r);
+
+static void
+retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	connect_now(arg);
+}
+
+static void
+schedule_retry(struct scrim_redis *r)
+{
+	struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+
+	evtimer_add(r->retry, &tv);
+	r->backoff_ms *= 2;
+	if (r->backoff_ms > REDIS_BACKOFF_MAX_MS)
+		r->backoff_ms = REDIS_BACKOFF_MAX_MS;
+}
+
+static void
+on_connect(const redisAsyncContext *ac, int status)
+{
+	struct scrim_redis *r = ac->data;
+
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this callback. */
+		log_warn("redis: cannot connect to %s: %s", r->host, ac->errstr);
+		r->ac = NULL;
+		r->connected = false;
+		schedule_retry(r);
+		return;
+	}
+	r->connected = true;
+	r->backoff_ms = REDIS_BACKOFF_MIN_MS;
+	log_info("redis: connected to %s", r->host);
+}
+
+static void
+on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct scrim_redis *r = ac->data;
+
+	(void)status;
+	if (r == NULL)
+		return;
+	log_warn("redis: disconnected from %s%s%s", r->host,
+	         ac->errstr[0] ? ": " : "", ac->errstr);
+	r->ac = NULL;
+	r->connected = false;
+	r->st.reconnects++;
+	schedule_retry(r);
+}
+
+static void
+ignore_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+	(void)ac;
+	(void)priv;
+	(void)reply;
+}
+
+static void
+connect_now(struct scrim_redis *r)
+{
+	redisAsyncContext *ac = r->unix_socket
+	                            ? redisAsyncConnectUnix(r->host)
+	                            : redisAsyncConnect(r->host, r->port);
+
+	if (ac == NULL || ac->err) {
+		log_warn("redis: cannot connect to %s: %s", r->host,
+		         ac ? ac->errstr : "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		schedule_retry(r);
+		return;
+	}
+	ac->data = r;
+	r->ac = ac;
+	redisLibeventAttach(ac, r->base);
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	/* Queued now, sent once connected: AUTH and SELECT come first. */
+	if (r->password != NULL)
+		redisAsyncCommand(ac, ignore_reply, NULL, "AUTH %s", r->password);
+	if (r->db != 0)
+		redisAsyncCommand(ac, ignore_reply, NULL, "SELECT %d", r->db);
+}
+
+struct scrim_redis *
+redis_new(struct event_base *base, const char *url, const char *password,
+          long timeout_ms)
+{
+	struct scrim_redis *r = xcalloc(1, sizeof(*r));
+
+	if (!redis_parse_url(url, r->host, sizeof(r->host), &r->port, &r->db,
+	                     &r->unix_socket)) {
+		free(r);
+		return NULL;
+	}
+	r->base = base;
+	r->password = password ? xstrdup(password) : NULL;
+	r->timeout_ms = timeout_ms;
+	r->backoff_ms = REDIS_BACKOFF_MIN_MS;
+	r->retry = evtimer_new(base, retry_cb, r);
+	connect_now(r);
+	return r;
+}
+
+void
+redis_free(struct scrim_redis *r)
+{
+	if (r == NULL)
+		return;
+	if (r->ac != NULL) {
+		r->ac->data = NULL; /* no reconnect from the callback */
+		redisAsyncFree(r->ac);
+	}
+	event_free(r->retry);
+	xfree_secret(r->password);
+	free(r);
+}
+
+static void
+call_done(struct redis_call *c)
+{
+	if (c->timer != NULL)
+		event_free(c->timer);
+	free(c);
+}
+
+static void
+reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct redis_call *c = priv;
+	redis_cb cb = c->cb;
+
+	(void)ac;
+	c->in_hiredis = false;
+	c->cb = NULL;
+	evtimer_del(c->timer);
+	if (cb != NULL) {
+		redisReply *rep = reply;
+		if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
+			c->r->st.errors++;
+		cb(c->arg, reply);
+	}
+	call_done(c);
+}
+
+static void
+timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct redis_call *c = arg;
+	struct scrim_redis *r = c->r;
+	redis_cb cb = c->cb;
+
+	(void)fd;
+	(void)what;
+	c->cb = NULL;
+	r->st.timeouts++;
+	if (cb != NULL)
+		cb(c->arg, NULL);
+	/* A Redis that stalls once stalls the rest: drop the connection
+	 * (every call still waiting hears NULL now) and rebuild it. */
+	if (r->ac != NULL) {
+		redisAsyncContext *ac = r->ac;
+		log_warn("redis: no answer within %ld ms; reconnecting",
+		         r->timeout_ms);
+		r->ac = NULL;
+		r->connected = false;
+		ac->data = NULL; /* our reconnect, not on_disconnect's */
+		redisAsyncFree(ac); /* calls reply_cb(NULL) for each, c too */
+		r->st.reconnects++;
+		schedule_retry(r);
+	}
+}
+
+struct redis_call *
+redis_call(struct scrim_redis *r, redis_cb cb, void *arg, int argc,
+           const char **argv, const size_t *argvlen)
+{
+	struct redis_call *c;
+	struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+
+	if (r->ac == NULL || !r->connected)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	c->r = r;
+	c->cb = cb;
+	c->arg = arg;
+	c->timer = evtimer_new(r->base, timeout_cb, c);
+	if (redisAsyncCommandArgv(r->ac, reply_cb, c, argc, argv, argvlen) !=
+	    REDIS_OK) {
+		call_done(c);
+		return NULL;
+	}
+	c->in_hiredis = true;
+	evtimer_add(c->timer, &tv);
+	r->st.calls++;
+	return c;
+}
+
+void
+redis_cancel(struct redis_call *c)
+{
+	/* hiredis still owns it; its reply (or NULL) frees it later. */
+	if (c != NULL)
+		c->cb = NULL;
+}
+
+bool
+redis_connected(const struct scrim_redis *r)
+{
+	return r != NULL && r->connected;
+}
+
+void
+redis_get_stats(const struct scrim_redis *r, struct redis_stats *st)
+{
+	*st = r->st;
+}
