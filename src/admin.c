@@ -1,7 +1,9 @@
 /*
  * admin.c - the admin port's pages. /healthz answers from memory;
  * /readyz resolves every routed provider's host through evdns (never a
- * blocking getaddrinfo on the loop) and says which failed.
+ * blocking getaddrinfo on the loop) and says which failed; /proxy.pac;
+ * and the key admin API (/admin/keys...), behind the admin token, with
+ * one asynchronous Redis script per operation.
  */
 #include "admin.h"
 
@@ -9,11 +11,21 @@
 #include "buf.h"
 #include "config.h"
 #include "conn.h"
+#include "auth.h"
 #include "http.h"
+#include "limits.h"
+#include "redis.h"
 #include "log.h"
 #include "server.h"
 
+#include <event2/buffer.h>
 #include <event2/dns.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sys/time.h>
+#include <time.h>
 #include <event2/util.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +170,296 @@ proxy_pac(struct scrim_conn *c)
 	buf_free(&b);
 }
 
+/* ------------------------- key admin API --------------------------- */
+
+struct admin_op {
+	struct scrim_conn *c;     /* NULL once the client left */
+	struct redis_call *call;
+	char *newkey;             /* create/rotate: shown once; wiped */
+	char op[16];
+	char id[64];
+};
+
+static void
+op_free(struct admin_op *o)
+{
+	xfree_secret(o->newkey);
+	free(o);
+}
+
+static void
+op_answer(void *arg, const char *json, size_t len)
+{
+	struct admin_op *o = arg;
+	struct scrim_conn *c = o->c;
+	json_t *j, *res;
+	char *out;
+
+	o->call = NULL;
+	if (c == NULL) {
+		op_free(o);
+		return;
+	}
+	c->admin_op = NULL;
+	j = json ? json_loadb(json, len, 0, NULL) : NULL;
+	if (j == NULL) {
+		conn_send_error(c, ERR_LIMITS_UNAVAILABLE, "Redis did not answer");
+		op_free(o);
+		return;
+	}
+	if (json_object_get(j, "error") != NULL) {
+		conn_send_error(c, ERR_ROUTE_NOT_FOUND,
+		                json_string_value(json_object_get(j, "error")));
+		json_decref(j);
+		op_free(o);
+		return;
+	}
+	/* Records never say the key; a new key is shown this once. */
+	res = o->newkey ? json_pack("{s:s, s:O}", "key", o->newkey, "record", j)
+	                : json_incref(j);
+	out = res ? json_dumps(res, JSON_COMPACT) : NULL;
+	if (out == NULL) {
+		conn_send_error(c, ERR_INTERNAL, NULL);
+	} else {
+		conn_send_simple(c, o->newkey ? 201 : 200, "application/json", out,
+		                 strlen(out), "cache-control: no-store\r\n");
+		OPENSSL_cleanse(out, strlen(out));
+		free(out);
+	}
+	json_decref(res);
+	json_decref(j);
+	op_free(o);
+}
+
+static void
+hex_sha256(const char *s, char out[65])
+{
+	unsigned char md[32];
+	static const char hx[] = "0123456789abcdef";
+
+	EVP_Digest(s, strlen(s), md, NULL, EVP_sha256(), NULL);
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hx[md[i] >> 4];
+		out[2 * i + 1] = hx[md[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+static void
+op_start(struct scrim_conn *c, struct admin_op *o, const char *const *args,
+         size_t nargs)
+{
+	o->c = c;
+	c->admin_op = o;
+	o->call = limits_admin(c->srv->limits, o->op, args, nargs, op_answer, o);
+	if (o->call == NULL) {
+		c->admin_op = NULL;
+		op_free(o);
+		conn_send_error(c, ERR_LIMITS_UNAVAILABLE, "Redis is not connected");
+	}
+}
+
+static long
+jlong(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+	return json_is_integer(v) ? (long)json_integer_value(v) : 0;
+}
+
+static void
+create_key(struct scrim_conn *c, enum scrim_err err)
+{
+	struct admin_op *o;
+	json_t *j, *models, *meta;
+	char h[65], id[32], created[24], rpm[24], tpm[24], tpd[24], budget[32],
+	    maxpar[24], expires[24], mbuf[512] = "";
+	char *metas;
+	unsigned char rnd[5];
+	const char *name;
+	struct evbuffer *b = c->body;
+	size_t len = evbuffer_get_length(b);
+
+	if (err != ERR_NONE) {
+		conn_send_error(c, err, NULL);
+		return;
+	}
+	j = json_loadb((const char *)evbuffer_pullup(b, -1), len, 0, NULL);
+	name = json_string_value(json_object_get(j, "name"));
+	if (!json_is_object(j) || name == NULL || *name == '\0' ||
+	    strlen(name) > 128) {
+		json_decref(j);
+		conn_send_error(c, ERR_INVALID_JSON,
+		                "Body: {\"name\": ..., \"rpm\", \"tpm\", "
+		                "\"tokens_per_day\", \"budget_usd_month\", "
+		                "\"max_parallel\", \"models\": [...], "
+		                "\"expires\": unix time, \"meta\": {...}}");
+		return;
+	}
+	models = json_object_get(j, "models");
+	for (size_t i = 0; json_is_array(models) && i < json_array_size(models);
+	     i++) {
+		const char *m = json_string_value(json_array_get(models, i));
+		size_t ml = strlen(mbuf);
+		if (m != NULL && !strchr(m, ','))
+			snprintf(mbuf + ml, sizeof(mbuf) - ml, "%s%s", ml ? "," : "",
+			         m);
+	}
+	if (json_is_string(models))
+		snprintf(mbuf, sizeof(mbuf), "%s", json_string_value(models));
+	meta = json_object_get(j, "meta");
+	metas = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT)
+	                             : xstrdup("{}");
+	o = xcalloc(1, sizeof(*o));
+	snprintf(o->op, sizeof(o->op), "create");
+	o->newkey = auth_generate_key();
+	if (o->newkey == NULL || RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		free(metas);
+		json_decref(j);
+		op_free(o);
+		conn_send_error(c, ERR_INTERNAL, NULL);
+		return;
+	}
+	hex_sha256(o->newkey, h);
+	snprintf(id, sizeof(id), "key_%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+	         rnd[2], rnd[3], rnd[4]);
+	snprintf(created, sizeof(created), "%ld", (long)time(NULL));
+	snprintf(rpm, sizeof(rpm), "%ld", jlong(j, "rpm"));
+	snprintf(tpm, sizeof(tpm), "%ld", jlong(j, "tpm"));
+	snprintf(tpd, sizeof(tpd), "%ld", jlong(j, "tokens_per_day"));
+	snprintf(budget, sizeof(budget), "%ld",
+	         (long)(json_number_value(json_object_get(j, "budget_usd_month")) *
+	                    1e6 + 0.5));
+	snprintf(maxpar, sizeof(maxpar), "%ld", jlong(j, "max_parallel"));
+	snprintf(expires, sizeof(expires), "%ld", jlong(j, "expires"));
+	{
+		const char *args[] = {h,      id,     name,   created, rpm,
+		                      tpm,    tpd,    budget, maxpar,  mbuf,
+		                      expires, metas};
+		op_start(c, o, args, SCRIM_ARRAY_LEN(args));
+	}
+	free(metas);
+	json_decref(j);
+}
+
+static bool
+admin_authorised(struct scrim_conn *c)
+{
+	const struct scrim_config *cfg = c->srv->cfg;
+	const char *tok;
+	size_t len;
+
+	if (cfg->admin_token == NULL) {
+		conn_send_error(c, ERR_FORBIDDEN_TARGET,
+		                "The key admin API is off: set [redis] "
+		                "admin_token_env or admin_token_file");
+		return false;
+	}
+	if (!auth_presented(&c->head, &tok, &len) ||
+	    len != strlen(cfg->admin_token) ||
+	    CRYPTO_memcmp(tok, cfg->admin_token, len) != 0) {
+		conn_send_error(c, ERR_INVALID_API_KEY, "Admin token required");
+		return false;
+	}
+	if (c->srv->limits == NULL) {
+		conn_send_error(c, ERR_LIMITS_UNAVAILABLE,
+		                "Virtual keys need [redis] url");
+		return false;
+	}
+	return true;
+}
+
+/* /admin/keys[/ID[/revoke|/rotate|/usage]] */
+static void
+keys_api(struct scrim_conn *c)
+{
+	const struct http_head *h = &c->head;
+	const char *t = h->target + 11; /* after "/admin/keys" */
+	size_t n = h->target_len - 11;
+	struct admin_op *o;
+	const char *slash;
+	enum scrim_err err = ERR_NONE;
+	bool post = h->method == HTTP_POST, get = h->method == HTTP_GET;
+
+	if (!admin_authorised(c))
+		return;
+	if (n == 0) {
+		if (get) {
+			o = xcalloc(1, sizeof(*o));
+			snprintf(o->op, sizeof(o->op), "list");
+			op_start(c, o, NULL, 0);
+		} else if (post) {
+			int rc = conn_read_body(c, create_key, &err);
+			if (rc == 1)
+				create_key(c, ERR_NONE);
+			else if (rc < 0)
+				conn_send_error(c, err, NULL);
+		} else {
+			conn_send_error(c, ERR_METHOD_NOT_ALLOWED, NULL);
+		}
+		return;
+	}
+	if (t[0] != '/' || n < 2 || n > 60) {
+		conn_send_error(c, ERR_ROUTE_NOT_FOUND, NULL);
+		return;
+	}
+	o = xcalloc(1, sizeof(*o));
+	slash = memchr(t + 1, '/', n - 1);
+	snprintf(o->id, sizeof(o->id), "%.*s",
+	         (int)(slash ? slash - t - 1 : (long)n - 1), t + 1);
+	if (strspn(o->id, "abcdefghijklmnopqrstuvwxyz0123456789_") !=
+	    strlen(o->id)) {
+		op_free(o);
+		conn_send_error(c, ERR_ROUTE_NOT_FOUND, NULL);
+		return;
+	}
+	size_t rest = slash ? n - (size_t)(slash - t) : 0;
+#define IS(lit) (rest == sizeof(lit) - 1 && memcmp(slash, lit, rest) == 0)
+	if (slash == NULL && get) {
+		const char *args[] = {o->id};
+		snprintf(o->op, sizeof(o->op), "show");
+		op_start(c, o, args, 1);
+	} else if (slash && post && IS("/revoke")) {
+		const char *args[] = {o->id};
+		snprintf(o->op, sizeof(o->op), "revoke");
+		op_start(c, o, args, 1);
+	} else if (slash && post && IS("/rotate")) {
+		char nh[65];
+		o->newkey = auth_generate_key();
+		if (o->newkey == NULL) {
+			op_free(o);
+			conn_send_error(c, ERR_INTERNAL, NULL);
+			return;
+		}
+		hex_sha256(o->newkey, nh);
+		const char *args[] = {o->id, nh};
+		snprintf(o->op, sizeof(o->op), "rotate");
+		op_start(c, o, args, 2);
+	} else if (slash && get && IS("/usage")) {
+		struct timeval tv;
+		struct tm tm;
+		time_t secs;
+		char minute[32], day[16], month[8], since[32];
+		uint64_t now;
+		gettimeofday(&tv, NULL);
+		now = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+		secs = tv.tv_sec;
+		gmtime_r(&secs, &tm);
+		strftime(day, sizeof(day), "%Y%m%d", &tm);
+		strftime(month, sizeof(month), "%Y%m", &tm);
+		snprintf(minute, sizeof(minute), "%llu",
+		         (unsigned long long)(now / 60000));
+		snprintf(since, sizeof(since), "%llu",
+		         (unsigned long long)(now - 60000));
+		const char *args[] = {o->id, minute, day, month, since};
+		snprintf(o->op, sizeof(o->op), "usage");
+		op_start(c, o, args, 5);
+	} else {
+		op_free(o);
+		conn_send_error(c, ERR_ROUTE_NOT_FOUND, NULL);
+	}
+#undef IS
+}
+
 void
 admin_handle(struct scrim_conn *c)
 {
@@ -167,6 +469,10 @@ admin_handle(struct scrim_conn *c)
 	                         "\"type\":\"invalid_request_error\","
 	                         "\"code\":\"not_found\"}}\n";
 
+	if (h->target_len >= 11 && memcmp(h->target, "/admin/keys", 11) == 0) {
+		keys_api(c);
+		return;
+	}
 	if (h->method != HTTP_GET && h->method != HTTP_HEAD) {
 		conn_send_error(c, ERR_METHOD_NOT_ALLOWED, NULL);
 		return;
@@ -192,8 +498,14 @@ admin_conn_closed(struct scrim_conn *c)
 {
 	struct probe *p = c->admin;
 
+	struct admin_op *o = c->admin_op;
+
 	/* Lookups still in flight finish on their own and free the probe. */
 	if (p != NULL)
 		p->conn = NULL;
 	c->admin = NULL;
+	/* A Redis call in flight frees its op when it answers. */
+	if (o != NULL)
+		o->c = NULL;
+	c->admin_op = NULL;
 }

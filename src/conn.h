@@ -66,7 +66,8 @@ struct scrim_conn {
 	bool write_paused;    /* a producer waits for the output to drain */
 
 	struct scrim_req *req;
-	void *admin; /* admin.c's state for a request in progress */
+	void *admin;    /* admin.c's readiness probe in progress */
+	void *admin_op; /* admin.c's key operation in progress */
 
 	/* Proxy mode. */
 	char tunnel_host[256];   /* CONNECT target host; "" outside a tunnel */

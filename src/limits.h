@@ -78,6 +78,18 @@ void limits_cancel(struct limits_pending *p);
 void limits_settle(struct limits *l, struct limits_ticket *t, long tokens,
                    long micros, bool refund);
 
+/*
+ * Key administration for the admin API, one Lua script per operation
+ * (so each is one round trip and atomic). op: "list", "show", "revoke",
+ * "rotate", "usage", "create". args are the operation's arguments as
+ * strings (see limits.c). The callback gets the reply as JSON text, or
+ * NULL when Redis could not answer.
+ */
+typedef void (*limits_admin_cb)(void *arg, const char *json, size_t len);
+struct redis_call *limits_admin(struct limits *l, const char *op,
+                                const char *const *args, size_t nargs,
+                                limits_admin_cb cb, void *arg);
+
 /* Price of tokens for a model from [prices], in micro-USD. */
 long limits_price(const struct scrim_config *cfg, const char *model,
                   long tokens_in, long tokens_out);
