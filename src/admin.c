@@ -14,6 +14,9 @@
 #include "auth.h"
 #include "http.h"
 #include "limits.h"
+#include "metrics.h"
+#include "certcache.h"
+#include "upstream.h"
 #include "redis.h"
 #include "log.h"
 #include "server.h"
@@ -460,6 +463,69 @@ keys_api(struct scrim_conn *c)
 #undef IS
 }
 
+static void
+metrics_page(struct scrim_conn *c)
+{
+	struct scrim_server *srv = c->srv;
+	struct buf b;
+	bool ok;
+
+	buf_init(&b, 8 * 1024 * 1024);
+	ok = metrics_render(srv->metrics, &b) &&
+	     buf_addf(&b, "# HELP scrim_connections_open Client connections "
+	                  "open\n# TYPE scrim_connections_open gauge\n"
+	                  "scrim_connections_open %zu\n", srv->nconns) &&
+	     buf_addf(&b, "# HELP scrim_upstream_active Upstream transfers in "
+	                  "flight (streams included)\n# TYPE scrim_upstream_active "
+	                  "gauge\nscrim_upstream_active %zu\n",
+	              upstream_active(srv->up)) &&
+	     buf_addf(&b, "# HELP scrim_connections_accepted_total Connections "
+	                  "accepted\n# TYPE scrim_connections_accepted_total "
+	                  "counter\nscrim_connections_accepted_total %llu\n",
+	              (unsigned long long)srv->stats.accepted) &&
+	     buf_addf(&b, "# HELP scrim_config_reloads_total Reloads applied "
+	                  "and refused\n# TYPE scrim_config_reloads_total counter\n"
+	                  "scrim_config_reloads_total{result=\"applied\"} %llu\n"
+	                  "scrim_config_reloads_total{result=\"refused\"} %llu\n",
+	              (unsigned long long)srv->reloads,
+	              (unsigned long long)srv->reload_failures);
+	if (ok && srv->certs != NULL) {
+		struct certcache_stats cs;
+		certcache_stats(srv->certs, &cs);
+		ok = buf_addf(&b, "# HELP scrim_cert_cache_size Leaf certificates "
+		                  "cached\n# TYPE scrim_cert_cache_size gauge\n"
+		                  "scrim_cert_cache_size %zu\n"
+		                  "# HELP scrim_cert_cache_total Leaf lookups\n"
+		                  "# TYPE scrim_cert_cache_total counter\n"
+		                  "scrim_cert_cache_total{result=\"hit\"} %llu\n"
+		                  "scrim_cert_cache_total{result=\"miss\"} %llu\n",
+		              cs.size, (unsigned long long)cs.hits,
+		              (unsigned long long)cs.misses);
+	}
+	if (ok && srv->limits != NULL) {
+		struct redis_stats rs;
+		limits_redis_stats(srv->limits, &rs);
+		ok = buf_addf(&b, "# HELP scrim_redis_total Redis calls and "
+		                  "failures\n# TYPE scrim_redis_total counter\n"
+		                  "scrim_redis_total{event=\"call\"} %llu\n"
+		                  "scrim_redis_total{event=\"timeout\"} %llu\n"
+		                  "scrim_redis_total{event=\"error\"} %llu\n"
+		                  "scrim_redis_total{event=\"reconnect\"} %llu\n",
+		              (unsigned long long)rs.calls,
+		              (unsigned long long)rs.timeouts,
+		              (unsigned long long)rs.errors,
+		              (unsigned long long)rs.reconnects);
+	}
+	if (!ok) {
+		buf_free(&b);
+		conn_send_error(c, ERR_INTERNAL, NULL);
+		return;
+	}
+	conn_send_simple(c, 200, "text/plain; version=0.0.4", b.p, b.len,
+	                 "cache-control: no-store\r\n");
+	buf_free(&b);
+}
+
 void
 admin_handle(struct scrim_conn *c)
 {
@@ -484,6 +550,10 @@ admin_handle(struct scrim_conn *c)
 	}
 	if (http_name_eq(h->target, h->target_len, "/readyz")) {
 		readyz(c);
+		return;
+	}
+	if (http_name_eq(h->target, h->target_len, "/metrics")) {
+		metrics_page(c);
 		return;
 	}
 	if (http_name_eq(h->target, h->target_len, "/proxy.pac")) {

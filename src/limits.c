@@ -310,6 +310,12 @@ limits_admin(struct limits *l, const char *op, const char *const *args,
 	return call;
 }
 
+void
+limits_redis_stats(const struct limits *l, struct redis_stats *st)
+{
+	redis_get_stats(l->redis, st);
+}
+
 long
 limits_price(const struct scrim_config *cfg, const char *model, long in,
              long out)

@@ -90,6 +90,9 @@ struct redis_call *limits_admin(struct limits *l, const char *op,
                                 const char *const *args, size_t nargs,
                                 limits_admin_cb cb, void *arg);
 
+struct redis_stats;
+void limits_redis_stats(const struct limits *l, struct redis_stats *st);
+
 /* Price of tokens for a model from [prices], in micro-USD. */
 long limits_price(const struct scrim_config *cfg, const char *model,
                   long tokens_in, long tokens_out);

@@ -3,6 +3,7 @@
  * options and hands over to the module that does the work.
  */
 #include "alloc.h"
+#include "audit.h"
 #include "auth.h"
 #include "ca.h"
 #include "config.h"
@@ -45,6 +46,7 @@ usage(FILE *f)
 	        "interception\n"
 	        "  scrub [--rules DIR] [--jsonl] [--explain]\n"
 	        "                         scrub stdin to stdout\n"
+	        "  audit verify|forget    check / redact the audit log chain\n"
 	        "  version                versions of scrim and its libraries\n"
 	        "  help                   this text\n"
 	        "\n"
@@ -244,6 +246,8 @@ main(int argc, char **argv)
 		return scrubcmd_run(argc - 2, argv + 2);
 	if (strcmp(cmd, "keys") == 0)
 		return keyscmd_run(argc - 2, argv + 2);
+	if (strcmp(cmd, "audit") == 0)
+		return audit_cmd(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version(argc - 2, argv + 2);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "-h") == 0 ||

@@ -20,6 +20,7 @@
 #include "json.h"
 #include "limits.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "restore.h"
 #include "route.h"
@@ -35,6 +36,7 @@
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #define REQ_MAX_MODEL 256
@@ -97,6 +99,8 @@ struct scrim_req {
 	struct buf tout;          /* tap output */
 	struct buf whole;         /* a copy of a non-stream answer, for usage */
 	bool capture;
+	uint64_t scrub_us;
+	uint64_t limits_start_us, limits_us;
 	struct buf rout;          /* restored bytes ready for the client */
 
 	struct upstream_xfer *xfer;
@@ -152,6 +156,65 @@ path_of(const struct scrim_req *r, const char **p, size_t *n)
 	*n = q ? (size_t)(q - r->target) : r->target_len;
 }
 
+static uint64_t
+now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void
+record_metrics(const struct scrim_req *r, uint64_t now)
+{
+	struct metrics *m = r->srv->metrics;
+	char route[64], prov[64], lbl[256], v[64];
+	const char *rt = r->route ? r->route->name
+	                 : r->mode == MODE_INTERCEPT ? "intercept"
+	                 : r->mode == MODE_ABSOLUTE  ? "proxy"
+	                                             : "none";
+
+	metrics_label(route, sizeof(route), rt);
+	metrics_label(prov, sizeof(prov),
+	              r->provider ? r->provider->name : (r->mode ? "direct"
+	                                                          : "none"));
+	snprintf(lbl, sizeof(lbl), "route=\"%s\",provider=\"%s\",code=\"%d\"",
+	         route, prov, r->status);
+	metrics_add(m, "scrim_requests_total", lbl, 1);
+	snprintf(lbl, sizeof(lbl), "route=\"%s\"", route);
+	metrics_observe(m, "scrim_request_duration_seconds", lbl,
+	                (double)(now - r->start_ms) / 1000.0);
+	if (r->upstream_ms)
+		metrics_observe(m, "scrim_upstream_duration_seconds", lbl,
+		                (double)(r->upstream_ms - r->start_ms) / 1000.0);
+	if (r->scrub_us)
+		metrics_observe(m, "scrim_scrub_duration_seconds", "",
+		                (double)r->scrub_us / 1e6);
+	if (r->limits_us)
+		metrics_observe(m, "scrim_limits_duration_seconds", "",
+		                (double)r->limits_us / 1e6);
+	for (size_t i = 0; i < r->scrub.stats.ntypes; i++) {
+		metrics_label(v, sizeof(v), r->scrub.stats.types[i].name);
+		snprintf(lbl, sizeof(lbl), "type=\"%s\"", v);
+		metrics_add(m, "scrim_redactions_total", lbl,
+		            r->scrub.stats.types[i].count);
+	}
+	for (size_t i = 0; i < r->scrub.stats.nrules; i++) {
+		metrics_label(v, sizeof(v), r->scrub.stats.rules[i].name);
+		snprintf(lbl, sizeof(lbl), "rule=\"%s\"", v);
+		metrics_add(m, "scrim_rule_hits_total", lbl,
+		            r->scrub.stats.rules[i].count);
+	}
+	if (r->err == ERR_BLOCKED)
+		metrics_add(m, "scrim_blocked_total", "", 1);
+	if (r->err == ERR_RATE_LIMITED)
+		metrics_add(m, "scrim_rate_limited_total", "", 1);
+	if (r->err != ERR_NONE) {
+		snprintf(lbl, sizeof(lbl), "code=\"%s\"", err_info(r->err)->code);
+		metrics_add(m, "scrim_errors_total", lbl, 1);
+	}
+}
+
 /* The one exit: log line, detach from the connection, free. */
 static void
 req_finish(struct scrim_req *r)
@@ -198,6 +261,7 @@ req_finish(struct scrim_req *r)
 	if (r->err_detail != NULL)
 		log_info("req %s upstream: %s", c->req_id, r->err_detail);
 	r->srv->stats.requests++;
+	record_metrics(r, now);
 	c->req = NULL;
 	req_free(r);
 }
@@ -474,6 +538,7 @@ limits_answer(void *arg, const struct limits_result *res)
 	r->lim_pending = NULL;
 	r->lim = *res;
 	r->have_lim = true;
+	r->limits_us = now_us() - r->limits_start_us;
 	r->lim_answered = true;
 	if (r->in_stage_limits)
 		return; /* stage_limits acts on it */
@@ -497,6 +562,7 @@ stage_limits(struct scrim_req *r)
 	out = r->max_tokens > 0 ? r->max_tokens : r->cfg->default_max_tokens;
 	micros = limits_price(r->cfg, r->model, prompt, out);
 	r->in_stage_limits = true;
+	r->limits_start_us = now_us();
 	r->lim_pending = limits_check(r->srv->limits, r->cfg, r->vkey, r->vkey_len,
 	                              r->conn->req_id, prompt + out, micros,
 	                              &r->ticket, limits_answer, r);
@@ -808,12 +874,14 @@ stage_scrub(struct scrim_req *r)
 		req_fail(r, ERR_UNSCRUBBABLE, NULL);
 		return STAGE_DONE;
 	}
+	uint64_t t0 = now_us();
 	memcpy(r->scrub.secret, r->cfg->scrub_secret, 32);
 	r->scrub.key_id = r->key_id;
 	r->scrub.vault = vault_new();
 	buf_init(&r->scrubbed, (size_t)r->cfg->max_body_size * 2 + 4096);
 	jr = json_rewrite(r->body, r->body_len, scrub_cb, r, &r->scrubbed,
 	                  r->body_len, &replaced, &pos);
+	r->scrub_us = now_us() - t0;
 	switch (jr) {
 	case JSON_OK:
 		break;

@@ -723,6 +723,21 @@ apply_one(struct scrub_ctx *ctx, const char *v, size_t vn,
 	}
 }
 
+static void
+count(struct scrub_count *v, size_t *n, const char *name)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (v[i].name == name || strcmp(v[i].name, name) == 0) {
+			v[i].count++;
+			return;
+		}
+	if (*n < SCRUB_MAX_COUNTS) {
+		v[*n].name = name;
+		v[*n].count = 1;
+		(*n)++;
+	}
+}
+
 bool
 scrub_apply(struct scrub_ctx *ctx, const char *s, size_t n,
             const struct scrub_hits *hits, struct buf *out)
@@ -741,8 +756,11 @@ scrub_apply(struct scrub_ctx *ctx, const char *s, size_t n,
 		if (!buf_add(out, s + at, h->start - at) ||
 		    !apply_one(ctx, s + h->start, h->end - h->start, r, out))
 			return false;
-		if (r->action != ACT_ALLOW)
+		if (r->action != ACT_ALLOW) {
 			ctx->stats.replaced++;
+			count(ctx->stats.types, &ctx->stats.ntypes, r->type);
+		}
+		count(ctx->stats.rules, &ctx->stats.nrules, r->id);
 		at = h->end;
 	}
 	return buf_add(out, s + at, n - at);

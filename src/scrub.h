@@ -45,8 +45,19 @@ int scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
                     size_t n, struct scrub_hits *out, char *err,
                     size_t errlen) SCRIM_MUSTCHECK;
 
+#define SCRUB_MAX_COUNTS 64
+
+struct scrub_count {
+	const char *name; /* an entity type or a rule id, owned by the rules */
+	unsigned count;
+};
+
 /* What applying the hits to one string found, accumulated per request. */
 struct scrub_stats {
+	struct scrub_count types[SCRUB_MAX_COUNTS];
+	size_t ntypes;
+	struct scrub_count rules[SCRUB_MAX_COUNTS];
+	size_t nrules;
 	unsigned replaced;     /* spans changed */
 	unsigned allowed;      /* spans kept by allow rules */
 	const struct rule *block; /* first rule whose action is block */

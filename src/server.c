@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "limits.h"
 #include "log.h"
+#include "metrics.h"
 #include "rules.h"
 #include "tls.h"
 #include "upstream.h"
@@ -122,6 +123,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	next = config_load(srv->config_path, false);
 	rules = next ? rules_load(next->rules_dir, false) : NULL;
 	if (next == NULL || rules == NULL) {
+		srv->reload_failures++;
 		log_error("reload: %s has errors; the running configuration and "
 		          "rules stay in force",
 		          next ? next->rules_dir : srv->config_path);
@@ -141,6 +143,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		         srv->cfg->admin_listen);
 	config_unref(srv->cfg);
 	srv->cfg = next;
+	srv->reloads++;
 	log_min_level = next->log_level;
 	log_info("reload: %s applied (%zu providers, %zu routes, %zu keys, "
 	         "%zu rules)", next->path, next->nproviders, next->nroutes,
@@ -242,6 +245,7 @@ server_run(const char *config_path)
 	if (srv.dns == NULL)
 		srv.dns = evdns_base_new(srv.base, 0);
 	srv.up = upstream_new(srv.base);
+	srv.metrics = metrics_new();
 	srv.sig_hup = evsignal_new(srv.base, SIGHUP, on_hup, &srv);
 	srv.sig_term = evsignal_new(srv.base, SIGTERM, on_term, &srv);
 	srv.sig_int = evsignal_new(srv.base, SIGINT, on_term, &srv);
@@ -310,6 +314,7 @@ out:
 		evconnlistener_free(srv.admin);
 	upstream_free(srv.up);
 	limits_free(srv.limits);
+	metrics_free(srv.metrics);
 	tls_server_ctx_free(srv.tls);
 	certcache_free(srv.certs);
 	ca_free(srv.ca);

@@ -36,6 +36,8 @@ struct scrim_server {
 	struct scrim_upstream *up;
 	struct limits *limits;       /* NULL without [redis] url */
 	struct audit *audit;         /* NULL with [audit] mode = off */
+	struct metrics *metrics;
+	uint64_t reloads, reload_failures;
 	struct scrim_ca *ca;         /* NULL until `scrim ca init` */
 	struct certcache *certs;     /* leaves for intercepted hosts */
 	struct ssl_ctx_st *tls;      /* SSL_CTX for interception */

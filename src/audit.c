@@ -1,0 +1,1209 @@
+/*
+ * audit.c - the audit writer. audit_write formats one record on the
+ * caller's thread (the event loop) and queues it; a writer thread seals
+ * the queued records into the chain (auditchain.c), appends them, fsyncs
+ * by policy, moves the epoch key forward, reopens the file on request and
+ * copies lines to syslog. This file owns the log's file descriptor, the
+ * anchor file, the queue and the live epoch key; `scrim audit verify` and
+ * `forget` are auditcmd.c.
+ *
+ * The loop never waits on the disk: the queue is bounded (audit_queue
+ * records, AUDIT_QUEUE_MAX_BYTES) and audit_write only takes its lock.
+ * A record leaves the queue only once its line is in the file, so while
+ * the disk is full records wait (bounded) and none that was accepted is
+ * lost; audit_healthy() turns false until a write succeeds again.
+ */
+#include "audit.h"
+
+#include "alloc.h"
+#include "auditchain.h"
+#include "auditsyslog.h"
+#include "buf.h"
+#include "config.h"
+#include "json.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* One record, bodies included; past it the bodies are left out. */
+#define AUDIT_MAX_RECORD ((size_t)16 << 20)
+/* The queue's memory cap, whatever audit_queue says. */
+#define AUDIT_QUEUE_MAX_BYTES ((size_t)256 << 20)
+/* One write(2) carries up to this much (whole lines). */
+#define AUDIT_BATCH_BYTES ((size_t)1 << 20)
+#define AUDIT_BATCH_ITEMS 4096
+/* Retry a failing disk this often (doubling). */
+#define AUDIT_RETRY_MIN_MS 10
+#define AUDIT_RETRY_MAX_MS 1000
+/* audit_close waits this long for a failing disk before giving up. */
+#define AUDIT_CLOSE_TIMEOUT_MS 5000
+
+enum audit_fsync { AUDIT_FSYNC_ALWAYS, AUDIT_FSYNC_INTERVAL, AUDIT_FSYNC_NEVER };
+enum audit_client { AUDIT_CLIENT_FULL, AUDIT_CLIENT_TRUNCATED, AUDIT_CLIENT_NONE };
+
+struct audit_item {
+	struct audit_item *next;
+	char *data; /* the record's body: '{' and members, no closing brace */
+	size_t len;
+};
+
+/*
+ * The chain as the writer holds it. A batch seals on a copy and commits
+ * the copy only once its lines are in the file: a failed write leaves
+ * nothing half-sealed, and the retry seals the same records again.
+ */
+struct audit_chain {
+	struct auditchain_state st;
+	unsigned char key[AUDITCHAIN_KEY_LEN]; /* the key of st.epoch */
+	uint64_t epoch_start_ms;               /* monotonic */
+};
+
+struct audit {
+	/* Settings, fixed at open. */
+	char *path;
+	char *anchor_path;
+	long fsync_mode;        /* enum audit_fsync */
+	uint64_t fsync_interval_ms;
+	long client_mode;       /* enum audit_client */
+	bool store_bodies;
+	bool use_syslog;
+	size_t max_items;
+	char boot[33];          /* random per open: tells runs apart */
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;      /* the writer waits on it (monotonic clock) */
+	/* Under mu. The writer pops only what it has written. */
+	struct audit_item *head, *tail;
+	size_t nitems, nbytes;
+	bool reopen_req, stop_req, closed;
+
+	/* The writer thread's (and audit_open's, before it starts). */
+	pthread_t thread;
+	int fd;                 /* -1 after a failed reopen: retried */
+	bool regular;           /* a regular file: torn lines can be cut */
+	int anchor_fd;          /* -1 when the anchor cannot be kept */
+	bool anchor_warned;
+	struct audit_chain chain;
+	const char *ckpt_event; /* a checkpoint owed before more records */
+	char note[160];         /* said once, in the next checkpoint */
+	struct buf batch;
+	bool dirty;             /* written since the last fsync */
+	uint64_t last_sync_ms, retry_at_ms, retry_ms;
+
+	atomic_bool healthy;
+	_Atomic uint64_t written, failed, dropped;
+};
+
+static uint64_t
+clock_ms(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t
+mono_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
+
+/* ---- formatting, on the caller's thread ---------------------------------- */
+
+static bool
+put_time(struct buf *b, uint64_t ms)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char s[32];
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		return false;
+	return buf_addf(b, ",\"time\":\"%s.%03uZ\"", s, (unsigned)(ms % 1000));
+}
+
+/* The length of the valid UTF-8 sequence at p[0..n), or 0. */
+static size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	uint32_t cp, min;
+	size_t len;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		len = 2, cp = p[0] & 0x1f, min = 0x80;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		len = 3, cp = p[0] & 0x0f, min = 0x800;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		len = 4, cp = p[0] & 0x07, min = 0x10000;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/*
+ * A quoted JSON string. Bytes that are not UTF-8 (a raw path, a model
+ * name a client made up) become U+FFFD, so every line stays JSON that any
+ * reader, and the verifier, accepts.
+ */
+static bool
+put_json_string(struct buf *b, const char *s, size_t n)
+{
+	size_t i = 0, run = 0;
+
+	if (!buf_addc(b, '"'))
+		return false;
+	while (i < n) {
+		size_t l = utf8_len((const unsigned char *)s + i, n - i);
+
+		if (l > 0) {
+			i += l;
+			continue;
+		}
+		if (!json_escape_into(b, s + run, i - run) ||
+		    !buf_add(b, "\\ufffd", 6))
+			return false;
+		run = ++i;
+	}
+	return json_escape_into(b, s + run, n - run) && buf_addc(b, '"');
+}
+
+/* ,"key":"s" or ,"key":null; key is always one of ours, plain ASCII. */
+static bool
+put_strn(struct buf *b, const char *key, const char *s, size_t n)
+{
+	if (!buf_addf(b, ",\"%s\":", key))
+		return false;
+	if (s == NULL)
+		return buf_add(b, "null", 4);
+	return put_json_string(b, s, n);
+}
+
+static bool
+put_str(struct buf *b, const char *key, const char *s)
+{
+	return put_strn(b, key, s, s ? strlen(s) : 0);
+}
+
+static bool
+put_i64(struct buf *b, const char *key, int64_t v)
+{
+	if (v < 0)
+		return buf_addf(b, ",\"%s\":null", key);
+	return buf_addf(b, ",\"%s\":%" PRId64, key, v);
+}
+
+/*
+ * {"name":n,...}. Names given twice are summed: a JSON object with a
+ * duplicate member is one the verifier (and many readers) refuse.
+ */
+static bool
+put_counts(struct buf *b, const char *key, const struct audit_count *c,
+           size_t n)
+{
+	bool first = true;
+
+	if (!buf_addf(b, ",\"%s\":{", key))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t sum = 0;
+		bool seen = false;
+
+		if (c[i].name == NULL)
+			continue;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = c[j].name && strcmp(c[j].name, c[i].name) == 0;
+		if (seen)
+			continue;
+		for (size_t j = i; j < n; j++)
+			if (c[j].name && strcmp(c[j].name, c[i].name) == 0)
+				sum += c[j].count;
+		if ((!first && !buf_addc(b, ',')) ||
+		    !put_json_string(b, c[i].name, strlen(c[i].name)) ||
+		    !buf_addf(b, ":%" PRIu64, sum))
+			return false;
+		first = false;
+	}
+	return buf_addc(b, '}');
+}
+
+static bool
+put_list(struct buf *b, const char *key, const char *const *v, size_t n)
+{
+	if (!buf_addf(b, ",\"%s\":[", key))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		const char *s = v[i] ? v[i] : "";
+
+		if ((i > 0 && !buf_addc(b, ',')) ||
+		    !put_json_string(b, s, strlen(s)))
+			return false;
+	}
+	return buf_addc(b, ']');
+}
+
+/*
+ * The client address by policy. addr is as the connection printed it:
+ * "a.b.c.d:port", "[v6]:port" or a bare address. Truncated keeps the
+ * network (/24, /48) and never the port; an address that does not parse
+ * is left out rather than written in a form nobody checked.
+ */
+static bool
+put_client(struct buf *b, long mode, const char *addr)
+{
+	unsigned char raw[16];
+	char host[64], out[INET6_ADDRSTRLEN];
+	const char *s = addr, *end;
+	size_t n;
+
+	if (addr == NULL || mode == AUDIT_CLIENT_NONE)
+		return true;
+	if (mode == AUDIT_CLIENT_FULL)
+		return put_str(b, "client", addr);
+	if (*s == '[') {
+		s++;
+		end = strchr(s, ']');
+	} else {
+		end = strchr(s, ':');
+		/* Two colons or more: a bare IPv6 address, no port. */
+		if (end != NULL && strchr(end + 1, ':') != NULL)
+			end = NULL;
+	}
+	n = end ? (size_t)(end - s) : strlen(s);
+	if (n == 0 || n >= sizeof(host))
+		return true;
+	memcpy(host, s, n);
+	host[n] = '\0';
+	if (inet_pton(AF_INET, host, raw) == 1) {
+		raw[3] = 0;
+		inet_ntop(AF_INET, raw, out, sizeof(out));
+	} else if (inet_pton(AF_INET6, host, raw) == 1) {
+		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0,
+		                                         0, 0, 0, 0, 0xff, 0xff};
+		if (memcmp(raw, mapped, sizeof(mapped)) == 0) {
+			raw[15] = 0;
+			inet_ntop(AF_INET, raw + 12, out, sizeof(out));
+		} else {
+			memset(raw + 6, 0, 10);
+			inet_ntop(AF_INET6, raw, out, sizeof(out));
+		}
+	} else {
+		return true;
+	}
+	return put_str(b, "client", out);
+}
+
+/*
+ * The record's body: '{' and members, no closing brace (the writer adds
+ * seq, epoch and mac). Only what the caller passed, and only the
+ * scrubbed bodies when store_scrubbed_body is on: there is no field for
+ * anything else. Without room for the bodies (bodies false) it says so.
+ */
+static bool
+format_record(const struct audit *a, const struct audit_record *r,
+              struct buf *b, bool bodies)
+{
+	bool has_bodies = a->store_bodies &&
+	                  (r->scrubbed_request || r->scrubbed_response);
+	bool ok;
+
+	ok = buf_add(b, "{\"type\":\"request\"", 17) && put_time(b, r->time_ms) &&
+	     put_str(b, "request_id", r->request_id) &&
+	     put_str(b, "key_id", r->key_id) &&
+	     put_client(b, a->client_mode, r->client_addr) &&
+	     put_str(b, "way_in", r->way_in) && put_str(b, "host", r->host) &&
+	     put_str(b, "method", r->method) &&
+	     /* The query string can carry anything: never keep it. */
+	     put_strn(b, "path", r->path,
+	              r->path ? strcspn(r->path, "?#") : 0) &&
+	     put_str(b, "provider", r->provider) &&
+	     put_str(b, "model", r->model) &&
+	     buf_addf(b, ",\"status\":%d", r->status) &&
+	     put_str(b, "decision", r->decision) &&
+	     put_str(b, "reason", r->reason) &&
+	     buf_addf(b, ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64,
+	              r->bytes_in, r->bytes_out) &&
+	     put_i64(b, "tokens_in", r->tokens_in) &&
+	     put_i64(b, "tokens_out", r->tokens_out) &&
+	     (r->cost_usd >= 0 && isfinite(r->cost_usd)
+	          ? buf_addf(b, ",\"cost_usd\":%.10g", r->cost_usd)
+	          : buf_addf(b, ",\"cost_usd\":null")) &&
+	     put_counts(b, "redactions", r->redactions, r->nredactions) &&
+	     put_counts(b, "rules", r->rules, r->nrules) &&
+	     put_list(b, "context_ids", r->context_ids, r->ncontext) &&
+	     buf_addf(b,
+	              ",\"ms_total\":%" PRIu64 ",\"ms_upstream\":%" PRIu64
+	              ",\"us_scrub\":%" PRIu64,
+	              r->ms_total, r->ms_upstream, r->us_scrub);
+	if (!ok || !has_bodies)
+		return ok;
+	if (!bodies)
+		return buf_addf(b, ",\"bodies\":\"omitted_too_large\"");
+	if (r->scrubbed_request &&
+	    !put_strn(b, "scrubbed_request", r->scrubbed_request,
+	              r->scrubbed_request_len))
+		return false;
+	if (r->scrubbed_response &&
+	    !put_strn(b, "scrubbed_response", r->scrubbed_response,
+	              r->scrubbed_response_len))
+		return false;
+	return true;
+}
+
+static bool
+drop(struct audit *a, const char *why)
+{
+	uint64_t d = atomic_fetch_add(&a->dropped, 1) + 1;
+
+	/* 1, 2, 4, 8...: an overload is reported without flooding. */
+	if ((d & (d - 1)) == 0)
+		log_error("audit: record dropped (%s); %" PRIu64 " so far", why, d);
+	return false;
+}
+
+bool
+audit_write(struct audit *a, const struct audit_record *r)
+{
+	struct audit_item *it;
+	struct buf b;
+	const char *why;
+	bool wake;
+
+	if (a == NULL)
+		return true;
+	buf_init(&b, AUDIT_MAX_RECORD);
+	if (!format_record(a, r, &b, true)) {
+		buf_reset(&b);
+		if (!format_record(a, r, &b, false)) {
+			buf_free(&b);
+			return drop(a, "too large");
+		}
+	}
+	it = malloc(sizeof(*it));
+	if (it == NULL) {
+		buf_free(&b);
+		return drop(a, "out of memory");
+	}
+	it->next = NULL;
+	it->data = b.p;
+	it->len = b.len;
+	pthread_mutex_lock(&a->mu);
+	why = a->closed                               ? "closed"
+	      : a->nitems >= a->max_items             ? "queue full"
+	      : it->len > AUDIT_QUEUE_MAX_BYTES - a->nbytes ? "queue full (bytes)"
+	                                              : NULL;
+	if (why == NULL) {
+		wake = a->head == NULL;
+		if (a->tail != NULL)
+			a->tail->next = it;
+		else
+			a->head = it;
+		a->tail = it;
+		a->nitems++;
+		a->nbytes += it->len;
+		if (wake)
+			pthread_cond_signal(&a->cv);
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (why != NULL) {
+		free(it->data);
+		free(it);
+		return drop(a, why);
+	}
+	return true;
+}
+
+/* ---- the file ------------------------------------------------------------ */
+
+/* The size the file had before its last line started, or -1. */
+static off_t
+last_newline_end(int fd, off_t size)
+{
+	char chunk[65536];
+	off_t pos = size;
+
+	while (pos > 0 && size - pos <= (off_t)AUDITCHAIN_MAX_LINE) {
+		size_t n = pos > (off_t)sizeof(chunk) ? sizeof(chunk) : (size_t)pos;
+		ssize_t got = pread(fd, chunk, n, pos - (off_t)n);
+
+		if (got != (ssize_t)n)
+			return -1;
+		pos -= (off_t)n;
+		for (size_t i = n; i > 0; i--)
+			if (chunk[i - 1] == '\n')
+				return pos + (off_t)i;
+	}
+	return pos == 0 ? 0 : -1;
+}
+
+/*
+ * A crash (or power loss) mid-write can leave a last line without its
+ * newline; the next record would be glued to it. Cut it, and say so in
+ * the next checkpoint: the cut bytes were never a sealed record.
+ */
+static bool
+cut_torn_tail(struct audit *a, int fd, off_t size, char *err, size_t errlen)
+{
+	char last;
+	off_t keep;
+
+	if (size == 0)
+		return true;
+	if (pread(fd, &last, 1, size - 1) != 1) {
+		snprintf(err, errlen, "cannot read %s: %s", a->path,
+		         strerror(errno));
+		return false;
+	}
+	if (last == '\n')
+		return true;
+	keep = last_newline_end(fd, size - 1);
+	if (keep < 0 || ftruncate(fd, keep) != 0) {
+		snprintf(err, errlen, "%s ends with a partial line that cannot "
+		         "be cut: move the file away", a->path);
+		return false;
+	}
+	log_warn("audit: cut %lld bytes of a partial last line from %s",
+	         (long long)(size - keep), a->path);
+	snprintf(a->note, sizeof(a->note),
+	         "cut %lld bytes of a partial last line",
+	         (long long)(size - keep));
+	return true;
+}
+
+/* Open the log to append, lock it against a second writer, cut a torn
+ * end. Sets a->fd. */
+static bool
+open_log(struct audit *a, char *err, size_t errlen)
+{
+	struct stat st;
+	int fd;
+
+	fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", a->path,
+		         strerror(errno));
+		return false;
+	}
+	if (fstat(fd, &st) != 0) {
+		snprintf(err, errlen, "cannot stat %s: %s", a->path,
+		         strerror(errno));
+		close(fd);
+		return false;
+	}
+	a->regular = S_ISREG(st.st_mode);
+	if (a->regular) {
+		/* Two writers would interleave two chains in one file. */
+		if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+			snprintf(err, errlen,
+			         "%s is locked by another process (another scrim "
+			         "writing it?)",
+			         a->path);
+			close(fd);
+			return false;
+		}
+		if (!cut_torn_tail(a, fd, st.st_size, err, errlen)) {
+			close(fd);
+			return false;
+		}
+	}
+	a->fd = fd;
+	return true;
+}
+
+/*
+ * Where the file's chain stands: the state after its last record, whose
+ * MAC is checked with this key so a wrong key file (or a forged end) is
+ * found now, not by the next verify. *have false for an empty file.
+ */
+static bool
+read_tail_state(struct audit *a, const unsigned char key0[AUDITCHAIN_KEY_LEN],
+                struct auditchain_state *st, bool *have, char *err,
+                size_t errlen)
+{
+	struct auditchain_line last, prev;
+	struct auditchain_keyring kr;
+	struct auditchain_state before;
+	unsigned char mac[AUDITCHAIN_MAC_LEN];
+	struct stat sb;
+	off_t start_last, start_prev;
+	char *text = NULL;
+	const char *why, *lp;
+	size_t ln;
+	bool ok = false;
+
+	*have = false;
+	if (!a->regular || fstat(a->fd, &sb) != 0 || sb.st_size == 0)
+		return true;
+	start_last = last_newline_end(a->fd, sb.st_size - 1);
+	start_prev = start_last > 0 ? last_newline_end(a->fd, start_last - 1)
+	                            : 0;
+	if (start_last < 0 || start_prev < 0) {
+		snprintf(err, errlen, "the last lines of %s are too long", a->path);
+		return false;
+	}
+	/* File-sized: a failure is an error, not an abort. */
+	text = malloc((size_t)(sb.st_size - start_prev));
+	if (text == NULL ||
+	    pread(a->fd, text, (size_t)(sb.st_size - start_prev), start_prev) !=
+	        sb.st_size - start_prev) {
+		snprintf(err, errlen, "cannot read the end of %s", a->path);
+		goto done;
+	}
+	lp = text + (start_last - start_prev);
+	ln = (size_t)(sb.st_size - start_last) - 1;
+	if (!auditchain_parse(lp, ln, &last, &why)) {
+		snprintf(err, errlen,
+		         "the last line of %s is not an audit record (%s): move "
+		         "the file away to start a new chain",
+		         a->path, why);
+		goto done;
+	}
+	if (last.type == AUDITCHAIN_CHECKPOINT) {
+		memcpy(before.mac, last.prev_mac, AUDITCHAIN_MAC_LEN);
+	} else if (start_last > start_prev &&
+	           auditchain_parse(text, (size_t)(start_last - start_prev) - 1,
+	                            &prev, &why)) {
+		auditchain_after(&prev, &before);
+	} else {
+		snprintf(err, errlen,
+		         "the end of %s is not an audit chain: move the file away "
+		         "to start a new chain",
+		         a->path);
+		goto done;
+	}
+	auditchain_keyring_init(&kr, key0);
+	ok = auditchain_keyring_seek(&kr, last.epoch) &&
+	     auditchain_hmac(kr.key, before.mac, AUDITCHAIN_MAC_LEN, lp,
+	                     last.signed_len, mac) &&
+	     CRYPTO_memcmp(mac, last.mac, AUDITCHAIN_MAC_LEN) == 0;
+	auditchain_keyring_wipe(&kr);
+	if (!ok) {
+		snprintf(err, errlen,
+		         "the last record of %s does not verify with this key "
+		         "(wrong key file?): move the file away or restore the key",
+		         a->path);
+		goto done;
+	}
+	memset(st, 0, sizeof(*st));
+	auditchain_after(&last, st);
+	*have = true;
+done:
+	free(text);
+	return ok;
+}
+
+/* The anchor: the chain's end, rewritten in place after each batch, so
+ * an empty file (rotated while scrim was stopped) still links on, and an
+ * end cut off while it was stopped shows at the next start. */
+#define ANCHOR_FMT "scrim-audit-anchor seq=%020" PRIu64 " epoch=%020" PRIu64 " mac=%s\n"
+
+static bool
+anchor_open(struct audit *a, struct auditchain_state *st)
+{
+	char text[200], hex[2 * AUDITCHAIN_MAC_LEN + 1];
+	unsigned char mac[AUDITCHAIN_MAC_LEN];
+	uint64_t seq, epoch;
+	ssize_t n;
+	bool have = false;
+
+	a->anchor_fd = open(a->anchor_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (a->anchor_fd < 0) {
+		log_warn("audit: cannot keep %s (%s): a file rotated while scrim "
+		         "is stopped will not link to the one before",
+		         a->anchor_path, strerror(errno));
+		return false;
+	}
+	n = pread(a->anchor_fd, text, sizeof(text) - 1, 0);
+	if (n <= 0)
+		return false;
+	text[n] = '\0';
+	if (sscanf(text,
+	           "scrim-audit-anchor seq=%" SCNu64 " epoch=%" SCNu64
+	           " mac=%64[0-9a-f]",
+	           &seq, &epoch, hex) == 3 &&
+	    strlen(hex) == 2 * AUDITCHAIN_MAC_LEN) {
+		for (size_t i = 0; i < AUDITCHAIN_MAC_LEN; i++) {
+			unsigned v;
+			if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+				return false;
+			mac[i] = (unsigned char)v;
+		}
+		memset(st, 0, sizeof(*st));
+		st->seq = seq;
+		st->epoch = epoch;
+		memcpy(st->mac, mac, AUDITCHAIN_MAC_LEN);
+		have = true;
+	}
+	return have;
+}
+
+static void
+anchor_write(struct audit *a)
+{
+	char line[200], hex[2 * AUDITCHAIN_MAC_LEN + 1];
+	int n;
+
+	if (a->anchor_fd < 0)
+		return;
+	auditchain_hex(a->chain.st.mac, AUDITCHAIN_MAC_LEN, hex);
+	n = snprintf(line, sizeof(line), ANCHOR_FMT, a->chain.st.seq,
+	             a->chain.st.epoch, hex);
+	/* Fixed width, so overwriting in place never leaves a stale tail. */
+	if (n > 0 && pwrite(a->anchor_fd, line, (size_t)n, 0) != n &&
+	    !a->anchor_warned) {
+		log_warn("audit: cannot update %s: %s", a->anchor_path,
+		         strerror(errno));
+		a->anchor_warned = true;
+	}
+}
+
+/* ---- the writer thread ---------------------------------------------------- */
+
+static void
+chain_roll(struct audit_chain *c, uint64_t now)
+{
+	auditchain_key_next(c->key);
+	c->st.epoch++;
+	c->st.count = 0;
+	c->epoch_start_ms = now;
+}
+
+static void
+note_failure(struct audit *a, int err, uint64_t now)
+{
+	atomic_fetch_add(&a->failed, 1);
+	if (atomic_exchange(&a->healthy, false))
+		log_error("audit: cannot write %s: %s; records stay queued and "
+		          "are retried",
+		          a->path, strerror(err));
+	a->retry_ms = a->retry_ms ? a->retry_ms * 2 : AUDIT_RETRY_MIN_MS;
+	if (a->retry_ms > AUDIT_RETRY_MAX_MS)
+		a->retry_ms = AUDIT_RETRY_MAX_MS;
+	a->retry_at_ms = now + a->retry_ms;
+}
+
+/*
+ * Append p[0..n) (whole lines) with one write(2). On a short write the
+ * file is cut back to where it was, so no torn line stays behind.
+ */
+static bool
+file_append(struct audit *a, const char *p, size_t n, int *err)
+{
+	struct stat st;
+	off_t before = -1;
+	ssize_t w;
+
+	if (a->regular && fstat(a->fd, &st) == 0)
+		before = st.st_size;
+	do
+		w = write(a->fd, p, n);
+	while (w < 0 && errno == EINTR);
+	if (w >= 0 && (size_t)w == n)
+		return true;
+	*err = w < 0 ? errno : ENOSPC;
+	if (w > 0 && before >= 0 && ftruncate(a->fd, before) != 0)
+		log_error("audit: cannot cut a partial line from %s: %s", a->path,
+		          strerror(errno));
+	return false;
+}
+
+static bool
+sync_now(struct audit *a, uint64_t now)
+{
+	a->dirty = false;
+	a->last_sync_ms = now;
+	/* EINVAL: a device such as /dev/null has nothing to sync. */
+	if (a->fd < 0 || fdatasync(a->fd) == 0 || errno == EINVAL)
+		return true;
+	note_failure(a, errno, now);
+	return false;
+}
+
+/* Seal the checkpoint owed (a->ckpt_event) into the batch. */
+static bool
+seal_checkpoint(struct audit *a, struct audit_chain *w, uint64_t now)
+{
+	const char *ev = a->ckpt_event;
+	char hex[2 * AUDITCHAIN_MAC_LEN + 1];
+	size_t mark = a->batch.len;
+	bool ok;
+
+	/* A run or a file starts a new epoch, so no key serves two runs;
+	 * the chain's very first record stays in epoch 0, as verify wants. */
+	if (strcmp(ev, "epoch") == 0 ||
+	    ((strcmp(ev, "open") == 0 || strcmp(ev, "reopen") == 0) &&
+	     w->st.seq > 0) ||
+	    w->st.count >= AUDITCHAIN_EPOCH_RECORDS)
+		chain_roll(w, now);
+	auditchain_hex(w->st.mac, AUDITCHAIN_MAC_LEN, hex);
+	ok = buf_add(&a->batch, "{\"type\":\"checkpoint\"", 20) &&
+	     put_time(&a->batch, clock_ms(CLOCK_REALTIME)) &&
+	     buf_addf(&a->batch,
+	              ",\"event\":\"%s\",\"boot\":\"%s\",\"version\":\"%s\"", ev,
+	              a->boot, SCRIM_VERSION) &&
+	     (a->note[0] == '\0' || put_str(&a->batch, "note", a->note)) &&
+	     buf_addf(&a->batch, ",\"prev_seq\":%" PRIu64 ",\"prev_mac\":\"%s\"",
+	              w->st.seq, hex) &&
+	     auditchain_seal(&a->batch, mark, &w->st, w->key);
+	if (!ok)
+		a->batch.len = mark;
+	return ok;
+}
+
+/* The batch is in the file: make its chain the chain, release its
+ * records, then sync, anchor and copy by policy. */
+static void
+commit(struct audit *a, struct audit_chain *w, size_t n, uint64_t now)
+{
+	struct audit_item *it, *next;
+	bool synced = true;
+
+	OPENSSL_cleanse(&a->chain, sizeof(a->chain));
+	a->chain = *w;
+	a->ckpt_event = NULL;
+	a->note[0] = '\0';
+	pthread_mutex_lock(&a->mu);
+	it = a->head;
+	for (size_t i = 0; i < n; i++) {
+		a->nbytes -= a->head->len;
+		a->head = a->head->next;
+	}
+	a->nitems -= n;
+	if (a->head == NULL)
+		a->tail = NULL;
+	pthread_mutex_unlock(&a->mu);
+	/* Popped items are no longer reachable by audit_write. */
+	for (size_t i = 0; i < n; i++, it = next) {
+		next = it->next;
+		free(it->data);
+		free(it);
+	}
+	if (a->fsync_mode == AUDIT_FSYNC_ALWAYS)
+		synced = sync_now(a, now);
+	else if (a->fsync_mode == AUDIT_FSYNC_INTERVAL)
+		a->dirty = true;
+	anchor_write(a);
+	if (a->use_syslog) {
+		const char *p = a->batch.p, *end = a->batch.p + a->batch.len;
+
+		while (p < end) {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			auditsyslog_send(p, (size_t)(nl - p));
+			p = nl + 1;
+		}
+	}
+	atomic_fetch_add(&a->written, n);
+	a->retry_ms = 0;
+	a->retry_at_ms = 0;
+	if (synced && !atomic_exchange(&a->healthy, true))
+		log_info("audit: writing %s works again", a->path);
+}
+
+/*
+ * Seal the checkpoint owed and up to max queued records into one batch
+ * and append it. Returns the records written, -1 on failure (the queue
+ * is untouched and a retry is scheduled).
+ */
+static long
+writer_flush(struct audit *a, size_t max)
+{
+	struct audit_chain w;
+	struct audit_item *it;
+	char err[256];
+	size_t avail, n = 0;
+	uint64_t now = mono_ms();
+	int e = 0;
+
+	if (a->fd < 0 && !open_log(a, err, sizeof(err))) {
+		log_debug("audit: %s", err);
+		note_failure(a, errno, now);
+		return -1;
+	}
+	buf_reset(&a->batch);
+	w = a->chain;
+	if (a->ckpt_event != NULL && !seal_checkpoint(a, &w, now)) {
+		e = ENOMEM;
+		goto failed;
+	}
+	pthread_mutex_lock(&a->mu);
+	it = a->head;
+	avail = a->nitems < max ? a->nitems : max;
+	pthread_mutex_unlock(&a->mu);
+	while (n < avail) {
+		size_t mark = a->batch.len;
+
+		if (mark > 0 && mark + it->len > AUDIT_BATCH_BYTES)
+			break;
+		if (w.st.count >= AUDITCHAIN_EPOCH_RECORDS)
+			chain_roll(&w, now);
+		if (!buf_add(&a->batch, it->data, it->len) ||
+		    !auditchain_seal(&a->batch, mark, &w.st, w.key)) {
+			a->batch.len = mark;
+			break;
+		}
+		/* Only items counted in avail are read: the last one's next
+		 * may be being written by audit_write. */
+		if (++n < avail)
+			it = it->next;
+	}
+	if (a->batch.len == 0) {
+		OPENSSL_cleanse(&w, sizeof(w));
+		return 0;
+	}
+	if (!file_append(a, a->batch.p, a->batch.len, &e))
+		goto failed;
+	commit(a, &w, n, now);
+	OPENSSL_cleanse(&w, sizeof(w));
+	return (long)n;
+failed:
+	OPENSSL_cleanse(&w, sizeof(w));
+	note_failure(a, e, now);
+	return -1;
+}
+
+static void
+writer_close_file(struct audit *a)
+{
+	if (a->fd < 0)
+		return;
+	if (a->fsync_mode != AUDIT_FSYNC_NEVER && a->dirty)
+		sync_now(a, mono_ms());
+	else if (a->fsync_mode == AUDIT_FSYNC_ALWAYS)
+		(void)fdatasync(a->fd);
+	close(a->fd);
+	a->fd = -1;
+}
+
+/*
+ * SIGHUP after logrotate moved the file: finish the old file with what is
+ * queued and a "rotate" checkpoint (when it still takes writes; else the
+ * queue goes to the new one), then open the path again and owe a
+ * "reopen" checkpoint, which links to the last record written anywhere.
+ */
+static void
+writer_reopen(struct audit *a)
+{
+	char err[256];
+
+	if (a->fd >= 0 && atomic_load(&a->healthy)) {
+		size_t left;
+		long w = 1;
+
+		pthread_mutex_lock(&a->mu);
+		left = a->nitems;
+		pthread_mutex_unlock(&a->mu);
+		while (left > 0 && (w = writer_flush(a, left)) > 0)
+			left -= (size_t)w;
+		if (w > 0 || left == 0) {
+			a->ckpt_event = "rotate";
+			if (writer_flush(a, 0) < 0)
+				a->ckpt_event = NULL;
+		}
+	}
+	writer_close_file(a);
+	a->ckpt_event = "reopen";
+	if (!open_log(a, err, sizeof(err))) {
+		log_error("audit: reopen: %s", err);
+		note_failure(a, errno, mono_ms());
+		return;
+	}
+	log_info("audit: reopened %s", a->path);
+}
+
+static void
+wait_until(struct audit *a, uint64_t wake)
+{
+	struct timespec ts;
+
+	if (wake == UINT64_MAX) {
+		pthread_cond_wait(&a->cv, &a->mu);
+		return;
+	}
+	ts.tv_sec = (time_t)(wake / 1000);
+	ts.tv_nsec = (long)(wake % 1000) * 1000000;
+	pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+}
+
+static uint64_t
+earliest(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct audit *a = arg;
+	uint64_t stop_by = 0;
+
+	pthread_mutex_lock(&a->mu);
+	for (;;) {
+		uint64_t now = mono_ms(), wake = UINT64_MAX, t;
+		bool have = a->head != NULL || a->ckpt_event != NULL;
+		bool reopen = a->reopen_req, stop = a->stop_req;
+		bool flush_due = have && now >= a->retry_at_ms;
+		bool sync_due = false, epoch_due = false;
+
+		if (a->dirty && a->fsync_mode == AUDIT_FSYNC_INTERVAL) {
+			t = a->last_sync_ms + a->fsync_interval_ms;
+			sync_due = now >= t;
+			wake = earliest(wake, t);
+		}
+		/* An idle epoch still ends on time, so its key does not
+		 * linger in memory: an "epoch" checkpoint moves it on. */
+		if (a->ckpt_event == NULL && a->chain.st.seq > 0) {
+			t = a->chain.epoch_start_ms + AUDITCHAIN_EPOCH_MS;
+			epoch_due = now >= t;
+			wake = earliest(wake, t);
+		}
+		if (have && !flush_due)
+			wake = earliest(wake, a->retry_at_ms);
+		if (stop && !reopen) {
+			if (stop_by == 0)
+				stop_by = now + AUDIT_CLOSE_TIMEOUT_MS;
+			if (!have || now >= stop_by)
+				break;
+			wake = earliest(wake, stop_by);
+		}
+		if (!reopen && !flush_due && !sync_due && !epoch_due) {
+			wait_until(a, wake);
+			continue;
+		}
+		a->reopen_req = false;
+		pthread_mutex_unlock(&a->mu);
+		if (reopen)
+			writer_reopen(a);
+		if (epoch_due)
+			a->ckpt_event = "epoch";
+		if (flush_due || epoch_due)
+			(void)writer_flush(a, AUDIT_BATCH_ITEMS);
+		if (sync_due && a->dirty)
+			(void)sync_now(a, mono_ms());
+		pthread_mutex_lock(&a->mu);
+	}
+	pthread_mutex_unlock(&a->mu);
+	/* A clean end is marked, so a verifier can tell it from a crash. */
+	if (a->fd >= 0 && atomic_load(&a->healthy) && a->ckpt_event == NULL &&
+	    a->chain.st.seq > 0) {
+		a->ckpt_event = "close";
+		(void)writer_flush(a, 0);
+	}
+	writer_close_file(a);
+	if (a->anchor_fd >= 0) {
+		(void)fdatasync(a->anchor_fd);
+		close(a->anchor_fd);
+		a->anchor_fd = -1;
+	}
+	return NULL;
+}
+
+/* ---- open, close, the rest of the interface ------------------------------ */
+
+static void
+audit_free(struct audit *a)
+{
+	if (a->fd >= 0)
+		close(a->fd);
+	if (a->anchor_fd >= 0)
+		close(a->anchor_fd);
+	OPENSSL_cleanse(&a->chain, sizeof(a->chain));
+	buf_free(&a->batch);
+	pthread_cond_destroy(&a->cv);
+	pthread_mutex_destroy(&a->mu);
+	free(a->path);
+	free(a->anchor_path);
+	free(a);
+}
+
+/*
+ * base is not used: the writer thread keeps its own clock for fsync,
+ * retries and epochs, so no timer runs on the loop and NULL is fine.
+ */
+struct audit *
+audit_open(const struct scrim_config *cfg, struct event_base *base,
+           char *err, size_t errlen)
+{
+	unsigned char key0[AUDITCHAIN_KEY_LEN], rnd[16];
+	struct auditchain_state tail, anchor;
+	struct auditchain_keyring kr;
+	pthread_condattr_t ca;
+	sigset_t all, old;
+	struct audit *a;
+	bool have_tail, have_anchor;
+	int rc;
+
+	(void)base;
+	a = xcalloc(1, sizeof(*a));
+	a->fd = a->anchor_fd = -1;
+	a->path = xstrdup(cfg->audit_file);
+	a->anchor_path = xasprintf("%s.anchor", cfg->audit_file);
+	a->fsync_mode = cfg->audit_fsync;
+	a->fsync_interval_ms = cfg->audit_fsync_interval_ms > 0
+	                           ? (uint64_t)cfg->audit_fsync_interval_ms
+	                           : 1000;
+	a->client_mode = cfg->audit_client_address;
+	a->store_bodies = cfg->audit_store_bodies != 0;
+	a->use_syslog = cfg->audit_syslog != 0;
+	a->max_items = cfg->audit_queue > 0 ? (size_t)cfg->audit_queue : 10000;
+	buf_init(&a->batch, AUDIT_MAX_RECORD + AUDIT_BATCH_BYTES + 4096);
+	atomic_init(&a->healthy, true);
+	pthread_mutex_init(&a->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->cv, &ca);
+	pthread_condattr_destroy(&ca);
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		snprintf(err, errlen, "no randomness for the audit boot id");
+		goto fail;
+	}
+	auditchain_hex(rnd, sizeof(rnd), a->boot);
+	if (!auditchain_key_load(cfg->audit_key_file, true, key0, err, errlen))
+		goto fail;
+	if (!open_log(a, err, errlen) ||
+	    !read_tail_state(a, key0, &tail, &have_tail, err, errlen)) {
+		OPENSSL_cleanse(key0, sizeof(key0));
+		goto fail;
+	}
+	have_anchor = anchor_open(a, &anchor);
+	memset(&a->chain, 0, sizeof(a->chain));
+	if (have_anchor && (!have_tail || anchor.seq > tail.seq)) {
+		/* The file is empty (rotated while stopped) or shorter than
+		 * what was written: link to what was written, so verify
+		 * shows the gap instead of the chain quietly going on. */
+		if (have_tail) {
+			log_error("audit: %s ends at seq %" PRIu64 " but seq %" PRIu64
+			          " was written: records are missing from its end",
+			          a->path, tail.seq, anchor.seq);
+			snprintf(a->note, sizeof(a->note),
+			         "the file ended at seq %" PRIu64 ", %" PRIu64
+			         " had been written",
+			         tail.seq, anchor.seq);
+		}
+		a->chain.st = anchor;
+	} else if (have_tail) {
+		a->chain.st = tail;
+	}
+	a->chain.st.count = 0;
+	auditchain_keyring_init(&kr, key0);
+	OPENSSL_cleanse(key0, sizeof(key0));
+	if (!auditchain_keyring_seek(&kr, a->chain.st.epoch)) {
+		auditchain_keyring_wipe(&kr);
+		snprintf(err, errlen, "%s: epoch %" PRIu64 " is out of range",
+		         a->path, a->chain.st.epoch);
+		goto fail;
+	}
+	memcpy(a->chain.key, kr.key, AUDITCHAIN_KEY_LEN);
+	auditchain_keyring_wipe(&kr);
+	a->chain.epoch_start_ms = mono_ms();
+	a->ckpt_event = "open";
+	if (cfg->audit_redis_stream != NULL && *cfg->audit_redis_stream)
+		log_warn("audit: redis_stream is not supported yet; records go "
+		         "to %s%s only",
+		         a->path, a->use_syslog ? " and syslog" : "");
+	if (a->use_syslog)
+		auditsyslog_open();
+
+	/* The writer must not take the loop's signals (SIGHUP, SIGTERM). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&a->thread, NULL, writer_main, a);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot start the audit writer: %s",
+		         strerror(rc));
+		if (a->use_syslog)
+			auditsyslog_close();
+		goto fail;
+	}
+	return a;
+fail:
+	audit_free(a);
+	return NULL;
+}
+
+bool
+audit_healthy(const struct audit *a)
+{
+	return a == NULL || atomic_load(&a->healthy);
+}
+
+void
+audit_reopen(struct audit *a)
+{
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->mu);
+	a->reopen_req = true;
+	pthread_cond_signal(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+void
+audit_get_stats(const struct audit *a, struct audit_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (a == NULL)
+		return;
+	st->written = atomic_load(&a->written);
+	st->failed = atomic_load(&a->failed);
+	st->dropped = atomic_load(&a->dropped);
+}
+
+void
+audit_close(struct audit *a)
+{
+	struct audit_item *it, *next;
+	size_t left = 0;
+
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->mu);
+	a->stop_req = true;
+	a->closed = true;
+	pthread_cond_signal(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	pthread_join(a->thread, NULL);
+	for (it = a->head; it != NULL; it = next) {
+		next = it->next;
+		free(it->data);
+		free(it);
+		left++;
+	}
+	if (left > 0)
+		log_error("audit: %zu records could not be written to %s before "
+		          "closing",
+		          left, a->path);
+	if (a->use_syslog)
+		auditsyslog_close();
+	audit_free(a);
+}
