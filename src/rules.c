@@ -249,8 +249,8 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 	} else if (strncmp(v, "digits ", 7) == 0) {
 		char *end;
 		long d = strtol(v + 7, &end, 10);
-		if (*end || d < 1 || d > 64) {
-			rcomplain(ld, line, "anchor digits N: N from 1 to 64");
+		if (*end || d < 2 || d > 64) {
+			rcomplain(ld, line, "anchor digits N: N from 2 to 64");
 			return false;
 		}
 		r->anchor = ANCHOR_DIGITS;

@@ -77,6 +77,15 @@ scrub_utf8_valid(const char *s, size_t n)
 
 	while (i < n) {
 		unsigned char c = p[i];
+		uint64_t w;
+		/* ASCII runs eight bytes at a time. */
+		if (i + 8 <= n) {
+			memcpy(&w, p + i, 8);
+			if ((w & 0x8080808080808080ULL) == 0) {
+				i += 8;
+				continue;
+			}
+		}
 		if (c < 0x80) {
 			i++;
 			continue;
@@ -194,11 +203,13 @@ is_alnum_byte(unsigned char c)
 	       (c >= 'A' && c <= 'Z');
 }
 
+/* For context words, only ASCII letters and digits join a word: "_" and
+ * other scripts are boundaries ("routing_number", "こんにちは。Lot"). */
 static bool
 word_char(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '_' || c >= 0x80;
+	       (c >= '0' && c <= '9');
 }
 
 /* Case-insensitive search for a lower-case needle. */

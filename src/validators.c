@@ -101,6 +101,10 @@ validate_iban(const char *s, size_t n)
 		}
 	if (!known)
 		return false;
+	/* ISO 13616: check digits run 02..98. */
+	if ((c[2] == '0' && (c[3] == '0' || c[3] == '1')) ||
+	    (c[2] == '9' && c[3] == '9'))
+		return false;
 	/* mod 97 of BBAN + country + check digits, letters as 10..35. */
 	for (size_t k = 0; k < len; k++) {
 		char ch = c[(k + 4) % len];

@@ -11,7 +11,7 @@
 
 #include "scrim.h"
 
-#define VAULT_MAX_ENTRIES 4096
+#define VAULT_MAX_ENTRIES 65536
 #define VAULT_CORE_MAX 48
 
 struct vault_entry {
