@@ -45,6 +45,15 @@ for b in build build-asan; do
 done
 set -e
 
+echo "== systemd unit (exposure at most 1.5)"
+set +e
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze security --offline=true --threshold=15 systemd/scrim.service \
+    | tail -1
+  count "systemd-analyze security" "${PIPESTATUS[0]}" 1 0
+fi
+set -e
+
 echo "== integration tests"
 (cd tests && npm ci --no-audit --no-fund --loglevel=error)
 set +e

@@ -396,7 +396,7 @@ audit_write(struct audit *a, const struct audit_record *r)
 	struct audit_item *it;
 	struct buf b;
 	const char *why;
-	bool wake;
+	bool wake = false;
 
 	if (a == NULL)
 		return true;
@@ -430,10 +430,13 @@ audit_write(struct audit *a, const struct audit_record *r)
 		a->tail = it;
 		a->nitems++;
 		a->nbytes += it->len;
-		if (wake)
-			pthread_cond_signal(&a->cv);
 	}
 	pthread_mutex_unlock(&a->mu);
+	/* Signalled after unlocking, so the writer does not wake only to
+	 * block on the mutex we still hold. It checks the queue under the
+	 * lock before it waits, so the wake-up cannot be missed. */
+	if (why == NULL && wake)
+		pthread_cond_signal(&a->cv);
 	if (why != NULL) {
 		free(it->data);
 		free(it);
@@ -621,19 +624,37 @@ done:
 	return ok;
 }
 
-/* The anchor: the chain's end, rewritten in place after each batch, so
- * an empty file (rotated while scrim was stopped) still links on, and an
- * end cut off while it was stopped shows at the next start. */
-#define ANCHOR_FMT "scrim-audit-anchor seq=%020" PRIu64 " epoch=%020" PRIu64 " mac=%s\n"
+/*
+ * The anchor (FILE.anchor): the chain's end, rewritten in place after
+ * each batch, so an empty file (rotated while scrim was stopped) still
+ * links on, and an end cut off while scrim was stopped shows at the next
+ * start. Fixed width, so it is read by offsets.
+ */
+#define ANCHOR_PREFIX "scrim-audit-anchor seq="
+#define ANCHOR_FMT ANCHOR_PREFIX "%020" PRIu64 " epoch=%020" PRIu64 " mac=%s\n"
+#define ANCHOR_LEN (sizeof(ANCHOR_PREFIX) - 1 + 20 + 7 + 20 + 5 + 64 + 1)
+
+static bool
+parse_u64(const char *s, size_t n, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned d = (unsigned)(s[i] - '0');
+
+		if (d > 9 || x > (UINT64_MAX - d) / 10)
+			return false;
+		x = x * 10 + d;
+	}
+	*v = x;
+	return n > 0;
+}
 
 static bool
 anchor_open(struct audit *a, struct auditchain_state *st)
 {
-	char text[200], hex[2 * AUDITCHAIN_MAC_LEN + 1];
-	unsigned char mac[AUDITCHAIN_MAC_LEN];
-	uint64_t seq, epoch;
-	ssize_t n;
-	bool have = false;
+	const size_t p = sizeof(ANCHOR_PREFIX) - 1;
+	char text[ANCHOR_LEN];
 
 	a->anchor_fd = open(a->anchor_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (a->anchor_fd < 0) {
@@ -642,28 +663,15 @@ anchor_open(struct audit *a, struct auditchain_state *st)
 		         a->anchor_path, strerror(errno));
 		return false;
 	}
-	n = pread(a->anchor_fd, text, sizeof(text) - 1, 0);
-	if (n <= 0)
-		return false;
-	text[n] = '\0';
-	if (sscanf(text,
-	           "scrim-audit-anchor seq=%" SCNu64 " epoch=%" SCNu64
-	           " mac=%64[0-9a-f]",
-	           &seq, &epoch, hex) == 3 &&
-	    strlen(hex) == 2 * AUDITCHAIN_MAC_LEN) {
-		for (size_t i = 0; i < AUDITCHAIN_MAC_LEN; i++) {
-			unsigned v;
-			if (sscanf(hex + 2 * i, "%2x", &v) != 1)
-				return false;
-			mac[i] = (unsigned char)v;
-		}
-		memset(st, 0, sizeof(*st));
-		st->seq = seq;
-		st->epoch = epoch;
-		memcpy(st->mac, mac, AUDITCHAIN_MAC_LEN);
-		have = true;
-	}
-	return have;
+	memset(st, 0, sizeof(*st));
+	return pread(a->anchor_fd, text, sizeof(text), 0) == (ssize_t)ANCHOR_LEN &&
+	       memcmp(text, ANCHOR_PREFIX, p) == 0 &&
+	       parse_u64(text + p, 20, &st->seq) &&
+	       memcmp(text + p + 20, " epoch=", 7) == 0 &&
+	       parse_u64(text + p + 27, 20, &st->epoch) &&
+	       memcmp(text + p + 47, " mac=", 5) == 0 &&
+	       auditchain_unhex(text + p + 52, AUDITCHAIN_MAC_LEN, st->mac) &&
+	       text[ANCHOR_LEN - 1] == '\n';
 }
 
 static void
@@ -936,6 +944,7 @@ writer_reopen(struct audit *a)
 		note_failure(a, errno, mono_ms());
 		return;
 	}
+	a->retry_at_ms = 0;
 	log_info("audit: reopened %s", a->path);
 }
 

@@ -61,6 +61,12 @@ unhex(const char *s, size_t n, unsigned char *out, bool upper_ok)
 	return true;
 }
 
+bool
+auditchain_unhex(const char *s, size_t n, unsigned char *out)
+{
+	return unhex(s, n, out, false);
+}
+
 /* ---- key file ---------------------------------------------------------- */
 
 static bool
@@ -482,6 +488,7 @@ auditchain_verifier_init(struct auditchain_verifier *v,
                          const unsigned char key0[AUDITCHAIN_KEY_LEN])
 {
 	memset(v, 0, sizeof(*v));
+	memcpy(v->key0, key0, AUDITCHAIN_KEY_LEN);
 	auditchain_keyring_init(&v->kr, key0);
 }
 
@@ -489,6 +496,7 @@ void
 auditchain_verifier_wipe(struct auditchain_verifier *v)
 {
 	auditchain_keyring_wipe(&v->kr);
+	OPENSSL_cleanse(v->key0, sizeof(v->key0));
 }
 
 SCRIM_PRINTF(3, 4) static bool
@@ -596,6 +604,10 @@ auditchain_verifier_feed(struct auditchain_verifier *v, const char *s,
 		              "more than %d records in epoch %" PRIu64
 		              ": re-sealed with a later key",
 		              AUDITCHAIN_EPOCH_RECORDS, l.epoch);
+	/* Only a tombstone's resume point sends the chain back to an
+	 * epoch whose key this keyring already moved past. */
+	if (l.epoch < v->kr.epoch)
+		auditchain_keyring_init(&v->kr, v->key0);
 	if (!auditchain_keyring_seek(&v->kr, l.epoch))
 		return refuse(v, AUDITCHAIN_FAULT_EPOCH,
 		              "epoch %" PRIu64 " is out of range", l.epoch);

@@ -98,6 +98,9 @@ bool auditchain_hmac(const unsigned char key[AUDITCHAIN_KEY_LEN],
                      unsigned char out[AUDITCHAIN_MAC_LEN]) SCRIM_MUSTCHECK;
 
 void auditchain_hex(const unsigned char *p, size_t n, char *out /* 2n+1 */);
+/* 2n lower-case hex digits at s into out[0..n); false if any is not. */
+bool auditchain_unhex(const char *s, size_t n,
+                      unsigned char *out) SCRIM_MUSTCHECK;
 
 /*
  * b->p[start..] holds a record body: '{' and members, no closing brace.
@@ -155,6 +158,8 @@ enum auditchain_fault {
  * epoch 0); verification can start at any file that way.
  */
 struct auditchain_verifier {
+	unsigned char key0[AUDITCHAIN_KEY_LEN]; /* after a resume point the
+	                                         * epoch may go back */
 	struct auditchain_keyring kr;
 	struct auditchain_state st; /* after the last record accepted */
 	bool started;

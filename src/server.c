@@ -152,6 +152,16 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 }
 
 static void
+on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	/* The loop turned, so the process is alive and serving. */
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static void
 on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct scrim_server *srv = arg;
@@ -301,6 +311,17 @@ server_run(const char *config_path)
 	sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu",
 	           srv.cfg->listen, (unsigned long)getpid());
 	srv.started_ms = conn_now_ms();
+	{
+		uint64_t usec = 0;
+		if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+			struct timeval tv = {(long)(usec / 2000000),
+			                     (long)((usec / 2) % 1000000)};
+			srv.watchdog = event_new(srv.base, -1, EV_PERSIST, on_watchdog,
+			                         &srv);
+			if (srv.watchdog != NULL)
+				event_add(srv.watchdog, &tv);
+		}
+	}
 	event_base_dispatch(srv.base);
 	rc = 0;
 	log_info("stopped: %llu requests served",
@@ -328,6 +349,8 @@ out:
 		event_free(srv.sig_int);
 	if (srv.drain_timer != NULL)
 		event_free(srv.drain_timer);
+	if (srv.watchdog != NULL)
+		event_free(srv.watchdog);
 	if (srv.base != NULL)
 		event_base_free(srv.base);
 	rules_unref(srv.rules);

@@ -33,6 +33,7 @@ struct scrim_server {
 	struct evconnlistener *admin;
 	struct event *sig_hup, *sig_term, *sig_int;
 	struct event *drain_timer;
+	struct event *watchdog;   /* systemd WatchdogSec= keep-alive */
 	struct scrim_upstream *up;
 	struct limits *limits;       /* NULL without [redis] url */
 	struct audit *audit;         /* NULL with [audit] mode = off */
