@@ -526,6 +526,145 @@ metrics_page(struct scrim_conn *c)
 	buf_free(&b);
 }
 
+struct key_rows {
+	struct buf *b;
+	const struct metrics *m;
+	bool first;
+};
+
+static void
+label_value(const char *labels, const char *name, char *out, size_t cap)
+{
+	const char *p = strstr(labels, name);
+	size_t n = 0;
+
+	out[0] = '\0';
+	if (p == NULL || p[strlen(name)] != '=' || p[strlen(name) + 1] != '"')
+		return;
+	p += strlen(name) + 2;
+	while (p[n] && p[n] != '"' && n + 1 < cap)
+		n++;
+	memcpy(out, p, n);
+	out[n] = '\0';
+}
+
+struct tok_find {
+	const char *key;
+	const char *dir;
+	double v;
+};
+
+static void
+tok_cb(void *arg, const char *labels, double v)
+{
+	struct tok_find *t = arg;
+	char k[128], d[8];
+
+	label_value(labels, "key", k, sizeof(k));
+	label_value(labels, "dir", d, sizeof(d));
+	if (strcmp(k, t->key) == 0 && strcmp(d, t->dir) == 0)
+		t->v = v;
+}
+
+static void
+key_row(void *arg, const char *labels, double v)
+{
+	struct key_rows *kr = arg;
+	char key[128];
+	struct tok_find in = {key, "in", 0}, out = {key, "out", 0};
+
+	label_value(labels, "key", key, sizeof(key));
+	metrics_each(kr->m, "scrim_key_tokens_total", tok_cb, &in);
+	metrics_each(kr->m, "scrim_key_tokens_total", tok_cb, &out);
+	(void)buf_addf(kr->b, "%s{\"key\":\"%s\",\"requests\":%.0f,"
+	                      "\"tokens_in\":%.0f,\"tokens_out\":%.0f}",
+	               kr->first ? "" : ",", key, v, in.v, out.v);
+	kr->first = false;
+}
+
+/* Live counters for the status page: the page polls this. */
+static void
+status_json(struct scrim_conn *c)
+{
+	struct scrim_server *srv = c->srv;
+	const struct metrics *m = srv->metrics;
+	struct buf b;
+	struct key_rows kr;
+
+	buf_init(&b, 1 << 20);
+	(void)buf_addf(&b, "{\"version\":\"%s\",\"uptime_s\":%llu,"
+	                   "\"requests\":%.0f,\"errors\":%.0f,"
+	                   "\"redactions\":%.0f,\"blocked\":%.0f,"
+	                   "\"rate_limited\":%.0f,\"connections\":%zu,"
+	                   "\"streams\":%zu,\"reloads\":%llu,"
+	                   "\"interception\":%s,\"redis\":%s,\"keys\":[",
+	               SCRIM_VERSION,
+	               (unsigned long long)((conn_now_ms() - srv->started_ms) /
+	                                    1000),
+	               metrics_sum(m, "scrim_requests_total"),
+	               metrics_sum(m, "scrim_errors_total"),
+	               metrics_sum(m, "scrim_redactions_total"),
+	               metrics_sum(m, "scrim_blocked_total"),
+	               metrics_sum(m, "scrim_rate_limited_total"), srv->nconns,
+	               upstream_active(srv->up), (unsigned long long)srv->reloads,
+	               srv->certs ? "true" : "false",
+	               srv->limits == NULL ? "null"
+	               : limits_connected(srv->limits) ? "true" : "false");
+	kr.b = &b;
+	kr.m = m;
+	kr.first = true;
+	metrics_each(m, "scrim_key_requests_total", key_row, &kr);
+	(void)buf_addf(&b, "]}\n");
+	conn_send_simple(c, 200, "application/json", b.p, b.len,
+	                 "cache-control: no-store\r\n");
+	buf_free(&b);
+}
+
+/* A page an operator can look at: no external assets, works offline. */
+static const char status_html[] =
+    "<!doctype html><html lang=en><meta charset=utf-8>"
+    "<meta name=viewport content='width=device-width,initial-scale=1'>"
+    "<title>scrim status</title><style>"
+    "body{font:15px/1.4 system-ui,sans-serif;margin:2em;color:#1d2733;"
+    "background:#f6f7f9}h1{font-size:1.4em;margin:0 0 .2em}"
+    ".sub{color:#667}.grid{display:grid;grid-template-columns:"
+    "repeat(auto-fill,minmax(150px,1fr));gap:12px;margin:1.2em 0}"
+    ".card{background:#fff;border-radius:8px;padding:12px 14px;"
+    "box-shadow:0 1px 2px #0002}.card b{display:block;font-size:1.6em}"
+    ".card span{color:#667;font-size:.85em}table{border-collapse:collapse;"
+    "background:#fff;box-shadow:0 1px 2px #0002;border-radius:8px;"
+    "min-width:420px}th,td{padding:6px 14px;text-align:right}"
+    "th:first-child,td:first-child{text-align:left}th{color:#667;"
+    "font-weight:600;border-bottom:1px solid #eee}.ok{color:#1a7f37}"
+    ".bad{color:#c62828}</style>"
+    "<h1>scrim</h1><div class=sub id=sub>loading&hellip;</div>"
+    "<div class=grid id=cards></div><h2>Keys</h2>"
+    "<table><thead><tr><th>key id<th>requests<th>tokens in<th>tokens out"
+    "</thead><tbody id=keys></tbody></table>"
+    "<script>"
+    "function card(n,v){return '<div class=card><b>'+v+'</b><span>'+n+"
+    "'</span></div>'}"
+    "function esc(s){return String(s).replace(/[&<>\"]/g,function(c){"
+    "return '&#'+c.charCodeAt(0)+';'})}"
+    "async function tick(){try{var r=await fetch('status.json',"
+    "{cache:'no-store'});var s=await r.json();"
+    "document.getElementById('sub').innerHTML='version '+esc(s.version)+"
+    "' &middot; up '+s.uptime_s+' s &middot; interception '+"
+    "(s.interception?'<span class=ok>on</span>':'<span class=bad>off</span>')"
+    "+' &middot; redis '+(s.redis===null?'not used':(s.redis?"
+    "'<span class=ok>connected</span>':'<span class=bad>down</span>'));"
+    "document.getElementById('cards').innerHTML=card('requests',s.requests)+"
+    "card('errors',s.errors)+card('values redacted',s.redactions)+"
+    "card('blocked',s.blocked)+card('rate limited',s.rate_limited)+"
+    "card('connections',s.connections)+card('streams',s.streams)+"
+    "card('reloads',s.reloads);"
+    "document.getElementById('keys').innerHTML=s.keys.map(function(k){"
+    "return '<tr><td>'+esc(k.key)+'<td>'+k.requests+'<td>'+k.tokens_in+"
+    "'<td>'+k.tokens_out}).join('')||'<tr><td colspan=4>no requests yet';"
+    "}catch(e){document.getElementById('sub').textContent="
+    "'cannot reach scrim: '+e}}tick();setInterval(tick,2000);"
+    "</script></html>\n";
+
 void
 admin_handle(struct scrim_conn *c)
 {
@@ -550,6 +689,20 @@ admin_handle(struct scrim_conn *c)
 	}
 	if (http_name_eq(h->target, h->target_len, "/readyz")) {
 		readyz(c);
+		return;
+	}
+	if (http_name_eq(h->target, h->target_len, "/status") ||
+	    http_name_eq(h->target, h->target_len, "/")) {
+		conn_send_simple(c, 200, "text/html; charset=utf-8", status_html,
+		                 sizeof(status_html) - 1,
+		                 "cache-control: no-store\r\n"
+		                 "content-security-policy: default-src 'none'; "
+		                 "script-src 'unsafe-inline'; style-src "
+		                 "'unsafe-inline'; connect-src 'self'\r\n");
+		return;
+	}
+	if (http_name_eq(h->target, h->target_len, "/status.json")) {
+		status_json(c);
 		return;
 	}
 	if (http_name_eq(h->target, h->target_len, "/metrics")) {

@@ -310,6 +310,12 @@ limits_admin(struct limits *l, const char *op, const char *const *args,
 	return call;
 }
 
+bool
+limits_connected(const struct limits *l)
+{
+	return redis_connected(l->redis);
+}
+
 void
 limits_redis_stats(const struct limits *l, struct redis_stats *st)
 {

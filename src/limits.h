@@ -90,6 +90,7 @@ struct redis_call *limits_admin(struct limits *l, const char *op,
                                 const char *const *args, size_t nargs,
                                 limits_admin_cb cb, void *arg);
 
+bool limits_connected(const struct limits *l);
 struct redis_stats;
 void limits_redis_stats(const struct limits *l, struct redis_stats *st);
 

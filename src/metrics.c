@@ -55,6 +55,9 @@ static const struct {
 	{"scrim_blocked_total", "counter", "Requests refused by a block rule"},
 	{"scrim_rate_limited_total", "counter", "Requests refused with 429"},
 	{"scrim_errors_total", "counter", "Requests failed by scrim, by code"},
+	{"scrim_key_requests_total", "counter", "Requests, by client key id"},
+	{"scrim_key_tokens_total", "counter",
+	 "Tokens reported by providers, by client key id and direction"},
 };
 
 struct metrics *
@@ -190,4 +193,24 @@ metrics_render(const struct metrics *m, struct buf *out)
 		}
 	}
 	return ok;
+}
+
+void
+metrics_each(const struct metrics *m, const char *name,
+             void (*fn)(void *arg, const char *labels, double v), void *arg)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (!m->v[i].hist && strcmp(m->v[i].name, name) == 0)
+			fn(arg, m->v[i].labels, m->v[i].value);
+}
+
+double
+metrics_sum(const struct metrics *m, const char *name)
+{
+	double t = 0;
+
+	for (size_t i = 0; i < m->n; i++)
+		if (strcmp(m->v[i].name, name) == 0)
+			t += m->v[i].hist ? (double)m->v[i].count : m->v[i].value;
+	return t;
 }

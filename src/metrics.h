@@ -24,6 +24,13 @@ void metrics_observe(struct metrics *m, const char *name, const char *labels,
 /* Append every series; help texts come from a table in metrics.c. */
 bool metrics_render(const struct metrics *m, struct buf *out);
 
+/* Visit every series called name (counters): labels and value. */
+void metrics_each(const struct metrics *m, const char *name,
+                  void (*fn)(void *arg, const char *labels, double v),
+                  void *arg);
+/* Sum of a counter over all its label sets. */
+double metrics_sum(const struct metrics *m, const char *name);
+
 /* Quote a label value: only [A-Za-z0-9_.:-], anything else becomes _. */
 void metrics_label(char *out, size_t cap, const char *v);
 

@@ -205,6 +205,20 @@ record_metrics(const struct scrim_req *r, uint64_t now)
 		metrics_add(m, "scrim_rule_hits_total", lbl,
 		            r->scrub.stats.rules[i].count);
 	}
+	if (r->key_id != NULL && strcmp(r->key_id, "-") != 0) {
+		metrics_label(v, sizeof(v), r->key_id);
+		snprintf(lbl, sizeof(lbl), "key=\"%s\"", v);
+		metrics_add(m, "scrim_key_requests_total", lbl, 1);
+		if (r->usage.in > 0) {
+			snprintf(lbl, sizeof(lbl), "key=\"%s\",dir=\"in\"", v);
+			metrics_add(m, "scrim_key_tokens_total", lbl, (double)r->usage.in);
+		}
+		if (r->usage.out > 0) {
+			snprintf(lbl, sizeof(lbl), "key=\"%s\",dir=\"out\"", v);
+			metrics_add(m, "scrim_key_tokens_total", lbl,
+			            (double)r->usage.out);
+		}
+	}
 	if (r->err == ERR_BLOCKED)
 		metrics_add(m, "scrim_blocked_total", "", 1);
 	if (r->err == ERR_RATE_LIMITED)
@@ -1145,8 +1159,9 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 			evbuffer_add(eb, rl.p, rl.len);
 		buf_free(&rl);
 	}
-	/* Usage is read from the answer to settle the reservation. */
-	if (r->ticket.active && status < 300) {
+	/* Usage is read from the answer: to settle a reservation, and for
+	 * the per-key counters and the audit record. */
+	if (status < 300) {
 		if (r->sse) {
 			usage_tap_init(&r->tap, &r->usage, r->strip_usage);
 			buf_init(&r->tout, 4 * 1024 * 1024);
