@@ -12,9 +12,8 @@ pkgs=(
   libevent-dev libssl-dev libcurl4-openssl-dev libjansson-dev libsystemd-dev
 )
 if [ "${SCRIM_TEST_DEPS:-0}" = 1 ]; then
-  # The test suite: a real Redis, nginx and wrk for the benchmarks, and
-  # clang for the fuzzers.
-  pkgs+=(redis-server)
+  # The test suite: a real Redis, and Chromium to look at the status page.
+  pkgs+=(redis-server chromium)
 fi
 
 $SUDO apt-get update -qq
