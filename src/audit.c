@@ -435,7 +435,7 @@ audit_write(struct audit *a, const struct audit_record *r)
 	/* Signalled after unlocking, so the writer does not wake only to
 	 * block on the mutex we still hold. It checks the queue under the
 	 * lock before it waits, so the wake-up cannot be missed. */
-	if (why == NULL && wake && getenv("NOSIG") == NULL)
+	if (why == NULL && wake)
 		pthread_cond_signal(&a->cv);
 	if (why != NULL) {
 		free(it->data);
@@ -1004,7 +1004,7 @@ writer_main(void *arg)
 			wake = earliest(wake, stop_by);
 		}
 		if (!reopen && !flush_due && !sync_due && !epoch_due) {
-			wait_until(a, getenv("NOSIG") ? earliest(wake, now + 1) : wake);
+			wait_until(a, wake);
 			continue;
 		}
 		a->reopen_req = false;

@@ -380,9 +380,15 @@ cmd_verify(const unsigned char key0[AUDITCHAIN_KEY_LEN], char *const *files,
 	printf("     at %s:%" PRIu64 "%s%s%s\n", files[w.last_file], w.last_line,
 	       w.last_event[0] ? " (" : "", w.last_event,
 	       w.last_event[0] ? ")" : "");
-	if (strcmp(w.last_event, "close") != 0)
+	if (w.v.last.has_resume) {
+		auditchain_hex(w.v.last.resume.mac, AUDITCHAIN_MAC_LEN, hex);
+		printf("     the next record links to seq %" PRIu64 " mac %s,\n"
+		       "     where the chain ended before forget\n",
+		       w.v.last.resume.seq, hex);
+	} else if (strcmp(w.last_event, "close") != 0) {
 		printf("note: the last record is not a \"close\" checkpoint: scrim "
 		       "is running, crashed, or records were cut from the end.\n");
+	}
 	printf("note: whole records cut from the end cannot be seen from the "
 	       "files alone;\n      compare the end seq and mac with a copy "
 	       "kept elsewhere (syslog, an earlier verify).\n");

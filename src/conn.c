@@ -567,6 +567,20 @@ write_cb(struct bufferevent *bev, void *arg)
 	if (c->state == CONN_CLOSING) {
 		if (left > 0)
 			return;
+		if (c->intercepted) {
+			/* Under TLS, our output drains into the filter's socket
+			 * buffer first: wait until that one is flushed too, then
+			 * close (a raw shutdown would cut the record stream). */
+			struct bufferevent *u = bufferevent_get_underlying(bev);
+			if (u != NULL &&
+			    evbuffer_get_length(bufferevent_get_output(u)) > 0) {
+				c->flush_polls++;
+				arm(c, 10);
+				return;
+			}
+			conn_close(c, "answer sent");
+			return;
+		}
 		if (!c->linger) {
 			conn_close(c, "answer sent");
 			return;
@@ -606,6 +620,9 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 		/* The client stopped sending; it may still read our answer. */
 		return;
 	}
+	if ((what & BEV_EVENT_EOF) && c->state == CONN_TUNNEL &&
+	    proxy_tunnel_client_eof(c))
+		return;
 	if (what & BEV_EVENT_TIMEOUT) {
 		conn_close(c, "send timeout");
 	} else if (what & BEV_EVENT_EOF) {
@@ -644,6 +661,13 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 		c->body_done(c, ERR_REQUEST_TIMEOUT);
 		return;
 	case CONN_CLOSING:
+		/* Polling a TLS connection's socket buffer (write_cb), for at
+		 * most send_timeout. */
+		if (c->intercepted &&
+		    (long)c->flush_polls * 10 < c->srv->cfg->send_timeout_ms) {
+			write_cb(c->bev, c);
+			return;
+		}
 		conn_close(c, "flush timeout");
 		return;
 	case CONN_LINGER:

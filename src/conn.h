@@ -73,6 +73,7 @@ struct scrim_conn {
 	char tunnel_host[256];   /* CONNECT target host; "" outside a tunnel */
 	unsigned tunnel_port;
 	bool intercepted;        /* TLS terminated here with our leaf */
+	unsigned flush_polls;    /* waits for the TLS socket buffer to drain */
 	char proxy_key_id[64];   /* key id from CONNECT's Proxy-Authorization */
 	char *proxy_vkey;        /* or a virtual key to check per request */
 	struct proxy_tunnel *tunnel;

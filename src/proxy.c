@@ -47,6 +47,7 @@ struct proxy_tunnel {
 	struct evdns_getaddrinfo_request *dns;
 	bool client_paused;         /* client reads stopped: peer is full */
 	bool peer_paused;           /* peer reads stopped: client is full */
+	bool client_eof;            /* client shut its side: pass it on */
 };
 
 bool
@@ -315,6 +316,15 @@ peer_write(struct bufferevent *bev, void *arg)
 {
 	struct proxy_tunnel *t = arg;
 
+	/* The client finished sending and all of it reached the target:
+	 * half-close towards the target, keep relaying its answer. */
+	if (t->client_eof &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+		shutdown(bufferevent_getfd(bev), SHUT_WR);
+		t->client_eof = false;
+		return;
+	}
+
 	if (t->c != NULL && t->client_paused &&
 	    evbuffer_get_length(bufferevent_get_output(bev)) <= TUNNEL_LOW) {
 		t->client_paused = false;
@@ -338,6 +348,21 @@ proxy_tunnel_client_read(struct scrim_conn *c)
 		t->client_paused = true;
 		bufferevent_setwatermark(t->peer, EV_WRITE, TUNNEL_LOW, 0);
 	}
+}
+
+bool
+proxy_tunnel_client_eof(struct scrim_conn *c)
+{
+	struct proxy_tunnel *t = c->tunnel;
+
+	if (t == NULL || t->peer == NULL || c->state != CONN_TUNNEL)
+		return false;
+	proxy_tunnel_client_read(c);
+	t->client_eof = true;
+	bufferevent_setwatermark(t->peer, EV_WRITE, 0, 0);
+	if (evbuffer_get_length(bufferevent_get_output(t->peer)) == 0)
+		peer_write(t->peer, t);
+	return true;
 }
 
 void
@@ -523,13 +548,19 @@ proxy_connect(struct scrim_conn *c)
 			}
 			OPENSSL_cleanse(key, sizeof(key));
 		}
-		if (key_id == NULL) {
+		/* No proxy credentials at all, to a host we intercept: the
+		 * requests inside carry the scrim key as their API key and are
+		 * checked one by one. Blind tunnels need credentials here. */
+		if (key_id == NULL &&
+		    !(present == false &&
+		      proxy_host_matches(cfg->intercept, cfg->nintercept,
+		                         c->tunnel_host))) {
 			refuse(c, ERR_PROXY_AUTH,
 			       present ? "Proxy-Authorization holds no valid scrim key"
 			               : NULL);
 			return;
 		}
-		if (c->proxy_vkey == NULL)
+		if (c->proxy_vkey == NULL && key_id != NULL)
 			snprintf(c->proxy_key_id, sizeof(c->proxy_key_id), "%s",
 			         key_id);
 	}

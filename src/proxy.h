@@ -19,6 +19,9 @@ void proxy_connect(struct scrim_conn *c);
 /* Blind tunnel relay, driven from conn.c's callbacks. */
 void proxy_tunnel_client_read(struct scrim_conn *c);
 void proxy_tunnel_client_drained(struct scrim_conn *c);
+/* The client shut its sending side: true when the tunnel goes on
+ * half-closed (the target's answer still comes back). */
+bool proxy_tunnel_client_eof(struct scrim_conn *c);
 void proxy_tunnel_free(struct proxy_tunnel *t);
 
 /*

@@ -354,6 +354,10 @@ stage_authenticate(struct scrim_req *r)
 		bool present = false;
 		const char *k;
 		size_t kl;
+		/* An Authorization holding a config key is ours, whichever way
+		 * the client proved itself: never forwarded. */
+		if (auth_check(r->cfg, &r->conn->head) != NULL)
+			r->client_key_is_scrim = true;
 		if (r->conn->proxy_key_id[0] != '\0') {
 			r->key_id = r->conn->proxy_key_id;
 			return STAGE_NEXT;
@@ -955,6 +959,11 @@ drop_request_header(const struct scrim_req *r, const struct http_header *hd)
 	const struct http_head *h = &r->conn->head;
 	const struct cfg_provider *p = r->provider;
 
+	/* A scrim key never leaves, whatever the mode and policy. */
+	if ((http_name_eq(hd->name, hd->name_len, "authorization") ||
+	     http_name_eq(hd->name, hd->name_len, "x-api-key")) &&
+	    memmem(hd->value, hd->value_len, "sk-scrim-", 9) != NULL)
+		return true;
 	/* Users' own provider keys pass (proxy mode, no [provider], policy
 	 * pass), unless the header held our key. */
 	if (p == NULL && !r->client_key_is_scrim &&
@@ -1049,7 +1058,9 @@ stage_forward(struct scrim_req *r)
 		                   r->up_https ? "https" : "http", v6 ? "[" : "",
 		                   r->up_host, v6 ? "]" : "", port,
 		                   (int)r->target_len, r->target);
-		ur.guard_private = !r->cfg->allow_private &&
+		/* A host with a [provider] entry is the operator's choice and
+		 * trusted; a host only the client chose is checked. */
+		ur.guard_private = p == NULL && !r->cfg->allow_private &&
 		                   !proxy_host_overridden(r->cfg, r->up_host,
 		                                          r->up_port);
 	}

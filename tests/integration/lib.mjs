@@ -57,8 +57,10 @@ async function openssl(args, opts = {}) {
 /**
  * Sign a leaf certificate with the CA in `pki`, for the given SANs
  * (e.g. ['DNS:localhost', 'IP:127.0.0.1']). Returns {cert, key} paths and PEMs.
+ * With {startDate, endDate} (openssl's YYYYMMDDHHMMSSZ) the certificate gets
+ * exactly that validity (an expired one, say), signed with `openssl ca`.
  */
-export async function makeLeaf(pki, name, sans) {
+export async function makeLeaf(pki, name, sans, { startDate, endDate } = {}) {
   const dir = pki.dir;
   const key = path.join(dir, `${name}.key`);
   const csr = path.join(dir, `${name}.csr`);
@@ -73,8 +75,44 @@ export async function makeLeaf(pki, name, sans) {
   ].join('\n'));
   await openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
-  await openssl(['x509', '-req', '-in', csr, '-CA', pki.caCert, '-CAkey', pki.caKey, '-CAcreateserial',
-    '-days', '7', '-sha256', '-extfile', ext, '-out', cert]);
+  if (startDate || endDate) {
+    // `openssl x509 -req` cannot backdate; `openssl ca` can, given a minimal database.
+    const db = path.join(dir, `${name}.cadb`);
+    fs.mkdirSync(db, { recursive: true });
+    fs.writeFileSync(path.join(db, 'index.txt'), '');
+    fs.writeFileSync(path.join(db, 'serial'), `${crypto.randomBytes(8).toString('hex').replace(/^[89a-f]/, '1')}\n`);
+    const cnf = path.join(db, 'ca.cnf');
+    fs.writeFileSync(cnf, [
+      '[ca]', 'default_ca = testca', '[testca]',
+      `database = ${path.join(db, 'index.txt')}`, `new_certs_dir = ${db}`, `serial = ${path.join(db, 'serial')}`,
+      'default_md = sha256', 'policy = anything', 'unique_subject = no', 'default_days = 7',
+      '[anything]', 'commonName = supplied', '',
+    ].join('\n'));
+    const dates = [];
+    if (startDate) dates.push('-startdate', startDate);
+    if (endDate) dates.push('-enddate', endDate);
+    await openssl(['ca', '-batch', '-notext', '-config', cnf, '-cert', pki.caCert, '-keyfile', pki.caKey,
+      '-in', csr, '-out', cert, '-extfile', ext, ...dates]);
+  } else {
+    await openssl(['x509', '-req', '-in', csr, '-CA', pki.caCert, '-CAkey', pki.caKey, '-CAcreateserial',
+      '-days', '7', '-sha256', '-extfile', ext, '-out', cert]);
+  }
+  return { cert, key, certPem: fs.readFileSync(cert, 'utf8'), keyPem: fs.readFileSync(key, 'utf8') };
+}
+
+/**
+ * A self-signed server certificate (its own issuer, not a CA) in `dir` for
+ * the given SANs. Returns {cert, key} paths and PEMs.
+ */
+export async function makeSelfSigned(dir, name, sans) {
+  fs.mkdirSync(dir, { recursive: true });
+  const key = path.join(dir, `${name}.key`);
+  const cert = path.join(dir, `${name}.crt`);
+  await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '7', '-sha256', '-subj', `/CN=${name}`,
+    '-addext', 'basicConstraints=critical,CA:FALSE',
+    '-addext', 'extendedKeyUsage=serverAuth',
+    '-addext', `subjectAltName=${sans.join(',')}`]);
   return { cert, key, certPem: fs.readFileSync(cert, 'utf8'), keyPem: fs.readFileSync(key, 'utf8') };
 }
 
@@ -107,13 +145,16 @@ export async function makeTestPKI(dir) {
  *   gateway      extra or overriding [gateway] keys, e.g. {header_timeout: '1s'}
  *   provider     extra or overriding keys for [provider fake], e.g. {timeout: '1s'}
  *   anthropicProvider  the same for [provider fakeanthropic]
+ *   redis        a [redis] section: a URL string, or {url, fail_mode,
+ *                timeout, default_max_tokens, ...} (written as given)
+ *   prices       a [prices] section: {glob: 'IN OUT'} (USD per million tokens)
  *   extra        raw text appended at the end
  * Returns the text; the chosen ports are in the text and in
  * configFor.lastPorts. Use parsePorts(text) to read them back.
  */
 export async function configFor({
   providerUrl, caFile, keys = { test: TEST_KEY }, port, adminPort,
-  gateway = {}, provider = {}, anthropicProvider = {}, extra = '',
+  gateway = {}, provider = {}, anthropicProvider = {}, redis, prices, extra = '',
 } = {}) {
   if (!providerUrl) throw new Error('configFor: providerUrl is required');
   port = port || await freePort();
@@ -166,6 +207,8 @@ export async function configFor({
     section('[provider fakeanthropic]', fakeAnthropic),
     section('[route anthropic]', { prefix: '/anthropic/', provider: 'fakeanthropic' }),
     section('[route all]', { prefix: '/v1/', provider: 'fake' }),
+    redis ? section('[redis]', typeof redis === 'string' ? { url: redis } : redis) : '',
+    prices ? section('[prices]', prices) : '',
     extra,
   ].join('\n');
   configFor.lastPorts = { port, adminPort };
@@ -305,6 +348,71 @@ export async function startScrim({ config, env = {}, args = [], bin = SCRIM_BIN,
     },
   };
   return scrim;
+}
+
+// ---------------------------------------------------------------- redis
+
+/**
+ * Start a private redis-server on a free loopback port, in a temporary
+ * directory. With {persist: true} it keeps an append-only file fsynced on
+ * every write, so that its data survives kill() and restart().
+ * Returns {url, port, dir, proc, pid, stop(), kill(), pause() (SIGSTOP),
+ * resume() (SIGCONT), restart() (a new server on the same port and dir),
+ * cli(...args) (redis-cli against it; resolves stdout, trimmed)}.
+ */
+export async function startRedis({ persist = false, bin = 'redis-server', readyTimeoutMs = 5000 } = {}) {
+  const dir = tempDir('scrim-redis-');
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
+    '--daemonize', 'no', '--logfile', ''];
+  if (persist) args.push('--appendonly', 'yes', '--appendfsync', 'always');
+  else args.push('--appendonly', 'no');
+  const cli = async (...a) => {
+    const { stdout } = await execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...a]);
+    return stdout.trim();
+  };
+  const r = { url: `redis://127.0.0.1:${port}`, port, dir, proc: null, pid: null, cli };
+  let exited = Promise.resolve();
+  const spawnOne = async () => {
+    const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    running.add(proc);
+    let log = '';
+    proc.stdout.setEncoding('utf8');
+    proc.stderr.setEncoding('utf8');
+    proc.stdout.on('data', (d) => { log += d; });
+    proc.stderr.on('data', (d) => { log += d; });
+    let gone = false;
+    exited = new Promise((resolve) => proc.on('exit', (code, signal) => { gone = true; running.delete(proc); resolve({ code, signal }); }));
+    r.proc = proc;
+    r.pid = proc.pid;
+    r.log = () => log;
+    const deadline = Date.now() + readyTimeoutMs;
+    for (;;) {
+      if (gone) throw new Error(`redis-server exited during start:\n${log}`);
+      try {
+        if ((await cli('PING')) === 'PONG') break;
+      } catch { /* not yet */ }
+      if (Date.now() > deadline) throw new Error(`redis-server not ready after ${readyTimeoutMs} ms:\n${log}`);
+      await sleep(20);
+    }
+  };
+  const signal = async (sig) => {
+    if (r.proc && r.proc.exitCode === null && r.proc.signalCode === null) {
+      r.proc.kill(sig);
+      await exited;
+    }
+  };
+  r.kill = () => signal('SIGKILL');
+  r.pause = () => { r.proc.kill('SIGSTOP'); };
+  r.resume = () => { r.proc.kill('SIGCONT'); };
+  r.restart = async () => { await signal('SIGKILL'); await spawnOne(); };
+  r.stop = async () => {
+    try { r.proc.kill('SIGCONT'); } catch { /* gone */ }
+    await signal('SIGTERM');
+    try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* ignore */ }
+  };
+  await spawnOne();
+  return r;
 }
 
 // ---------------------------------------------------------------- raw HTTP
