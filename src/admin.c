@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "config.h"
 #include "conn.h"
+#include "audit.h"
 #include "auth.h"
 #include "http.h"
 #include "limits.h"
@@ -501,6 +502,22 @@ metrics_page(struct scrim_conn *c)
 		                  "scrim_cert_cache_total{result=\"miss\"} %llu\n",
 		              cs.size, (unsigned long long)cs.hits,
 		              (unsigned long long)cs.misses);
+	}
+	if (ok && srv->audit != NULL) {
+		struct audit_stats as;
+		audit_get_stats(srv->audit, &as);
+		ok = buf_addf(&b, "# HELP scrim_audit_records_total Audit records\n"
+		                  "# TYPE scrim_audit_records_total counter\n"
+		                  "scrim_audit_records_total{result=\"written\"} %llu\n"
+		                  "scrim_audit_records_total{result=\"failed\"} %llu\n"
+		                  "scrim_audit_records_total{result=\"dropped\"} %llu\n"
+		                  "# HELP scrim_audit_healthy 1 while audit records "
+		                  "are being written\n# TYPE scrim_audit_healthy gauge\n"
+		                  "scrim_audit_healthy %d\n",
+		              (unsigned long long)as.written,
+		              (unsigned long long)as.failed,
+		              (unsigned long long)as.dropped,
+		              audit_healthy(srv->audit) ? 1 : 0);
 	}
 	if (ok && srv->limits != NULL) {
 		struct redis_stats rs;

@@ -125,7 +125,7 @@ mono_ms(void)
 	return clock_ms(CLOCK_MONOTONIC);
 }
 
-/* ---- formatting, on the caller's thread ---------------------------------- */
+/* ---- formatting, on the caller's thread -------------------------------- */
 
 static bool
 put_time(struct buf *b, uint64_t ms)
@@ -445,7 +445,7 @@ audit_write(struct audit *a, const struct audit_record *r)
 	return true;
 }
 
-/* ---- the file ------------------------------------------------------------ */
+/* ---- the file ---------------------------------------------------------- */
 
 /* The size the file had before its last line started, or -1. */
 static off_t
@@ -502,6 +502,24 @@ cut_torn_tail(struct audit *a, int fd, off_t size, char *err, size_t errlen)
 	return true;
 }
 
+static void
+sync_parent(const char *path)
+{
+	char *d = xstrdup(path), *slash = strrchr(d, '/');
+	int fd;
+
+	if (slash == d)
+		slash[1] = '\0';
+	else if (slash != NULL)
+		*slash = '\0';
+	fd = open(slash ? d : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	free(d);
+}
+
 /* Open the log to append, lock it against a second writer, cut a torn
  * end. Sets a->fd. */
 static bool
@@ -537,6 +555,10 @@ open_log(struct audit *a, char *err, size_t errlen)
 			close(fd);
 			return false;
 		}
+		/* A file just created exists after a crash only once its
+		 * directory entry is on disk too. */
+		if (st.st_size == 0 && a->fsync_mode != AUDIT_FSYNC_NEVER)
+			sync_parent(a->path);
 	}
 	a->fd = fd;
 	return true;
@@ -694,7 +716,7 @@ anchor_write(struct audit *a)
 	}
 }
 
-/* ---- the writer thread ---------------------------------------------------- */
+/* ---- the writer thread ------------------------------------------------- */
 
 static void
 chain_roll(struct audit_chain *c, uint64_t now)
@@ -1035,7 +1057,7 @@ writer_main(void *arg)
 	return NULL;
 }
 
-/* ---- open, close, the rest of the interface ------------------------------ */
+/* ---- open, close, the rest of the interface ---------------------------- */
 
 static void
 audit_free(struct audit *a)

@@ -95,7 +95,7 @@ load_key(const char *keyfile, const char *config,
 	return ok;
 }
 
-/* ---- walking a set of files ----------------------------------------------- */
+/* ---- walking a set of files -------------------------------------------- */
 
 struct walk;
 /* Called for each record once the verifier accepted it; before is the
@@ -198,7 +198,8 @@ walk_file(struct walk *w, int f)
 	bool nl, first = true, ok = true;
 	int rc;
 
-	if (lseek(w->fds[f], 0, SEEK_SET) < 0)
+	/* A pipe (verify <(zcat audit.jsonl.2.gz)) is read once, from 0. */
+	if (lseek(w->fds[f], 0, SEEK_SET) < 0 && errno != ESPIPE)
 		return walk_fail(w, f, 0, "cannot read: %s", strerror(errno));
 	auditchain_reader_init(&r, w->fds[f]);
 	while ((rc = auditchain_reader_next(&r, &s, &n, &nl)) == 1) {
@@ -268,7 +269,7 @@ member_string(json_t *o, const char *key)
 	return json_string_value(json_object_get(o, key));
 }
 
-/* ---- verify ---------------------------------------------------------------- */
+/* ---- verify ------------------------------------------------------------ */
 
 static void
 verify_hook(struct walk *w, int file, uint64_t line, const char *s, size_t n,
@@ -396,7 +397,7 @@ cmd_verify(const unsigned char key0[AUDITCHAIN_KEY_LEN], char *const *files,
 	return 0;
 }
 
-/* ---- forget ------------------------------------------------------------------ */
+/* ---- forget ------------------------------------------------------------ */
 
 struct forget_file {
 	struct auditchain_state before; /* the chain ahead of its first line */
@@ -749,7 +750,7 @@ done:
 	return rc;
 }
 
-/* ---- the command -------------------------------------------------------------- */
+/* ---- the command ------------------------------------------------------- */
 
 int
 audit_cmd(int argc, char **argv)

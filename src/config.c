@@ -976,16 +976,20 @@ validate(struct loader *ld)
 		c->audit_on = true;
 	else if (strcmp(c->audit_mode, "off") != 0)
 		complain(ld, 0, "[audit] mode: 'on' or 'off'");
+	/* Given paths are relative to this file; defaults sit in state_dir,
+	 * which already is. */
 	if (*c->audit_file == '\0') {
 		free(c->audit_file);
 		c->audit_file = xasprintf("%s/audit.jsonl", c->state_dir);
+	} else {
+		relative_to_file(c, &c->audit_file);
 	}
 	if (*c->audit_key_file == '\0') {
 		free(c->audit_key_file);
 		c->audit_key_file = xasprintf("%s/audit.key", c->state_dir);
+	} else {
+		relative_to_file(c, &c->audit_key_file);
 	}
-	relative_to_file(c, &c->audit_file);
-	relative_to_file(c, &c->audit_key_file);
 	if (strcmp(c->proxy_mode, "on") == 0)
 		c->proxy_on = true;
 	else if (strcmp(c->proxy_mode, "off") != 0)

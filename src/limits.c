@@ -19,6 +19,8 @@
 #include "log.h"
 #include "redis.h"
 
+#include <event2/event.h>
+
 #include <fnmatch.h>
 #include <stdarg.h>
 #include <hiredis/hiredis.h>
@@ -30,8 +32,10 @@
 #include <sys/time.h>
 #include <time.h>
 
-/* KEYS: rec rpm tpm tpd usd par; ARGV: now_ms member tokens micros
- * minute_reset_ms day_reset_ms month_reset_ms */
+/* KEYS: rec rpm tpm tpd usd par resv; ARGV: now_ms member tokens micros
+ * minute_reset_ms day_reset_ms month_reset_ms. The reservation is also
+ * recorded under the request's id (resv), so settling is idempotent and
+ * a check whose answer was lost can be refunded safely later. */
 static const char check_lua[] =
     "local r = redis.call('HMGET', KEYS[1], 'id', 'revoked', 'expires', "
     "'rpm', 'tpm', 'tpd', 'budget', 'maxpar', 'models')\n"
@@ -95,28 +99,40 @@ static const char check_lua[] =
     "redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[7]) + 86400000)\n"
     "redis.call('INCR', KEYS[6])\n"
     "redis.call('PEXPIRE', KEYS[6], 3600000)\n"
+    "redis.call('HSET', KEYS[7], ARGV[2], tok .. ':' .. usd)\n"
+    "redis.call('PEXPIRE', KEYS[7], 3600000)\n"
     "return {'ok', r[1], r[9] or '', '', 0, rpm, rpm - used_rpm - 1, "
     "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5])}\n";
 
-/* KEYS: tpm tpd usd par; ARGV: token delta, micro-USD delta */
+/* KEYS: tpm tpd usd par resv rpm; ARGV: member, token delta, micro-USD
+ * delta, refund (1: give the reservation back, and the request does not
+ * count against requests per minute either). Nothing happens unless
+ * the reservation is still on record: settling twice, or refunding a
+ * check that never ran, changes nothing. */
 static const char settle_lua[] =
-    "local d, u = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "if d ~= 0 then\n"
-    "  for i = 1, 2 do\n"
-    "    if redis.call('EXISTS', KEYS[i]) == 1 then\n"
-    "      if redis.call('INCRBY', KEYS[i], d) < 0 then "
-    "redis.call('SET', KEYS[i], 0, 'KEEPTTL') end\n"
-    "    end\n"
+    "local r = redis.call('HGET', KEYS[5], ARGV[1])\n"
+    "if not r then return 0 end\n"
+    "redis.call('HDEL', KEYS[5], ARGV[1])\n"
+    "local rt, ru = string.match(r, '(-?%d+):(-?%d+)')\n"
+    "local d, u = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "if ARGV[4] == '1' then\n"
+    "  d, u = -tonumber(rt), -tonumber(ru)\n"
+    "  redis.call('ZREM', KEYS[6], ARGV[1])\n"
+    "end\n"
+    "local function add(k, v)\n"
+    "  if v ~= 0 and redis.call('EXISTS', k) == 1 then\n"
+    "    if redis.call('INCRBY', k, v) < 0 then "
+    "redis.call('SET', k, 0, 'KEEPTTL') end\n"
     "  end\n"
     "end\n"
-    "if u ~= 0 and redis.call('EXISTS', KEYS[3]) == 1 then\n"
-    "  if redis.call('INCRBY', KEYS[3], u) < 0 then "
-    "redis.call('SET', KEYS[3], 0, 'KEEPTTL') end\n"
-    "end\n"
+    "add(KEYS[1], d)\n"
+    "add(KEYS[2], d)\n"
+    "add(KEYS[3], u)\n"
     "if redis.call('EXISTS', KEYS[4]) == 1 and "
     "redis.call('DECR', KEYS[4]) < 0 then redis.call('SET', KEYS[4], 0, "
     "'KEEPTTL') end\n"
     "return 1\n";
+
 
 /* Admin operations. Records are read whole (HGETALL) and returned as
  * JSON made by cjson, which Redis ships to scripts. Not cluster-safe (the
@@ -183,9 +199,17 @@ static const char admin_lua[] =
     "end\n"
     "return cjson.encode({error = 'unknown operation'})\n";
 
+#define LIMITS_MAX_REFUNDS 4096
+
 struct limits {
 	struct event_base *base;
 	struct scrim_redis *redis;
+	struct {
+		struct limits_ticket t;
+		uint64_t queued_ms;
+	} refunds[LIMITS_MAX_REFUNDS];
+	size_t nrefunds;
+	struct event *refund_timer;
 	char check_sha[41], settle_sha[41];
 	/* Fail-open: per-instance counters for keys seen recently. */
 	struct local_key *local;
@@ -210,11 +234,14 @@ struct limits_pending {
 	struct limits_ticket *ticket;
 	bool retried;          /* EVAL after NOSCRIPT */
 	/* The command, kept for the retry. */
-	char *argv_buf[16];
-	size_t argv_len[16];
+	char *argv_buf[24];
+	size_t argv_len[24];
 	int argc;
 	long reset_minute_ms;
 };
+
+static void queue_refund(struct limits *l, const struct limits_ticket *t);
+static void refund_cb(evutil_socket_t fd, short what, void *arg);
 
 static uint64_t
 now_ms(void)
@@ -250,6 +277,7 @@ limits_new(struct event_base *base, const struct scrim_config *cfg)
 		free(l);
 		return NULL;
 	}
+	l->refund_timer = evtimer_new(base, refund_cb, l);
 	sha1_hex(check_lua, l->check_sha);
 	sha1_hex(settle_lua, l->settle_sha);
 	return l;
@@ -261,6 +289,8 @@ limits_free(struct limits *l)
 	if (l == NULL)
 		return;
 	redis_free(l->redis);
+	if (l->refund_timer != NULL)
+		event_free(l->refund_timer);
 	free(l->local);
 	free(l);
 }
@@ -474,6 +504,8 @@ check_reply(void *arg, redisReply *rep)
 	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
 		if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
 			log_warn("limits: redis error: %.120s", rep->str);
+		if (rep == NULL)
+			queue_refund(p->l, p->ticket); /* it may have run */
 		decide_locally(p, &res, current_cfg);
 		p->cb(p->arg, &res);
 		pending_free(p);
@@ -528,7 +560,7 @@ check_reply(void *arg, redisReply *rep)
 static void
 send_check(struct limits_pending *p, bool eval)
 {
-	const char *argv[16];
+	const char *argv[24];
 
 	for (int i = 0; i < p->argc; i++)
 		argv[i] = p->argv_buf[i];
@@ -547,6 +579,8 @@ pend_arg(struct limits_pending *p, const char *fmt, ...)
 	va_list ap;
 	int n;
 
+	if (p->argc == (int)SCRIM_ARRAY_LEN(p->argv_buf))
+		abort(); /* a programming error: the command is fixed */
 	va_start(ap, fmt);
 	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
@@ -602,13 +636,14 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	p->ticket = t;
 	pend_arg(p, "EVALSHA");
 	pend_arg(p, "%s", l->check_sha);
-	pend_arg(p, "6");
+	pend_arg(p, "7");
 	pend_arg(p, "scrim:{%s}:key", t->hash);
 	pend_arg(p, "scrim:{%s}:rpm", t->hash);
 	pend_arg(p, "%s", t->tpm_key);
 	pend_arg(p, "%s", t->tpd_key);
 	pend_arg(p, "%s", t->usd_key);
 	pend_arg(p, "scrim:{%s}:par", t->hash);
+	pend_arg(p, "scrim:{%s}:resv", t->hash);
 	pend_arg(p, "%llu", (unsigned long long)now);
 	pend_arg(p, "%s", request_id);
 	pend_arg(p, "%ld", tokens);
@@ -616,6 +651,10 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	pend_arg(p, "%ld", minute_reset);
 	pend_arg(p, "%ld", day_reset);
 	pend_arg(p, "%ld", month_reset);
+	/* Refunds waiting from an outage go first, on the same connection,
+	 * so this check already sees them applied. */
+	if (l->nrefunds > 0 && redis_connected(l->redis))
+		refund_cb(-1, 0, l);
 	send_check(p, false);
 	if (p->call == NULL) {
 		/* Not connected: decide now, but answer from the loop like
@@ -635,9 +674,9 @@ limits_cancel(struct limits_pending *p)
 {
 	if (p == NULL)
 		return;
-	/* The reply may still reserve in Redis; the settle with refund that
-	 * the request sends when it ends gives it back. */
+	/* The check may still run in Redis: refund it when it can. */
 	redis_cancel(p->call);
+	queue_refund(p->l, p->ticket);
 	pending_free(p);
 }
 
@@ -649,41 +688,99 @@ settle_reply(void *arg, redisReply *rep)
 		log_warn("limits: settle failed: %.120s", rep->str);
 }
 
+/* Send one settle; false when Redis is not there to take it. */
+static bool
+send_settle(struct limits *l, const struct limits_ticket *t, long dt,
+            long du, bool refund)
+{
+	char d[32], u[32], par[128], resv[128], rpm[128];
+	const char *argv[13];
+	size_t len[13];
+
+	snprintf(d, sizeof(d), "%ld", dt);
+	snprintf(u, sizeof(u), "%ld", du);
+	snprintf(par, sizeof(par), "scrim:{%s}:par", t->hash);
+	snprintf(resv, sizeof(resv), "scrim:{%s}:resv", t->hash);
+	snprintf(rpm, sizeof(rpm), "scrim:{%s}:rpm", t->hash);
+	/* EVAL, not EVALSHA: settling is off the hot path, and this way it
+	 * needs no NOSCRIPT retry. */
+	argv[0] = "EVAL";
+	argv[1] = settle_lua;
+	argv[2] = "6";
+	argv[3] = t->tpm_key;
+	argv[4] = t->tpd_key;
+	argv[5] = t->usd_key;
+	argv[6] = par;
+	argv[7] = resv;
+	argv[8] = rpm;
+	argv[9] = t->member;
+	argv[10] = d;
+	argv[11] = u;
+	argv[12] = refund ? "1" : "0";
+	for (int i = 0; i < 13; i++)
+		len[i] = strlen(argv[i]);
+	return redis_call(l->redis, settle_reply, NULL, 13, argv, len) != NULL;
+}
+
+/*
+ * A check whose answer never came (timeout, client gone) may still have
+ * reserved when Redis ran it: refund it once Redis is back. The refund is
+ * harmless if the check never ran (the settle script finds no record).
+ */
+static void
+queue_refund(struct limits *l, const struct limits_ticket *t)
+{
+	if (l->nrefunds == LIMITS_MAX_REFUNDS)
+		return; /* bounded: the reservation expires with its windows */
+	l->refunds[l->nrefunds].t = *t;
+	l->refunds[l->nrefunds].queued_ms = now_ms();
+	l->nrefunds++;
+	if (!evtimer_pending(l->refund_timer, NULL)) {
+		struct timeval tv = {0, 100000};
+		evtimer_add(l->refund_timer, &tv);
+	}
+}
+
+static void
+refund_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct limits *l = arg;
+	size_t kept = 0;
+	uint64_t now = now_ms();
+
+	(void)fd;
+	(void)what;
+	for (size_t i = 0; i < l->nrefunds; i++) {
+		/* Ten minutes on, the windows have moved on anyway. */
+		if (now - l->refunds[i].queued_ms > 600000)
+			continue;
+		if (!send_settle(l, &l->refunds[i].t, 0, 0, true))
+			l->refunds[kept++] = l->refunds[i];
+	}
+	l->nrefunds = kept;
+	if (kept > 0) {
+		struct timeval tv = {0, 100000};
+		evtimer_add(l->refund_timer, &tv);
+	}
+}
+
 void
 limits_settle(struct limits *l, struct limits_ticket *t, long tokens,
               long micros, bool refund)
 {
-	char d[32], u[32], par[96];
-	const char *argv[9];
-	size_t len[9];
 	long dt = 0, du = 0;
 
 	if (l == NULL || t == NULL || !t->active)
 		return;
 	t->active = false;
-	if (refund) {
-		dt = -t->reserved_tokens;
-		du = -t->reserved_micros;
-	} else if (tokens >= 0) {
+	if (!refund && tokens >= 0) {
 		dt = tokens - t->reserved_tokens;
 		du = micros - t->reserved_micros;
 	}
-	snprintf(d, sizeof(d), "%ld", dt);
-	snprintf(u, sizeof(u), "%ld", du);
-	snprintf(par, sizeof(par), "scrim:{%s}:par", t->hash);
-	/* EVAL, not EVALSHA: settling is off the hot path, and this way it
-	 * needs no NOSCRIPT retry. */
-	argv[0] = "EVAL";
-	argv[1] = settle_lua;
-	argv[2] = "4";
-	argv[3] = t->tpm_key;
-	argv[4] = t->tpd_key;
-	argv[5] = t->usd_key;
-	argv[6] = par;
-	argv[7] = d;
-	argv[8] = u;
-	for (int i = 0; i < 9; i++)
-		len[i] = strlen(argv[i]);
-	if (redis_call(l->redis, settle_reply, NULL, 9, argv, len) == NULL)
-		log_warn("limits: settle not sent (redis unavailable)");
+	if (!send_settle(l, t, dt, du, refund)) {
+		log_warn("limits: settle deferred (redis unavailable)");
+		/* Without the real usage, give the reservation back later:
+		 * better to undercount one request than to hold a slot. */
+		queue_refund(l, t);
+	}
 }

@@ -7,6 +7,7 @@
 #include "auth.h"
 #include "ca.h"
 #include "config.h"
+#include "indexcmd.h"
 #include "log.h"
 #include "rules.h"
 #include "keyscmd.h"
@@ -46,6 +47,8 @@ usage(FILE *f)
 	        "interception\n"
 	        "  scrub [--rules DIR] [--jsonl] [--explain]\n"
 	        "                         scrub stdin to stdout\n"
+	        "  index add|search|stats|remove|list\n"
+	        "                         the local document index\n"
 	        "  audit verify|forget    check / redact the audit log chain\n"
 	        "  version                versions of scrim and its libraries\n"
 	        "  help                   this text\n"
@@ -246,6 +249,8 @@ main(int argc, char **argv)
 		return scrubcmd_run(argc - 2, argv + 2);
 	if (strcmp(cmd, "keys") == 0)
 		return keyscmd_run(argc - 2, argv + 2);
+	if (strcmp(cmd, "index") == 0)
+		return indexcmd_run(argc - 2, argv + 2);
 	if (strcmp(cmd, "audit") == 0)
 		return audit_cmd(argc - 2, argv + 2);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)

@@ -12,6 +12,7 @@
 #include "request.h"
 
 #include "alloc.h"
+#include "audit.h"
 #include "auth.h"
 #include "config.h"
 #include "conn.h"
@@ -164,6 +165,113 @@ now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+static const char *
+decision_of(const struct scrim_req *r)
+{
+	if (r->status == 499)
+		return "client_aborted";
+	switch (r->err) {
+	case ERR_NONE:
+		return "forwarded";
+	case ERR_BLOCKED:
+		return "blocked";
+	case ERR_RATE_LIMITED:
+		return "over_limit";
+	case ERR_UPSTREAM_CONNECT:
+	case ERR_UPSTREAM_TLS:
+	case ERR_UPSTREAM_ERROR:
+	case ERR_UPSTREAM_TIMEOUT:
+		return r->head_sent ? "upstream_reset" : "upstream_error";
+	default:
+		return err_info(r->err)->status < 500 ? "refused" : "error";
+	}
+}
+
+/* One record per request; ids, counts and sizes only. */
+static void
+write_audit(struct scrim_req *r, uint64_t now)
+{
+	struct audit *a = r->srv->audit;
+	const struct http_head *h = &r->conn->head;
+	struct audit_record rec;
+	struct audit_count types[SCRUB_MAX_COUNTS], rules[SCRUB_MAX_COUNTS];
+	char method[16], path[512], reason[96];
+	const char *p;
+	size_t plen;
+	struct timespec wall;
+
+	if (a == NULL)
+		return;
+	memset(&rec, 0, sizeof(rec));
+	clock_gettime(CLOCK_REALTIME, &wall);
+	rec.time_ms = (uint64_t)wall.tv_sec * 1000 + (uint64_t)wall.tv_nsec / 1000000;
+	rec.request_id = r->conn->req_id;
+	rec.key_id = r->key_id;
+	rec.client_addr = r->conn->peer;
+	rec.way_in = r->mode == MODE_INTERCEPT ? "intercept"
+	             : r->mode == MODE_ABSOLUTE ? "proxy"
+	                                        : "base_url";
+	rec.host = r->mode != MODE_BASE ? r->up_host : NULL;
+	snprintf(method, sizeof(method), "%.*s", (int)h->method_len,
+	         h->method_str ? h->method_str : "");
+	rec.method = method;
+	path_of(r, &p, &plen);
+	snprintf(path, sizeof(path), "%.*s", (int)plen, p ? p : "");
+	rec.path = path;
+	rec.provider = r->provider ? r->provider->name : NULL;
+	rec.model = r->model;
+	rec.status = r->status;
+	rec.decision = decision_of(r);
+	if (r->err == ERR_BLOCKED && r->scrub.stats.block != NULL)
+		snprintf(reason, sizeof(reason), "%s", r->scrub.stats.block->id);
+	else if (r->err != ERR_NONE)
+		snprintf(reason, sizeof(reason), "%s", err_info(r->err)->code);
+	else
+		reason[0] = '\0';
+	rec.reason = reason[0] ? reason : NULL;
+	rec.bytes_in = r->body_len;
+	rec.bytes_out = r->bytes_out;
+	rec.tokens_in = r->usage.in;
+	rec.tokens_out = r->usage.out;
+	rec.cost_usd = (r->usage.in >= 0 || r->usage.out >= 0)
+	                   ? (double)limits_price(r->cfg, r->model,
+	                                          r->usage.in > 0 ? r->usage.in : 0,
+	                                          r->usage.out > 0 ? r->usage.out
+	                                                           : 0) / 1e6
+	                   : -1;
+	for (size_t i = 0; i < r->scrub.stats.ntypes; i++) {
+		types[i].name = r->scrub.stats.types[i].name;
+		types[i].count = r->scrub.stats.types[i].count;
+	}
+	for (size_t i = 0; i < r->scrub.stats.nrules; i++) {
+		rules[i].name = r->scrub.stats.rules[i].name;
+		rules[i].count = r->scrub.stats.rules[i].count;
+	}
+	rec.redactions = types;
+	rec.nredactions = r->scrub.stats.ntypes;
+	rec.rules = rules;
+	rec.nrules = r->scrub.stats.nrules;
+	rec.ms_total = now - r->start_ms;
+	rec.ms_upstream = r->upstream_ms ? r->upstream_ms - r->start_ms : 0;
+	rec.us_scrub = r->scrub_us;
+	/* Only what already went through the scrubber, and only when the
+	 * operator asked: the request as sent, the answer as received. */
+	if (r->cfg->audit_store_bodies && r->body != NULL && !r->cfg->scrub_off &&
+	    r->scrub.stats.local == NULL) {
+		rec.scrubbed_request = r->body;
+		rec.scrubbed_request_len = r->body_len;
+		if (r->capture && r->whole.len > 0) {
+			rec.scrubbed_response = r->whole.p;
+			rec.scrubbed_response_len = r->whole.len;
+		}
+	}
+	if (!audit_write(a, &rec)) {
+		metrics_add(r->srv->metrics, "scrim_audit_dropped_total", "", 1);
+		log_error("req %s: audit record dropped (queue full)",
+		          r->conn->req_id);
+	}
+}
+
 static void
 record_metrics(const struct scrim_req *r, uint64_t now)
 {
@@ -276,6 +384,7 @@ req_finish(struct scrim_req *r)
 		log_info("req %s upstream: %s", c->req_id, r->err_detail);
 	r->srv->stats.requests++;
 	record_metrics(r, now);
+	write_audit(r, now);
 	c->req = NULL;
 	req_free(r);
 }
@@ -1329,6 +1438,13 @@ req_start(struct scrim_conn *c)
 
 	r->target = h->target;
 	r->target_len = h->target_len;
+	/* An enterprise must not serve unaudited traffic: while records
+	 * cannot be written, new requests wait outside (on_failure block). */
+	if (r->srv->audit != NULL && r->cfg->audit_block == 0 &&
+	    !audit_healthy(r->srv->audit)) {
+		req_fail_hdrs(r, ERR_AUDIT_UNAVAILABLE, NULL, "retry-after: 1\r\n");
+		return;
+	}
 	if (c->intercepted) {
 		r->mode = MODE_INTERCEPT;
 		r->up_https = true;

@@ -7,6 +7,7 @@
 #include "server.h"
 
 #include "alloc.h"
+#include "audit.h"
 #include "ca.h"
 #include "certcache.h"
 #include "config.h"
@@ -145,6 +146,9 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	srv->cfg = next;
 	srv->reloads++;
 	log_min_level = next->log_level;
+	/* logrotate moved the file: start a new one, linked by a checkpoint. */
+	if (srv->audit != NULL)
+		audit_reopen(srv->audit);
 	log_info("reload: %s applied (%zu providers, %zu routes, %zu keys, "
 	         "%zu rules)", next->path, next->nproviders, next->nroutes,
 	         next->nkeys, rules->nrules);
@@ -269,6 +273,14 @@ server_run(const char *config_path)
 	evsignal_add(srv.sig_hup, NULL);
 	evsignal_add(srv.sig_term, NULL);
 	evsignal_add(srv.sig_int, NULL);
+	if (srv.cfg->audit_on) {
+		char err[512];
+		srv.audit = audit_open(srv.cfg, srv.base, err, sizeof(err));
+		if (srv.audit == NULL) {
+			log_error("audit: %s", err);
+			goto out;
+		}
+	}
 	if (*srv.cfg->redis_url) {
 		srv.limits = limits_new(srv.base, srv.cfg);
 		if (srv.limits == NULL) {
@@ -335,6 +347,8 @@ out:
 		evconnlistener_free(srv.admin);
 	upstream_free(srv.up);
 	limits_free(srv.limits);
+	/* After the connections: their last records are queued by now. */
+	audit_close(srv.audit);
 	metrics_free(srv.metrics);
 	tls_server_ctx_free(srv.tls);
 	certcache_free(srv.certs);

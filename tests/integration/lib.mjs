@@ -175,6 +175,8 @@ export async function configFor({
     log_level: 'info',
     drain_timeout: '10s',
     rules_dir: path.join(REPO, 'rules'),
+    // Audit log, CA and other state: a fresh folder per configuration.
+    state_dir: tempDir('scrim-state-'),
     ...gateway,
   };
   const keyLines = {};

@@ -192,7 +192,8 @@ before(async () => {
       // configFor's Anthropic-shaped provider elsewhere: one [provider] per origin
       anthropicProvider: { base_url: 'http://127.0.0.1:9' },
       gateway: { state_dir: stateDir, log_level: 'debug', max_connections: 4000 },
-      extra: proxySection(),
+      // The three gateways share the CA; each keeps its own audit log.
+      extra: proxySection() + `\n[audit]\nfile = ${stateDir}/audit-main.jsonl\n`,
     }),
   });
   openScrim = await startScrim({
@@ -202,7 +203,8 @@ before(async () => {
       // configFor's Anthropic-shaped provider elsewhere: one [provider] per origin
       anthropicProvider: { base_url: 'http://127.0.0.1:9' },
       gateway: { state_dir: stateDir },
-      extra: proxySection({ auth: 'off', clientKeys: 'pass' }),
+      extra: proxySection({ auth: 'off', clientKeys: 'pass' }) +
+        `\n[audit]\nfile = ${stateDir}/audit-open.jsonl\n`,
     }),
   });
   lanScrim = await startScrim({
@@ -212,7 +214,8 @@ before(async () => {
       // configFor's Anthropic-shaped provider elsewhere: one [provider] per origin
       anthropicProvider: { base_url: 'http://127.0.0.1:9' },
       gateway: { state_dir: stateDir },
-      extra: proxySection({ allowPrivate: 'yes', clientKeys: 'pass' }),
+      extra: proxySection({ allowPrivate: 'yes', clientKeys: 'pass' }) +
+        `\n[audit]\nfile = ${stateDir}/audit-lan.jsonl\n`,
     }),
   });
 });

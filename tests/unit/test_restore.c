@@ -101,8 +101,12 @@ test_stream_splits(struct vault *v, const char *ph, const char *value)
 		buf_init(&stream, 1 << 20);
 		add_event(&stream, a);
 		add_event(&stream, b2);
-		MUST(buf_add(&stream, "data: {\"choices\":[{\"index\":0,\"delta\":{},"
-		                       "\"finish_reason\":\"stop\"}]}\n\n", 71));
+		{
+			static const char fin[] =
+			    "data: {\"choices\":[{\"index\":0,\"delta\":{},"
+			    "\"finish_reason\":\"stop\"}]}\n\n";
+			MUST(buf_add(&stream, fin, sizeof(fin) - 1));
+		}
 		MUST(buf_add(&stream, "data: [DONE]\n\n", 14));
 		for (size_t cut = 0; cut <= stream.len && all_ok; cut++) {
 			struct restore *r = restore_new(v, RESTORE_SSE, 1 << 20);

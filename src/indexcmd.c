@@ -1,0 +1,1206 @@
+/*
+ * indexcmd.c - `scrim index add|search|stats|remove|list`, the offline
+ * side of the document index. This file owns walking folders, reading
+ * files, deciding what changed (size and mtime first, then SHA-256) and
+ * what to skip (hidden entries, binary files, unsupported formats, files
+ * over the size cap), and printing. Chunking is chunk.c's, storage and
+ * retrieval vindex.c's. Indexes live in state_dir/index/NAME.db; the
+ * folder is 0700 and the files 0600.
+ */
+#include "indexcmd.h"
+
+#include "alloc.h"
+#include "chunk.h"
+#include "config.h"
+#include "embed.h"
+#include "vindex.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INDEXCMD_DEFAULT_CONFIG "/etc/scrim/scrim.conf"
+#define INDEXCMD_DEFAULT_NAME "default"
+#define INDEXCMD_DEFAULT_MAX_SIZE (10L * 1024 * 1024)
+#define INDEXCMD_DEFAULT_K 5
+/* Folders nested deeper than this are not walked (a loop guard besides
+ * not following symlinked folders). */
+#define INDEXCMD_MAX_DEPTH 64
+/* An update commits at least this often, so a gateway reading the index
+ * sees a long first indexing grow instead of waiting for its end. */
+#define INDEXCMD_COMMIT_NS (2LL * 1000 * 1000 * 1000)
+#define INDEXCMD_SNIPPET 240
+#define INDEXCMD_MAX_QUERY 8192
+
+struct idxopts {
+	const char *config;
+	const char *name;
+	const char *db;         /* --db FILE: an index file anywhere */
+	long max_size;
+	unsigned dim;
+	size_t k;
+	bool json;
+	bool verbose;
+	bool quiet;
+	enum vindex_mode mode;
+	char **args;            /* positional arguments; argv-owned */
+	int nargs;
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: scrim index add [OPTIONS] PATH...\n"
+	        "       scrim index search [OPTIONS] [-k N] [--json] QUERY...\n"
+	        "       scrim index stats [OPTIONS] [--json]\n"
+	        "       scrim index remove [OPTIONS] PATH...\n"
+	        "       scrim index list [-c FILE]\n"
+	        "\n"
+	        "The local document index that scrim draws context from. "
+	        "Everything stays on\n"
+	        "this machine: state_dir/index/NAME.db (mode 0600).\n"
+	        "\n"
+	        "add indexes files and folders (text, Markdown, Org, HTML, "
+	        "source code;\n"
+	        "hidden entries, binary files and PDF are skipped). Run it again "
+	        "to update:\n"
+	        "only changed files are read again, and files gone from an added "
+	        "folder\n"
+	        "leave the index. remove takes a file or a folder out. search "
+	        "prints the\n"
+	        "best chunks with their score, file, lines and a snippet.\n"
+	        "\n"
+	        "  -c, --config FILE  configuration, for state_dir (default "
+	        "$SCRIM_CONFIG,\n"
+	        "                     else %s)\n"
+	        "  --index NAME       which index (default \"%s\"); letters, "
+	        "digits, - and _\n"
+	        "  --db FILE          an index file anywhere, instead of "
+	        "state_dir/index\n"
+	        "  --max-size SIZE    add: skip larger files (default 10M)\n"
+	        "  --dim N            add: dimensions of the built-in embedder, "
+	        "a power of\n"
+	        "                     two from %d to %d (default %d); fixed "
+	        "when an index\n"
+	        "                     is created\n"
+	        "  -v, --verbose      add: name every file skipped or indexed\n"
+	        "  -q, --quiet        add: no progress and no summary\n"
+	        "  -k N               search: how many chunks (default %d)\n"
+	        "  --mode MODE        search: hybrid (default), bm25 or vector\n"
+	        "  --json             search, stats: JSON on stdout\n",
+	        INDEXCMD_DEFAULT_CONFIG, INDEXCMD_DEFAULT_NAME, EMBED_MIN_DIM,
+	        EMBED_MAX_DIM, EMBED_DEFAULT_DIM, INDEXCMD_DEFAULT_K);
+}
+
+static bool
+valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+static bool
+parse_count(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (s[0] < '0' || s[0] > '9')
+		return false;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v == 0 || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* 0 ok, 1 bad usage (reported), 2 --help printed. */
+static int
+parse_opts(int argc, char **argv, struct idxopts *o)
+{
+	const char *e = getenv("SCRIM_CONFIG");
+
+	memset(o, 0, sizeof(*o));
+	o->config = e && *e ? e : INDEXCMD_DEFAULT_CONFIG;
+	o->name = INDEXCMD_DEFAULT_NAME;
+	o->max_size = INDEXCMD_DEFAULT_MAX_SIZE;
+	o->dim = EMBED_DEFAULT_DIM;
+	o->k = INDEXCMD_DEFAULT_K;
+	o->args = xcalloc((size_t)argc + 1, sizeof(char *));
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		unsigned long n;
+
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return 2;
+		}
+		if (strcmp(a, "--") == 0) {
+			while (++i < argc)
+				o->args[o->nargs++] = argv[i];
+			break;
+		}
+		if (a[0] != '-' || a[1] == '\0') {
+			o->args[o->nargs++] = argv[i];
+			continue;
+		}
+		if (strcmp(a, "--json") == 0) {
+			o->json = true;
+			continue;
+		}
+		if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+			o->verbose = true;
+			continue;
+		}
+		if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+			o->quiet = true;
+			continue;
+		}
+		if (v == NULL) {
+			fprintf(stderr, "scrim index: %s needs a value (see --help)\n",
+			        a);
+			return 1;
+		}
+		i++;
+		if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+			o->config = v;
+		} else if (strcmp(a, "--index") == 0) {
+			if (!valid_name(v)) {
+				fprintf(stderr, "scrim index: bad index name '%s' "
+				                "(letters, digits, - and _)\n",
+				        v);
+				return 1;
+			}
+			o->name = v;
+		} else if (strcmp(a, "--db") == 0) {
+			o->db = v;
+		} else if (strcmp(a, "--max-size") == 0) {
+			if (!config_parse_size(v, &o->max_size) || o->max_size <= 0) {
+				fprintf(stderr, "scrim index: bad size '%s'\n", v);
+				return 1;
+			}
+		} else if (strcmp(a, "--dim") == 0) {
+			struct embed_spec sp;
+
+			if (!parse_count(v, EMBED_MAX_DIM, &n) ||
+			    !embed_hash_spec((unsigned)n, &sp)) {
+				fprintf(stderr, "scrim index: --dim must be a power "
+				                "of two from %d to %d\n",
+				        EMBED_MIN_DIM, EMBED_MAX_DIM);
+				return 1;
+			}
+			o->dim = (unsigned)n;
+		} else if (strcmp(a, "-k") == 0) {
+			if (!parse_count(v, 1000, &n)) {
+				fprintf(stderr, "scrim index: -k takes 1 to 1000\n");
+				return 1;
+			}
+			o->k = n;
+		} else if (strcmp(a, "--mode") == 0) {
+			if (strcmp(v, "hybrid") == 0)
+				o->mode = VINDEX_HYBRID;
+			else if (strcmp(v, "bm25") == 0)
+				o->mode = VINDEX_BM25;
+			else if (strcmp(v, "vector") == 0)
+				o->mode = VINDEX_VECTOR;
+			else {
+				fprintf(stderr, "scrim index: --mode is hybrid, bm25 "
+				                "or vector\n");
+				return 1;
+			}
+		} else {
+			fprintf(stderr, "scrim index: unknown option '%s' (see "
+			                "--help)\n",
+			        a);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* mkdir that is fine with an existing folder. */
+static bool
+make_dir(const char *p)
+{
+	if (mkdir(p, 0700) == 0 || errno == EEXIST)
+		return true;
+	fprintf(stderr, "scrim index: %s: %s\n", p, strerror(errno));
+	return false;
+}
+
+/* state_dir/index from the configuration, created when create; owned. */
+static char *
+index_dir(const struct idxopts *o, bool create)
+{
+	struct scrim_config *c = config_load(o->config, true);
+	char *dir;
+
+	if (c == NULL) {
+		fprintf(stderr, "scrim index: %s: cannot load the configuration "
+		                "(or give --db FILE)\n",
+		        o->config);
+		return NULL;
+	}
+	dir = xasprintf("%s/index", c->state_dir);
+	if (create && (!make_dir(c->state_dir) || !make_dir(dir))) {
+		free(dir);
+		dir = NULL;
+	}
+	config_unref(c);
+	return dir;
+}
+
+/* The index file for the options; owned. */
+static char *
+index_path(const struct idxopts *o, bool create)
+{
+	char *dir, *p;
+
+	if (o->db != NULL)
+		return xstrdup(o->db);
+	dir = index_dir(o, create);
+	if (dir == NULL)
+		return NULL;
+	p = xasprintf("%s/%s.db", dir, o->name);
+	free(dir);
+	return p;
+}
+
+static struct vindex *
+open_index(const struct idxopts *o, bool readonly, char **pathp)
+{
+	char err[600];
+	char *path = index_path(o, !readonly);
+	struct vindex *vx;
+
+	if (path == NULL)
+		return NULL;
+	if (readonly && access(path, F_OK) != 0) {
+		fprintf(stderr, "scrim index: no index '%s' at %s (create it with "
+		                "`scrim index add`)\n",
+		        o->db ? path : o->name, path);
+		free(path);
+		return NULL;
+	}
+	vx = vindex_open(path, readonly, err, sizeof(err));
+	if (vx == NULL) {
+		fprintf(stderr, "scrim index: %s\n", err);
+		free(path);
+		return NULL;
+	}
+	*pathp = path;
+	return vx;
+}
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* An absolute, normalised form of a user's path: realpath when it exists,
+ * else the path made absolute with "." and ".." and repeated slashes
+ * folded (so that a deleted file can still be named). Owned or NULL. */
+static char *
+abs_path(const char *p)
+{
+	char *r = realpath(p, NULL), cwd[PATH_MAX], *tmp, *out;
+	size_t n = 0, len;
+
+	if (r != NULL)
+		return r;
+	if (p[0] == '/') {
+		tmp = xstrdup(p);
+	} else {
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return NULL;
+		tmp = xasprintf("%s/%s", cwd, p);
+	}
+	len = strlen(tmp);
+	out = xmalloc(len + 2);
+	for (size_t i = 0; i < len;) {
+		size_t j;
+
+		while (i < len && tmp[i] == '/')
+			i++;
+		j = i;
+		while (j < len && tmp[j] != '/')
+			j++;
+		if (j == i)
+			break;
+		if (j - i == 1 && tmp[i] == '.') {
+			/* nothing */
+		} else if (j - i == 2 && tmp[i] == '.' && tmp[i + 1] == '.') {
+			while (n > 0 && out[n - 1] != '/')
+				n--;
+			if (n > 0)
+				n--;
+		} else {
+			out[n++] = '/';
+			memcpy(out + n, tmp + i, j - i);
+			n += j - i;
+		}
+		i = j;
+	}
+	if (n == 0)
+		out[n++] = '/';
+	out[n] = '\0';
+	free(tmp);
+	return out;
+}
+
+/* ---- add -------------------------------------------------------------------------- */
+
+struct strset {
+	char **v;
+	size_t n, cap;
+	bool sorted;
+};
+
+static void
+strset_add(struct strset *s, const char *p)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 256;
+		s->v = xrealloc(s->v, s->cap * sizeof(char *));
+	}
+	s->v[s->n++] = xstrdup(p);
+	s->sorted = false;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static bool
+strset_has(struct strset *s, const char *p)
+{
+	if (!s->sorted) {
+		qsort(s->v, s->n, sizeof(char *), cmp_str);
+		s->sorted = true;
+	}
+	return bsearch(&p, s->v, s->n, sizeof(char *), cmp_str) != NULL;
+}
+
+static void
+strset_free(struct strset *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	memset(s, 0, sizeof(*s));
+}
+
+struct adder {
+	const struct idxopts *o;
+	struct vindex *vx;
+	struct embed_spec spec;
+	struct chunk_opts co;
+	bool tty;               /* progress on stderr */
+	int64_t t0, last_progress, last_commit;
+	int64_t index_ns;       /* time spent chunking, embedding, storing */
+	long scanned, indexed, unchanged, skipped, removed, failed;
+	long chunks;
+	int64_t bytes;
+	struct strset seen;     /* files present after this run, per folder */
+	bool broken;            /* the database failed: stop */
+};
+
+static void
+progress(struct adder *a, bool last)
+{
+	int64_t now = now_ns();
+	double secs;
+
+	if (!a->tty || a->o->quiet)
+		return;
+	if (!last && now - a->last_progress < 100000000LL)
+		return;
+	a->last_progress = now;
+	secs = (double)(now - a->t0) / 1e9;
+	fprintf(stderr, "\r\033[K%ld files seen, %ld indexed (%ld chunks), %ld "
+	                "unchanged, %ld skipped  %.1f s",
+	        a->scanned, a->indexed, a->chunks, a->unchanged, a->skipped,
+	        secs);
+	if (last)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static void
+note(struct adder *a, const char *path, const char *what)
+{
+	if (a->o->verbose) {
+		if (a->tty)
+			fprintf(stderr, "\r\033[K");
+		fprintf(stderr, "%s: %s\n", path, what);
+	}
+}
+
+/* Commit now and then, so readers see progress and an interrupted run
+ * keeps most of its work. */
+static void
+maybe_commit(struct adder *a, bool force)
+{
+	int64_t now = now_ns();
+
+	if (a->broken || (!force && now - a->last_commit < INDEXCMD_COMMIT_NS))
+		return;
+	a->last_commit = now;
+	if (vindex_commit(a->vx) < 0 ||
+	    (!force && vindex_begin(a->vx, &a->spec) < 0)) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
+		a->broken = true;
+	}
+}
+
+static void
+drop_file(struct adder *a, const char *path, bool was_indexed)
+{
+	int64_t nf = 0;
+
+	if (!was_indexed)
+		return;
+	if (vindex_remove(a->vx, path, &nf, NULL) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
+		a->broken = true;
+		return;
+	}
+	a->removed += (long)nf;
+}
+
+/* Read a regular file of the size stat said, into a fresh buffer. NULL
+ * with errno on failure; *n is what was read. */
+static char *
+read_file(const char *path, size_t size, size_t *n)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	char *p;
+	size_t got = 0;
+
+	if (fd < 0)
+		return NULL;
+	/* Client-sized (the user's files): a failure skips the file. */
+	p = malloc(size + 1);
+	if (p == NULL) {
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
+	while (got < size) {
+		ssize_t r = read(fd, p + got, size - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+			free(p);
+			close(fd);
+			errno = e;
+			return NULL;
+		}
+		if (r == 0)
+			break; /* shrank since stat: index what is there */
+		got += (size_t)r;
+	}
+	close(fd);
+	p[got] = '\0';
+	*n = got;
+	return p;
+}
+
+static void
+index_file(struct adder *a, const char *path, const struct stat *st)
+{
+	struct vindex_file old, f;
+	enum chunk_kind kind = chunk_kind_of(path);
+	struct chunk_list cl = {0};
+	int have;
+	char *data;
+	size_t n;
+	unsigned int mdlen = 32;
+	int64_t t;
+
+	a->scanned++;
+	have = vindex_file_get(a->vx, path, &old);
+	if (have < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
+		a->broken = true;
+		return;
+	}
+	memset(&f, 0, sizeof(f));
+	f.size = st->st_size;
+	f.mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000LL +
+	             st->st_mtim.tv_nsec;
+	if (kind == CHUNK_UNSUPPORTED) {
+		note(a, path, "skipped: format not supported");
+		a->skipped++;
+		drop_file(a, path, have == 1);
+		return;
+	}
+	if (st->st_size > a->o->max_size) {
+		note(a, path, "skipped: larger than --max-size");
+		a->skipped++;
+		drop_file(a, path, have == 1);
+		return;
+	}
+	if (have == 1 && old.size == f.size && old.mtime_ns == f.mtime_ns) {
+		a->unchanged++;
+		strset_add(&a->seen, path);
+		return;
+	}
+	data = read_file(path, (size_t)st->st_size, &n);
+	if (data == NULL) {
+		fprintf(stderr, "scrim index: %s: %s\n", path, strerror(errno));
+		a->failed++;
+		if (have == 1)
+			strset_add(&a->seen, path); /* keep what we had */
+		return;
+	}
+	f.size = (int64_t)n;
+	if (EVP_Digest(data, n, f.sha256, &mdlen, EVP_sha256(), NULL) != 1) {
+		fprintf(stderr, "scrim index: %s: SHA-256 failed\n", path);
+		a->failed++;
+		free(data);
+		return;
+	}
+	if (have == 1 && memcmp(old.sha256, f.sha256, 32) == 0) {
+		/* Touched, not changed: remember the new mtime only. */
+		free(data);
+		if (vindex_file_touch(a->vx, path, &f) < 0) {
+			fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
+			a->broken = true;
+			return;
+		}
+		a->unchanged++;
+		strset_add(&a->seen, path);
+		return;
+	}
+	if (chunk_is_binary(data, n)) {
+		note(a, path, "skipped: binary");
+		a->skipped++;
+		free(data);
+		drop_file(a, path, have == 1);
+		return;
+	}
+	t = now_ns();
+	chunk_document(kind, data, n, &a->co, &cl);
+	free(data);
+	if (vindex_file_put(a->vx, path, &f, chunk_kind_name(kind), cl.v,
+	                    cl.n) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
+		a->broken = true;
+		chunk_list_free(&cl);
+		return;
+	}
+	a->index_ns += now_ns() - t;
+	note(a, path, have == 1 ? "updated" : "indexed");
+	a->indexed++;
+	a->chunks += (long)cl.n;
+	a->bytes += (int64_t)n;
+	strset_add(&a->seen, path);
+	chunk_list_free(&cl);
+	maybe_commit(a, false);
+	progress(a, false);
+}
+
+static void
+walk(struct adder *a, const char *dir, int depth)
+{
+	DIR *d;
+	struct dirent *e;
+
+	if (depth > INDEXCMD_MAX_DEPTH) {
+		note(a, dir, "skipped: nested too deep");
+		return;
+	}
+	d = opendir(dir);
+	if (d == NULL) {
+		fprintf(stderr, "scrim index: %s: %s\n", dir, strerror(errno));
+		a->failed++;
+		return;
+	}
+	while (!a->broken && (e = readdir(d)) != NULL) {
+		struct stat st;
+		char *p;
+
+		/* Hidden entries (.git, .cache, editor swap files) and . .. */
+		if (e->d_name[0] == '.')
+			continue;
+		p = xasprintf("%s/%s", strcmp(dir, "/") == 0 ? "" : dir,
+		              e->d_name);
+		if (lstat(p, &st) != 0) {
+			free(p);
+			continue;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			/* Symlinked files are indexed; symlinked folders are
+			 * not followed, which rules out loops. */
+			if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) {
+				free(p);
+				continue;
+			}
+		}
+		if (S_ISDIR(st.st_mode))
+			walk(a, p, depth + 1);
+		else if (S_ISREG(st.st_mode))
+			index_file(a, p, &st);
+		free(p);
+	}
+	closedir(d);
+}
+
+struct gone {
+	struct strset list;
+};
+
+static void
+collect(void *arg, const char *path)
+{
+	strset_add(&((struct gone *)arg)->list, path);
+}
+
+/* After walking dir: files the index has under it that the walk did not
+ * keep (deleted, or now skipped) leave the index. */
+static void
+drop_missing(struct adder *a, const char *dir)
+{
+	struct gone g = {0};
+
+	if (vindex_files_under(a->vx, dir, collect, &g) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
+		a->broken = true;
+		return;
+	}
+	for (size_t i = 0; i < g.list.n && !a->broken; i++) {
+		if (strset_has(&a->seen, g.list.v[i]))
+			continue;
+		note(a, g.list.v[i], "removed: no longer there");
+		drop_file(a, g.list.v[i], true);
+	}
+	strset_free(&g.list);
+}
+
+static int
+cmd_add(const struct idxopts *o)
+{
+	struct adder a;
+	char *path = NULL;
+	double secs;
+	int64_t t;
+
+	if (o->nargs == 0) {
+		fprintf(stderr, "scrim index add: which files or folders? (see "
+		                "--help)\n");
+		return 2;
+	}
+	memset(&a, 0, sizeof(a));
+	a.o = o;
+	a.tty = isatty(STDERR_FILENO) == 1;
+	chunk_opts_default(&a.co);
+	if (!embed_hash_spec(o->dim, &a.spec))
+		return 2;
+	a.vx = open_index(o, false, &path);
+	if (a.vx == NULL)
+		return 1;
+	if (vindex_begin(a.vx, &a.spec) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(a.vx));
+		vindex_close(a.vx);
+		free(path);
+		return 1;
+	}
+	a.t0 = a.last_commit = now_ns();
+	for (int i = 0; i < o->nargs && !a.broken; i++) {
+		char *p = abs_path(o->args[i]);
+		struct stat st;
+
+		if (p == NULL) {
+			fprintf(stderr, "scrim index: %s: %s\n", o->args[i],
+			        strerror(errno));
+			a.failed++;
+			continue;
+		}
+		if (stat(p, &st) != 0) {
+			int64_t nf = 0;
+
+			/* Gone: whatever was indexed there goes too. */
+			if (vindex_remove(a.vx, p, &nf, NULL) < 0) {
+				fprintf(stderr, "scrim index: %s\n",
+				        vindex_error(a.vx));
+				a.broken = true;
+			} else if (nf > 0) {
+				a.removed += (long)nf;
+			} else {
+				fprintf(stderr, "scrim index: %s: %s\n", o->args[i],
+				        strerror(ENOENT));
+				a.failed++;
+			}
+		} else if (S_ISDIR(st.st_mode)) {
+			strset_free(&a.seen);
+			walk(&a, p, 0);
+			if (!a.broken)
+				drop_missing(&a, p);
+		} else if (S_ISREG(st.st_mode)) {
+			index_file(&a, p, &st);
+		} else {
+			fprintf(stderr, "scrim index: %s: not a file or folder\n",
+			        o->args[i]);
+			a.failed++;
+		}
+		free(p);
+	}
+	if (a.broken)
+		vindex_rollback(a.vx);
+	else
+		maybe_commit(&a, true);
+	progress(&a, true);
+	t = now_ns() - a.t0;
+	secs = (double)t / 1e9;
+	if (!o->quiet && !a.broken)
+		printf("%s: %ld indexed (%ld chunks, %.1f MB), %ld unchanged, %ld "
+		       "removed, %ld skipped, %ld failed in %.2f s (%.0f "
+		       "chunks/s)\n",
+		       path, a.indexed, a.chunks, (double)a.bytes / 1e6,
+		       a.unchanged, a.removed, a.skipped, a.failed, secs,
+		       a.index_ns > 0 ? (double)a.chunks * 1e9 / (double)a.index_ns
+		                      : 0.0);
+	strset_free(&a.seen);
+	vindex_close(a.vx);
+	free(path);
+	return a.broken || a.failed > 0 ? 1 : 0;
+}
+
+/* ---- remove --------------------------------------------------------------------- */
+
+static int
+cmd_remove(const struct idxopts *o)
+{
+	struct vindex *vx;
+	char *path = NULL;
+	int rc = 0;
+
+	if (o->nargs == 0) {
+		fprintf(stderr, "scrim index remove: which files or folders?\n");
+		return 2;
+	}
+	vx = open_index(o, false, &path);
+	if (vx == NULL)
+		return 1;
+	if (vindex_begin(vx, NULL) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(vx));
+		rc = 1;
+		goto out;
+	}
+	for (int i = 0; i < o->nargs; i++) {
+		char *p = abs_path(o->args[i]);
+		int64_t nf = 0, nc = 0;
+
+		if (p == NULL || vindex_remove(vx, p, &nf, &nc) < 0) {
+			fprintf(stderr, "scrim index: %s: %s\n", o->args[i],
+			        p ? vindex_error(vx) : strerror(errno));
+			free(p);
+			vindex_rollback(vx);
+			rc = 1;
+			goto out;
+		}
+		if (nf == 0) {
+			fprintf(stderr, "scrim index: %s: not in the index\n",
+			        o->args[i]);
+			rc = 1;
+		} else if (!o->quiet) {
+			printf("%s: removed %lld file%s (%lld chunks)\n", p,
+			       (long long)nf, nf == 1 ? "" : "s", (long long)nc);
+		}
+		free(p);
+	}
+	if (vindex_commit(vx) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(vx));
+		rc = 1;
+	}
+out:
+	vindex_close(vx);
+	free(path);
+	return rc;
+}
+
+/* ---- search ---------------------------------------------------------------------- */
+
+static bool
+word_char(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c >= 0x80;
+}
+
+/* Case-insensitive (ASCII) search for the word w (wn bytes) in s. */
+static const char *
+find_word(const char *s, size_t n, const char *w, size_t wn)
+{
+	for (size_t i = 0; i + wn <= n; i++) {
+		size_t j = 0;
+
+		if (i > 0 && word_char((unsigned char)s[i - 1]))
+			continue;
+		while (j < wn) {
+			char a = s[i + j], b = w[j];
+
+			if (a >= 'A' && a <= 'Z')
+				a = (char)(a + 32);
+			if (b >= 'A' && b <= 'Z')
+				b = (char)(b + 32);
+			if (a != b)
+				break;
+			j++;
+		}
+		if (j == wn)
+			return s + i;
+	}
+	return NULL;
+}
+
+/*
+ * A one-line snippet of at most INDEXCMD_SNIPPET bytes: from a little
+ * before the first query word found in the chunk's own text (after the
+ * overlap), whitespace folded, cut on UTF-8 boundaries.
+ */
+static void
+snippet(const struct vindex_hit *h, const char *query, char *out,
+        size_t outlen)
+{
+	const char *t = h->text + (h->overlap < strlen(h->text) ? h->overlap : 0);
+	size_t n = strlen(t), start = 0, o = 0;
+	const char *best = NULL;
+	bool space = false;
+
+	for (size_t i = 0; query[i] != '\0';) {
+		size_t a;
+		const char *f;
+
+		while (query[i] != '\0' && !word_char((unsigned char)query[i]))
+			i++;
+		a = i;
+		while (query[i] != '\0' && word_char((unsigned char)query[i]))
+			i++;
+		if (i - a < 3)
+			continue;
+		f = find_word(t, n, query + a, i - a);
+		if (f != NULL && (best == NULL || f < best))
+			best = f;
+	}
+	if (best != NULL && (size_t)(best - t) > 60) {
+		start = (size_t)(best - t) - 60;
+		while (start < n && t[start] != ' ' && t[start] != '\n')
+			start++;
+	}
+	if (start > 0 && o + 4 < outlen) {
+		memcpy(out, "\xe2\x80\xa6", 3); /* ellipsis */
+		o = 3;
+	}
+	for (size_t i = start; i < n && o + 5 < outlen; i++) {
+		unsigned char c = (unsigned char)t[i];
+
+		if (c == ' ' || c == '\n' || c == '\t' || c == '\r') {
+			space = o > 0;
+			continue;
+		}
+		if (space) {
+			out[o++] = ' ';
+			space = false;
+		}
+		out[o++] = (char)c;
+	}
+	/* Do not leave half a UTF-8 sequence at the cut. */
+	if (o + 5 >= outlen) {
+		while (o > 0 && ((unsigned char)out[o - 1] & 0xc0) == 0x80)
+			o--;
+		if (o > 0 && (unsigned char)out[o - 1] >= 0xc0)
+			o--;
+		memcpy(out + o, "\xe2\x80\xa6", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+}
+
+static int
+print_json(const struct idxopts *o, const char *query,
+           const struct vindex_hit *h, size_t n)
+{
+	json_t *root = json_object(), *arr = json_array();
+	int rc;
+
+	json_object_set_new(root, "query", json_string(query));
+	if (o->db == NULL)
+		json_object_set_new(root, "index", json_string(o->name));
+	for (size_t i = 0; i < n; i++) {
+		json_t *x = json_object();
+
+		json_object_set_new(x, "rank", json_integer((json_int_t)i + 1));
+		json_object_set_new(x, "id", json_string(h[i].id));
+		json_object_set_new(x, "score", json_real(h[i].score));
+		json_object_set_new(x, "file", json_string(h[i].file));
+		json_object_set_new(x, "title", json_string(h[i].title));
+		json_object_set_new(x, "line_start",
+		                    json_integer(h[i].line_start));
+		json_object_set_new(x, "line_end", json_integer(h[i].line_end));
+		json_object_set_new(x, "byte_start",
+		                    json_integer((json_int_t)h[i].byte_start));
+		json_object_set_new(x, "byte_end",
+		                    json_integer((json_int_t)h[i].byte_end));
+		json_object_set_new(x, "bm25_rank",
+		                    h[i].bm25_rank ? json_integer(h[i].bm25_rank)
+		                                   : json_null());
+		json_object_set_new(x, "vector_rank",
+		                    h[i].vector_rank
+		                            ? json_integer(h[i].vector_rank)
+		                            : json_null());
+		json_object_set_new(x, "cosine", json_real(h[i].cosine));
+		json_object_set_new(x, "overlap",
+		                    json_integer((json_int_t)h[i].overlap));
+		json_object_set_new(x, "text", json_string(h[i].text));
+		json_array_append_new(arr, x);
+	}
+	json_object_set_new(root, "hits", arr);
+	rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+	fputc('\n', stdout);
+	json_decref(root);
+	return rc == 0 ? 0 : 1;
+}
+
+static int
+cmd_search(const struct idxopts *o)
+{
+	struct vindex *vx;
+	struct vindex_hit *hits = NULL;
+	char query[INDEXCMD_MAX_QUERY], snip[INDEXCMD_SNIPPET + 8];
+	char *path = NULL;
+	size_t n = 0, ql = 0;
+	int rc = 0;
+
+	if (o->nargs == 0) {
+		fprintf(stderr, "scrim index search: what to search for?\n");
+		return 2;
+	}
+	query[0] = '\0';
+	for (int i = 0; i < o->nargs; i++) {
+		int w = snprintf(query + ql, sizeof(query) - ql, "%s%s",
+		                 i ? " " : "", o->args[i]);
+		if (w < 0 || (size_t)w >= sizeof(query) - ql) {
+			fprintf(stderr, "scrim index search: query longer than %d "
+			                "bytes\n",
+			        INDEXCMD_MAX_QUERY - 1);
+			return 2;
+		}
+		ql += (size_t)w;
+	}
+	vx = open_index(o, true, &path);
+	if (vx == NULL)
+		return 1;
+	vindex_set_mode(vx, o->mode);
+	if (vindex_search(vx, query, o->k, &hits, &n) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(vx));
+		rc = 1;
+	} else if (o->json) {
+		rc = print_json(o, query, hits, n);
+	} else {
+		if (n == 0)
+			printf("no match\n");
+		for (size_t i = 0; i < n; i++) {
+			snippet(&hits[i], query, snip, sizeof(snip));
+			printf("%zu  %.4f  %s:%u-%u  [%s]\n", i + 1, hits[i].score,
+			       hits[i].file, hits[i].line_start, hits[i].line_end,
+			       hits[i].id);
+			if (hits[i].title[0] != '\0')
+				printf("   %s\n", hits[i].title);
+			printf("   %s\n", snip);
+		}
+	}
+	vindex_hits_free(hits, n);
+	vindex_close(vx);
+	free(path);
+	return rc;
+}
+
+/* ---- stats and list ---------------------------------------------------------------- */
+
+static int64_t
+disk_bytes(const char *path)
+{
+	static const char *const sfx[] = {"", "-wal", "-shm"};
+	int64_t total = 0;
+
+	for (size_t i = 0; i < SCRIM_ARRAY_LEN(sfx); i++) {
+		struct stat st;
+		char *p = xasprintf("%s%s", path, sfx[i]);
+
+		if (stat(p, &st) == 0)
+			total += st.st_size;
+		free(p);
+	}
+	return total;
+}
+
+static int
+cmd_stats(const struct idxopts *o)
+{
+	struct vindex *vx;
+	struct vindex_stats st;
+	char *path = NULL, emb[64] = "none yet";
+	int rc = 0;
+
+	vx = open_index(o, true, &path);
+	if (vx == NULL)
+		return 1;
+	if (vindex_stats(vx, &st) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(vx));
+		rc = 1;
+		goto out;
+	}
+	if (st.has_embedder)
+		embed_spec_format(&st.embedder, emb, sizeof(emb));
+	if (o->json) {
+		json_t *j = json_object();
+
+		if (o->db == NULL)
+			json_object_set_new(j, "index", json_string(o->name));
+		json_object_set_new(j, "path", json_string(path));
+		json_object_set_new(j, "files", json_integer(st.files));
+		json_object_set_new(j, "chunks", json_integer(st.chunks));
+		json_object_set_new(j, "file_bytes", json_integer(st.file_bytes));
+		json_object_set_new(j, "text_bytes", json_integer(st.text_bytes));
+		json_object_set_new(j, "disk_bytes",
+		                    json_integer(disk_bytes(path)));
+		json_object_set_new(j, "embedder", st.has_embedder
+		                                           ? json_string(emb)
+		                                           : json_null());
+		json_object_set_new(j, "generation", json_integer(st.generation));
+		json_object_set_new(j, "updated", json_integer(st.updated));
+		json_dumpf(j, stdout, JSON_INDENT(2));
+		fputc('\n', stdout);
+		json_decref(j);
+	} else {
+		char when[64] = "never";
+		time_t u = (time_t)st.updated;
+		struct tm tm;
+
+		if (st.updated > 0 && localtime_r(&u, &tm) != NULL)
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		printf("index       %s\n", o->db ? "-" : o->name);
+		printf("path        %s\n", path);
+		printf("files       %lld (%.1f MB)\n", (long long)st.files,
+		       (double)st.file_bytes / 1e6);
+		printf("chunks      %lld (%.1f MB of text)\n",
+		       (long long)st.chunks, (double)st.text_bytes / 1e6);
+		printf("on disk     %.1f MB\n", (double)disk_bytes(path) / 1e6);
+		printf("embedder    %s\n", emb);
+		printf("generation  %lld, updated %s\n", (long long)st.generation,
+		       when);
+	}
+out:
+	vindex_close(vx);
+	free(path);
+	return rc;
+}
+
+static int
+cmd_list(const struct idxopts *o)
+{
+	char *dir = index_dir(o, false);
+	struct strset names = {0};
+	DIR *d;
+	struct dirent *e;
+
+	if (dir == NULL)
+		return 1;
+	d = opendir(dir);
+	if (d == NULL) {
+		if (errno != ENOENT) {
+			fprintf(stderr, "scrim index: %s: %s\n", dir, strerror(errno));
+			free(dir);
+			return 1;
+		}
+		free(dir);
+		return 0;
+	}
+	while ((e = readdir(d)) != NULL) {
+		size_t n = strlen(e->d_name);
+
+		if (n > 3 && strcmp(e->d_name + n - 3, ".db") == 0 &&
+		    e->d_name[0] != '.')
+			strset_add(&names, e->d_name);
+	}
+	closedir(d);
+	if (names.n > 0)
+		(void)strset_has(&names, ""); /* sorts */
+	for (size_t i = 0; i < names.n; i++)
+		printf("%.*s\n", (int)(strlen(names.v[i]) - 3), names.v[i]);
+	strset_free(&names);
+	free(dir);
+	return 0;
+}
+
+int
+indexcmd_run(int argc, char **argv)
+{
+	struct idxopts o;
+	const char *sub;
+	int rc;
+
+	if (argc < 1 || strcmp(argv[0], "-h") == 0 ||
+	    strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "help") == 0) {
+		bool help = argc >= 1;
+		usage(help ? stdout : stderr);
+		return help ? 0 : 2;
+	}
+	sub = argv[0];
+	rc = parse_opts(argc - 1, argv + 1, &o);
+	if (rc != 0) {
+		free(o.args);
+		return rc == 2 ? 0 : 2;
+	}
+	/* Index files and folders are the user's only: 0600 and 0700 from
+	 * the start (vindex.c also creates its file 0600 and chmods it). */
+	umask(077);
+	if (strcmp(sub, "add") == 0)
+		rc = cmd_add(&o);
+	else if (strcmp(sub, "search") == 0)
+		rc = cmd_search(&o);
+	else if (strcmp(sub, "stats") == 0)
+		rc = cmd_stats(&o);
+	else if (strcmp(sub, "remove") == 0 || strcmp(sub, "rm") == 0)
+		rc = cmd_remove(&o);
+	else if (strcmp(sub, "list") == 0)
+		rc = cmd_list(&o);
+	else {
+		fprintf(stderr, "scrim index: unknown command '%s'\n\n", sub);
+		usage(stderr);
+		rc = 2;
+	}
+	free(o.args);
+	return rc;
+}

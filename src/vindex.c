@@ -1,0 +1,1316 @@
+/*
+ * vindex.c - the on-disk index (see vindex.h). Schema:
+ *
+ *   meta(key, value)   schema version, embedder, generation, last update
+ *   file(id, path, size, mtime_ns, sha256, kind, nchunks, indexed_at)
+ *   chunk(id, file_id, seq, lines, bytes, overlap, vec)
+ *   sig(id, bits)      one sign bit per dimension of chunk id's vector
+ *   fts(title, body)   FTS5, rowid = chunk id, ranked by bm25
+ *
+ * Triggers delete a file's chunks, and a chunk's fts and sig rows, so no
+ * path can leave one without the others.
+ *
+ * A query is answered in one read transaction (one snapshot):
+ *  1. BM25: the best VINDEX_CANDIDATES chunks from FTS5.
+ *  2. Vector candidates: every chunk's sign bits, held in memory, are
+ *     compared with the query's on the dimensions the query uses (a
+ *     weighted Hamming distance, a few popcounts per chunk); the nearest
+ *     VINDEX_CANDIDATES survive. This replaces a brute-force dot product
+ *     over every vector, which costs too much at 100k chunks.
+ *  3. Both candidate sets are re-scored exactly against their stored
+ *     vectors (int8, one scale per vector) and ranked by cosine.
+ *  4. Reciprocal rank fusion: score = 1/(60 + bm25 rank) +
+ *     1/(60 + vector rank), summed over the rankings a chunk is in.
+ */
+#include "vindex.h"
+
+#include "alloc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VINDEX_SCHEMA "1"
+/* Candidates taken from each ranking before fusion (at least; more when
+ * the caller asks for more hits). */
+#define VINDEX_CANDIDATES 100
+#define VINDEX_MAX_K 1000
+/* The usual constant of reciprocal rank fusion (Cormack et al.): it
+ * keeps one ranking's first place from drowning the other ranking. */
+#define VINDEX_RRF_K 60.0
+/* Query terms passed to FTS5, and query bytes looked at. */
+#define VINDEX_MAX_TERMS 32
+#define VINDEX_MAX_QUERY 8192
+/* Text embedded per chunk: title, newline, body. */
+#define VINDEX_MAX_EMBED (64 * 1024)
+
+enum vstmt {
+	ST_META_GET,
+	ST_META_SET,
+	ST_GEN_BUMP,
+	ST_FILE_GET,
+	ST_FILE_DEL,
+	ST_FILE_INS,
+	ST_FILE_TOUCH,
+	ST_CHUNK_INS,
+	ST_SIG_INS,
+	ST_FTS_INS,
+	ST_BM25,
+	ST_VEC,
+	ST_HIT,
+	ST_SIG_ALL,
+	ST_UNDER,
+	ST_DEL_UNDER_COUNT,
+	ST_DEL_UNDER,
+	ST_STATS,
+	ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+	[ST_META_SET] = "INSERT INTO meta(key, value) VALUES(?1, ?2) "
+	                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+	[ST_GEN_BUMP] = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+	                "WHERE key = 'generation'",
+	[ST_FILE_GET] = "SELECT size, mtime_ns, sha256, nchunks FROM file "
+	                "WHERE path = ?1",
+	[ST_FILE_DEL] = "DELETE FROM file WHERE path = ?1",
+	[ST_FILE_INS] = "INSERT INTO file(path, size, mtime_ns, sha256, kind, "
+	                "nchunks, indexed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[ST_FILE_TOUCH] = "UPDATE file SET size = ?2, mtime_ns = ?3 "
+	                  "WHERE path = ?1",
+	[ST_CHUNK_INS] = "INSERT INTO chunk(file_id, seq, line_start, line_end, "
+	                 "byte_start, byte_end, overlap, vec) "
+	                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[ST_SIG_INS] = "INSERT INTO sig(id, bits) VALUES(?1, ?2)",
+	[ST_FTS_INS] = "INSERT INTO fts(rowid, title, body) VALUES(?1, ?2, ?3)",
+	[ST_BM25] = "SELECT rowid FROM fts WHERE fts MATCH ?1 ORDER BY rank "
+	            "LIMIT ?2",
+	[ST_VEC] = "SELECT vec FROM chunk WHERE id = ?1",
+	[ST_HIT] = "SELECT c.seq, c.line_start, c.line_end, c.byte_start, "
+	           "c.byte_end, c.overlap, f.path, f.sha256, t.title, t.body "
+	           "FROM chunk c JOIN file f ON f.id = c.file_id, fts t "
+	           "WHERE c.id = ?1 AND t.rowid = ?1",
+	[ST_SIG_ALL] = "SELECT id, bits FROM sig",
+	/* Paths under folder D are those in ["D/", "D0"): '0' follows '/'. */
+	[ST_UNDER] = "SELECT path FROM file WHERE path > ?1 || '/' AND "
+	             "path < ?1 || '0'",
+	[ST_DEL_UNDER_COUNT] = "SELECT count(*), coalesce(sum(nchunks), 0) "
+	                       "FROM file WHERE path = ?1 OR (path > ?1 || '/' "
+	                       "AND path < ?1 || '0')",
+	[ST_DEL_UNDER] = "DELETE FROM file WHERE path = ?1 OR (path > ?1 || '/' "
+	                 "AND path < ?1 || '0')",
+	[ST_STATS] = "SELECT (SELECT count(*) FROM file), "
+	             "(SELECT coalesce(sum(nchunks), 0) FROM file), "
+	             "(SELECT coalesce(sum(size), 0) FROM file), "
+	             "(SELECT coalesce(sum(length(body)), 0) FROM fts)",
+};
+
+static const char schema_sql[] =
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) "
+	"WITHOUT ROWID;"
+	"CREATE TABLE file(id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, "
+	"size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 BLOB NOT NULL, "
+	"kind TEXT NOT NULL, nchunks INTEGER NOT NULL, "
+	"indexed_at INTEGER NOT NULL);"
+	"CREATE TABLE chunk(id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, "
+	"seq INTEGER NOT NULL, line_start INTEGER NOT NULL, "
+	"line_end INTEGER NOT NULL, byte_start INTEGER NOT NULL, "
+	"byte_end INTEGER NOT NULL, overlap INTEGER NOT NULL, "
+	"vec BLOB NOT NULL);"
+	"CREATE INDEX chunk_file ON chunk(file_id);"
+	"CREATE TABLE sig(id INTEGER PRIMARY KEY, bits BLOB NOT NULL);"
+	/* Porter stemming: "configure" finds "configuration". */
+	"CREATE VIRTUAL TABLE fts USING fts5(title, body, "
+	"tokenize = 'porter unicode61 remove_diacritics 2');"
+	/* A word in a heading says more about a chunk than one in its body. */
+	"INSERT INTO fts(fts, rank) VALUES('rank', 'bm25(2.0, 1.0)');"
+	"CREATE TRIGGER file_ad AFTER DELETE ON file BEGIN "
+	"DELETE FROM chunk WHERE file_id = old.id; END;"
+	"CREATE TRIGGER chunk_ad AFTER DELETE ON chunk BEGIN "
+	"DELETE FROM fts WHERE rowid = old.id; "
+	"DELETE FROM sig WHERE id = old.id; END;"
+	"INSERT INTO meta(key, value) VALUES('schema', '" VINDEX_SCHEMA "'), "
+	"('generation', '0'), ('updated', '0');";
+
+struct vindex {
+	sqlite3 *db;
+	char *path;
+	bool readonly;
+	dev_t dev;              /* of the file opened, to see a replacement */
+	ino_t ino;
+	sqlite3_stmt *st[ST_COUNT];
+	char err[512];
+	enum vindex_mode mode;
+	bool in_txn;
+
+	bool has_spec;          /* the embedder the index records */
+	struct embed_spec spec;
+	bool vec_ok;            /* this build can embed queries for it */
+	int64_t gen_seen;       /* generation when last looked */
+
+	/* The sign-bit cache for vector candidates, valid for one
+	 * data_version of the database. */
+	bool sig_loaded;
+	int64_t sig_version;
+	size_t nsig;
+	size_t words;           /* uint64 words per signature: dim / 64 */
+	int64_t *sig_ids;
+	uint64_t *sig_bits;
+	uint16_t *cost;         /* scratch, nsig entries */
+	uint32_t *hist;         /* scratch, 2 * dim + 1 entries */
+
+	float *qv;              /* scratch vectors, dim floats */
+	struct chunk_scratch {
+		char *p;
+		size_t cap;
+	} text;                 /* scratch text to embed */
+};
+
+static void SCRIM_PRINTF(2, 3)
+set_err(struct vindex *vx, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(vx->err, sizeof(vx->err), fmt, ap);
+	va_end(ap);
+}
+
+static int
+db_fail(struct vindex *vx, const char *what)
+{
+	set_err(vx, "%s: %s: %s", vx->path, what, sqlite3_errmsg(vx->db));
+	return -1;
+}
+
+const char *
+vindex_error(const struct vindex *vx)
+{
+	return vx->err;
+}
+
+/* A cached prepared statement, reset and unbound; NULL on error. */
+static sqlite3_stmt *
+stmt(struct vindex *vx, enum vstmt id)
+{
+	sqlite3_stmt *s = vx->st[id];
+
+	if (s == NULL) {
+		if (sqlite3_prepare_v3(vx->db, stmt_sql[id], -1,
+		                       SQLITE_PREPARE_PERSISTENT, &s,
+		                       NULL) != SQLITE_OK) {
+			db_fail(vx, "prepare");
+			return NULL;
+		}
+		vx->st[id] = s;
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return s;
+}
+
+/* Run a statement that returns no rows; 0 or -1. */
+static int
+step_done(struct vindex *vx, sqlite3_stmt *s, const char *what)
+{
+	int rc = sqlite3_step(s);
+
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return db_fail(vx, what);
+	return 0;
+}
+
+static int
+exec(struct vindex *vx, const char *sql)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(vx->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		set_err(vx, "%s: %s", vx->path,
+		        msg ? msg : sqlite3_errmsg(vx->db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* meta[key] into out; 1 found, 0 absent, -1 error. */
+static int
+meta_get(struct vindex *vx, const char *key, char *out, size_t len)
+{
+	sqlite3_stmt *s = stmt(vx, ST_META_GET);
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(s, 0);
+		snprintf(out, len, "%s", v ? v : "");
+		sqlite3_reset(s);
+		return 1;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : db_fail(vx, "read meta");
+}
+
+static int
+meta_set(struct vindex *vx, const char *key, const char *value)
+{
+	sqlite3_stmt *s = stmt(vx, ST_META_SET);
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	return step_done(vx, s, "write meta");
+}
+
+static bool
+parse_i64(const char *s, int64_t *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0')
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Read the embedder and generation recorded in meta. */
+static int
+load_meta(struct vindex *vx)
+{
+	char name[64], dim[32], ver[32], gen[32];
+	int64_t d, v;
+	int rc;
+
+	rc = meta_get(vx, "generation", gen, sizeof(gen));
+	if (rc < 0)
+		return -1;
+	if (rc == 0 || !parse_i64(gen, &vx->gen_seen)) {
+		set_err(vx, "%s: not a scrim index (no generation)", vx->path);
+		return -1;
+	}
+	rc = meta_get(vx, "embedder", name, sizeof(name));
+	if (rc <= 0) {
+		vx->has_spec = false;
+		return rc;
+	}
+	if (meta_get(vx, "dim", dim, sizeof(dim)) != 1 ||
+	    meta_get(vx, "embedder_version", ver, sizeof(ver)) != 1 ||
+	    !parse_i64(dim, &d) || !parse_i64(ver, &v) || d <= 0 ||
+	    d > EMBED_MAX_DIM || v < 0 || strlen(name) >= sizeof(vx->spec.name)) {
+		set_err(vx, "%s: damaged embedder record", vx->path);
+		return -1;
+	}
+	memset(&vx->spec, 0, sizeof(vx->spec));
+	memcpy(vx->spec.name, name, strlen(name) + 1);
+	vx->spec.dim = (unsigned)d;
+	vx->spec.version = (unsigned)v;
+	vx->has_spec = true;
+	vx->vec_ok = embed_supported(&vx->spec);
+	if (vx->vec_ok && vx->qv == NULL)
+		vx->qv = xmalloc(sizeof(float) * vx->spec.dim);
+	return 0;
+}
+
+/* ---- open / close ----------------------------------------------------------------- */
+
+/* Create the file mode 0600 before SQLite does, so it is never readable
+ * by others, whatever the process umask; SQLite gives the -wal and -shm
+ * files the database file's mode. */
+static int
+precreate(const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fchmod(fd, 0600) != 0) {
+		snprintf(err, errlen, "%s: chmod: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+static int
+create_schema(struct vindex *vx)
+{
+	char v[32] = "";
+	int rc;
+
+	if (exec(vx, "BEGIN IMMEDIATE") < 0)
+		return -1;
+	rc = sqlite3_exec(vx->db, "SELECT 1 FROM meta LIMIT 0", NULL, NULL,
+	                  NULL);
+	if (rc != SQLITE_OK) {
+		/* No meta table: a new (empty) file. */
+		if (exec(vx, schema_sql) < 0)
+			goto fail;
+	} else if (meta_get(vx, "schema", v, sizeof(v)) != 1 ||
+	           strcmp(v, VINDEX_SCHEMA) != 0) {
+		set_err(vx, "%s: index schema %s, this scrim reads %s", vx->path,
+		        v, VINDEX_SCHEMA);
+		goto fail;
+	}
+	if (exec(vx, "COMMIT") < 0)
+		goto fail;
+	return 0;
+fail:
+	exec(vx, "ROLLBACK");
+	return -1;
+}
+
+struct vindex *
+vindex_open(const char *path, bool readonly, char *err, size_t errlen)
+{
+	struct vindex *vx;
+	struct stat st;
+	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW |
+	            (readonly ? SQLITE_OPEN_READONLY
+	                      : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+
+	if (!readonly && precreate(path, err, errlen) < 0)
+		return NULL;
+	if (stat(path, &st) != 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	vx = xcalloc(1, sizeof(*vx));
+	vx->path = xstrdup(path);
+	vx->readonly = readonly;
+	vx->dev = st.st_dev;
+	vx->ino = st.st_ino;
+	/* NOMUTEX: the handle is one thread's at a time, so SQLite's own
+	 * locking would only cost. */
+	if (sqlite3_open_v2(path, &vx->db, flags, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path,
+		         vx->db ? sqlite3_errmsg(vx->db) : "cannot open");
+		goto fail;
+	}
+	sqlite3_extended_result_codes(vx->db, 1);
+	sqlite3_busy_timeout(vx->db, 5000);
+	if (!readonly) {
+		/* WAL: searches go on while an update is written. */
+		if (exec(vx, "PRAGMA journal_mode = WAL") < 0 ||
+		    exec(vx, "PRAGMA synchronous = NORMAL") < 0 ||
+		    create_schema(vx) < 0) {
+			snprintf(err, errlen, "%s", vx->err);
+			goto fail;
+		}
+	}
+	/* Reads: a larger page cache and the file mapped, so a query's
+	 * B-tree walks touch memory, not read(2). */
+	if (exec(vx, "PRAGMA cache_size = -16384") < 0 ||
+	    exec(vx, "PRAGMA mmap_size = 1073741824") < 0 ||
+	    load_meta(vx) < 0) {
+		snprintf(err, errlen, "%s", vx->err);
+		goto fail;
+	}
+	return vx;
+fail:
+	vindex_close(vx);
+	return NULL;
+}
+
+static void
+drop_sig(struct vindex *vx)
+{
+	free(vx->sig_ids);
+	free(vx->sig_bits);
+	free(vx->cost);
+	free(vx->hist);
+	vx->sig_ids = NULL;
+	vx->sig_bits = NULL;
+	vx->cost = NULL;
+	vx->hist = NULL;
+	vx->nsig = 0;
+	vx->sig_loaded = false;
+}
+
+void
+vindex_close(struct vindex *vx)
+{
+	if (vx == NULL)
+		return;
+	if (vx->in_txn)
+		vindex_rollback(vx);
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(vx->st[i]);
+	sqlite3_close(vx->db);
+	drop_sig(vx);
+	free(vx->qv);
+	free(vx->text.p);
+	free(vx->path);
+	free(vx);
+}
+
+void
+vindex_set_mode(struct vindex *vx, enum vindex_mode mode)
+{
+	vx->mode = mode;
+}
+
+bool
+vindex_changed(struct vindex *vx)
+{
+	struct stat st;
+	char gen[32];
+	int64_t g;
+
+	if (stat(vx->path, &st) != 0 || st.st_dev != vx->dev ||
+	    st.st_ino != vx->ino)
+		return true;
+	if (meta_get(vx, "generation", gen, sizeof(gen)) != 1 ||
+	    !parse_i64(gen, &g))
+		return true;
+	return g != vx->gen_seen;
+}
+
+/* ---- writing ---------------------------------------------------------------------- */
+
+int
+vindex_begin(struct vindex *vx, const struct embed_spec *spec)
+{
+	char have[64], want[64], num[32];
+
+	if (vx->readonly) {
+		set_err(vx, "%s: opened read-only", vx->path);
+		return -1;
+	}
+	if (spec == NULL) {
+		/* Removing needs no embedder. */
+		if (exec(vx, "BEGIN IMMEDIATE") < 0)
+			return -1;
+		vx->in_txn = true;
+		return 0;
+	}
+	if (!embed_supported(spec)) {
+		embed_spec_format(spec, want, sizeof(want));
+		set_err(vx, "embedder %s is not built in", want);
+		return -1;
+	}
+	if (exec(vx, "BEGIN IMMEDIATE") < 0)
+		return -1;
+	vx->in_txn = true;
+	/* Another writer may have recorded an embedder since we opened. */
+	if (load_meta(vx) < 0)
+		goto fail;
+	if (vx->has_spec) {
+		if (strcmp(vx->spec.name, spec->name) != 0 ||
+		    vx->spec.dim != spec->dim ||
+		    vx->spec.version != spec->version) {
+			embed_spec_format(&vx->spec, have, sizeof(have));
+			embed_spec_format(spec, want, sizeof(want));
+			set_err(vx, "%s was built with embedder %s; this run uses "
+			        "%s. Vectors of two embedders cannot be mixed: "
+			        "remove the index (or use another --index) to "
+			        "rebuild it with %s",
+			        vx->path, have, want, want);
+			goto fail;
+		}
+		return 0;
+	}
+	snprintf(num, sizeof(num), "%u", spec->dim);
+	if (meta_set(vx, "embedder", spec->name) < 0 ||
+	    meta_set(vx, "dim", num) < 0)
+		goto fail;
+	snprintf(num, sizeof(num), "%u", spec->version);
+	if (meta_set(vx, "embedder_version", num) < 0 || load_meta(vx) < 0)
+		goto fail;
+	return 0;
+fail:
+	vindex_rollback(vx);
+	return -1;
+}
+
+int
+vindex_commit(struct vindex *vx)
+{
+	char now[32];
+
+	if (!vx->in_txn)
+		return 0;
+	snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
+	if (step_done(vx, stmt(vx, ST_GEN_BUMP), "bump generation") < 0 ||
+	    meta_set(vx, "updated", now) < 0 || exec(vx, "COMMIT") < 0) {
+		vindex_rollback(vx);
+		return -1;
+	}
+	vx->in_txn = false;
+	/* Our own commits do not move PRAGMA data_version for us. */
+	drop_sig(vx);
+	return load_meta(vx);
+}
+
+void
+vindex_rollback(struct vindex *vx)
+{
+	char *msg = NULL;
+
+	if (!vx->in_txn)
+		return;
+	sqlite3_exec(vx->db, "ROLLBACK", NULL, NULL, &msg);
+	sqlite3_free(msg);
+	vx->in_txn = false;
+}
+
+int
+vindex_file_get(struct vindex *vx, const char *path, struct vindex_file *out)
+{
+	sqlite3_stmt *s = stmt(vx, ST_FILE_GET);
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const void *h = sqlite3_column_blob(s, 2);
+
+		memset(out, 0, sizeof(*out));
+		out->size = sqlite3_column_int64(s, 0);
+		out->mtime_ns = sqlite3_column_int64(s, 1);
+		if (h != NULL && sqlite3_column_bytes(s, 2) == 32)
+			memcpy(out->sha256, h, 32);
+		out->nchunks = sqlite3_column_int64(s, 3);
+		sqlite3_reset(s);
+		return 1;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : db_fail(vx, "read file");
+}
+
+int
+vindex_file_touch(struct vindex *vx, const char *path,
+                  const struct vindex_file *f)
+{
+	sqlite3_stmt *s = stmt(vx, ST_FILE_TOUCH);
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, f->size);
+	sqlite3_bind_int64(s, 3, f->mtime_ns);
+	return step_done(vx, s, "update file");
+}
+
+/* Vector blob: a float scale, then dim int8 values; value i is
+ * q[i] * scale. Signature: bit i set when value i is positive. */
+static void
+quantise(const float *v, unsigned dim, unsigned char *blob, uint64_t *bits)
+{
+	float maxabs = 0, scale, inv;
+	signed char *q = (signed char *)(blob + sizeof(float));
+
+	for (unsigned i = 0; i < dim; i++) {
+		float a = v[i] < 0 ? -v[i] : v[i];
+		if (a > maxabs)
+			maxabs = a;
+	}
+	scale = maxabs > 0 ? maxabs / 127.0f : 1.0f;
+	inv = 1.0f / scale;
+	memcpy(blob, &scale, sizeof(scale));
+	memset(bits, 0, dim / 8);
+	for (unsigned i = 0; i < dim; i++) {
+		float x = v[i] * inv;
+		int r = (int)(x < 0 ? x - 0.5f : x + 0.5f);
+
+		q[i] = (signed char)(r > 127 ? 127 : r < -127 ? -127 : r);
+		if (v[i] > 0)
+			bits[i / 64] |= 1ULL << (i % 64);
+	}
+}
+
+/* Embed title + "\n" + text. */
+static void
+embed_chunk(struct vindex *vx, const struct chunk *c, float *out)
+{
+	size_t tl = strlen(c->title), need = tl + 1 + c->len;
+
+	if (need > VINDEX_MAX_EMBED)
+		need = VINDEX_MAX_EMBED;
+	if (vx->text.cap < need) {
+		vx->text.p = xrealloc(vx->text.p, need);
+		vx->text.cap = need;
+	}
+	if (tl >= need)
+		tl = need - 1;
+	memcpy(vx->text.p, c->title, tl);
+	vx->text.p[tl] = '\n';
+	memcpy(vx->text.p + tl + 1, c->text, need - tl - 1);
+	embed_text(&vx->spec, vx->text.p, need, out);
+}
+
+int
+vindex_file_put(struct vindex *vx, const char *path,
+                const struct vindex_file *f, const char *kind,
+                const struct chunk *chunks, size_t n)
+{
+	unsigned dim = vx->spec.dim;
+	size_t bloblen = sizeof(float) + dim;
+	unsigned char *blob = NULL;
+	uint64_t *bits = NULL;
+	float *v = NULL;
+	sqlite3_stmt *s;
+	int64_t fid;
+	int ret = -1;
+
+	if (!vx->in_txn || !vx->has_spec) {
+		set_err(vx, "%s: write outside vindex_begin", vx->path);
+		return -1;
+	}
+	s = stmt(vx, ST_FILE_DEL);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	if (step_done(vx, s, "delete file") < 0)
+		return -1;
+	s = stmt(vx, ST_FILE_INS);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, f->size);
+	sqlite3_bind_int64(s, 3, f->mtime_ns);
+	sqlite3_bind_blob(s, 4, f->sha256, 32, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, kind, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, (sqlite3_int64)n);
+	sqlite3_bind_int64(s, 7, (sqlite3_int64)time(NULL));
+	if (step_done(vx, s, "insert file") < 0)
+		return -1;
+	fid = sqlite3_last_insert_rowid(vx->db);
+
+	blob = xmalloc(bloblen);
+	bits = xmalloc(dim / 8);
+	v = xmalloc(sizeof(float) * dim);
+	for (size_t i = 0; i < n; i++) {
+		const struct chunk *c = &chunks[i];
+		int64_t cid;
+
+		embed_chunk(vx, c, v);
+		quantise(v, dim, blob, bits);
+		if ((s = stmt(vx, ST_CHUNK_INS)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, fid);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)i);
+		sqlite3_bind_int64(s, 3, c->line_start);
+		sqlite3_bind_int64(s, 4, c->line_end);
+		sqlite3_bind_int64(s, 5, (sqlite3_int64)c->byte_start);
+		sqlite3_bind_int64(s, 6, (sqlite3_int64)c->byte_end);
+		sqlite3_bind_int64(s, 7, (sqlite3_int64)c->overlap);
+		sqlite3_bind_blob(s, 8, blob, (int)bloblen, SQLITE_STATIC);
+		if (step_done(vx, s, "insert chunk") < 0)
+			goto out;
+		cid = sqlite3_last_insert_rowid(vx->db);
+		if ((s = stmt(vx, ST_SIG_INS)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, cid);
+		sqlite3_bind_blob(s, 2, bits, (int)(dim / 8), SQLITE_STATIC);
+		if (step_done(vx, s, "insert signature") < 0)
+			goto out;
+		if ((s = stmt(vx, ST_FTS_INS)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, cid);
+		sqlite3_bind_text(s, 2, c->title, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, c->text, (int)c->len, SQLITE_STATIC);
+		if (step_done(vx, s, "insert text") < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	free(v);
+	free(bits);
+	free(blob);
+	return ret;
+}
+
+int
+vindex_remove(struct vindex *vx, const char *path, int64_t *files,
+              int64_t *chunks)
+{
+	sqlite3_stmt *s = stmt(vx, ST_DEL_UNDER_COUNT);
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return db_fail(vx, "count files");
+	}
+	if (files)
+		*files = sqlite3_column_int64(s, 0);
+	if (chunks)
+		*chunks = sqlite3_column_int64(s, 1);
+	sqlite3_reset(s);
+	if ((s = stmt(vx, ST_DEL_UNDER)) == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
+	return step_done(vx, s, "remove files");
+}
+
+int
+vindex_files_under(struct vindex *vx, const char *dir,
+                   void (*fn)(void *arg, const char *path), void *arg)
+{
+	sqlite3_stmt *s = stmt(vx, ST_UNDER);
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_text(s, 1, dir, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+		fn(arg, (const char *)sqlite3_column_text(s, 0));
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : db_fail(vx, "list files");
+}
+
+int
+vindex_stats(struct vindex *vx, struct vindex_stats *st)
+{
+	sqlite3_stmt *s;
+	char v[32];
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	if (load_meta(vx) < 0)
+		return -1;
+	st->generation = vx->gen_seen;
+	st->has_embedder = vx->has_spec;
+	if (vx->has_spec)
+		st->embedder = vx->spec;
+	if (meta_get(vx, "updated", v, sizeof(v)) == 1 &&
+	    !parse_i64(v, &st->updated))
+		st->updated = 0;
+	if ((s = stmt(vx, ST_STATS)) == NULL)
+		return -1;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		st->files = sqlite3_column_int64(s, 0);
+		st->chunks = sqlite3_column_int64(s, 1);
+		st->file_bytes = sqlite3_column_int64(s, 2);
+		st->text_bytes = sqlite3_column_int64(s, 3);
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? 0 : db_fail(vx, "stats");
+}
+
+/* ---- search ------------------------------------------------------------------------ */
+
+struct cand {
+	int64_t id;
+	unsigned rb, rv;        /* ranks, 1-based; 0 = absent */
+	float cos;
+	bool has_vec;
+	double score;
+};
+
+static int64_t
+data_version(struct vindex *vx)
+{
+	sqlite3_stmt *s = NULL;
+	int64_t v = -1;
+
+	/* Not cached: a pragma statement is cheap to prepare, and caching
+	 * one gains nothing measurable. */
+	if (sqlite3_prepare_v2(vx->db, "PRAGMA data_version", -1, &s, NULL) ==
+	            SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+/* (Re)load the sign bits of every chunk, when the database changed since
+ * they were loaded. Inside the search's read transaction. */
+static int
+refresh(struct vindex *vx)
+{
+	int64_t dv = data_version(vx);
+	sqlite3_stmt *s;
+	size_t cap = 0, words;
+	int rc;
+
+	if (dv < 0)
+		return db_fail(vx, "data_version");
+	if (vx->sig_loaded && dv == vx->sig_version)
+		return 0;
+	drop_sig(vx);
+	if (load_meta(vx) < 0)
+		return -1;
+	vx->sig_version = dv;
+	vx->sig_loaded = true;
+	if (!vx->has_spec || !vx->vec_ok)
+		return 0;
+	words = vx->spec.dim / 64;
+	vx->words = words;
+	if ((s = stmt(vx, ST_SIG_ALL)) == NULL)
+		return -1;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if ((size_t)sqlite3_column_bytes(s, 1) != words * 8)
+			continue;
+		if (vx->nsig == cap) {
+			cap = cap ? cap * 2 : 1024;
+			vx->sig_ids = xrealloc(vx->sig_ids, cap * sizeof(int64_t));
+			vx->sig_bits = xrealloc(vx->sig_bits,
+			                        cap * words * sizeof(uint64_t));
+		}
+		vx->sig_ids[vx->nsig] = sqlite3_column_int64(s, 0);
+		memcpy(vx->sig_bits + vx->nsig * words,
+		       sqlite3_column_blob(s, 1), words * 8);
+		vx->nsig++;
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		drop_sig(vx);
+		return db_fail(vx, "read signatures");
+	}
+	vx->cost = xmalloc((vx->nsig ? vx->nsig : 1) * sizeof(uint16_t));
+	vx->hist = xmalloc((2 * vx->spec.dim + 1) * sizeof(uint32_t));
+	return 0;
+}
+
+/*
+ * Weighted Hamming distance between the query's signs and each chunk's,
+ * counted only where the query has weight: a disagreement on one of the
+ * query's strong dimensions costs 2, on a weak one 1. A dimension the
+ * query does not use says nothing, so it costs nothing.
+ */
+static inline __attribute__((always_inline)) void
+scan_body(const uint64_t *bits, size_t n, size_t words, const uint64_t *qb,
+          const uint64_t *strong, const uint64_t *weak, uint16_t *cost)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint64_t *d = bits + i * words;
+		unsigned c = 0;
+
+		for (size_t w = 0; w < words; w++) {
+			uint64_t x = d[w] ^ qb[w];
+			c += 2 * (unsigned)__builtin_popcountll(x & strong[w]) +
+			     (unsigned)__builtin_popcountll(x & weak[w]);
+		}
+		cost[i] = (uint16_t)c;
+	}
+}
+
+static void
+scan_generic(const uint64_t *bits, size_t n, size_t words, const uint64_t *qb,
+             const uint64_t *strong, const uint64_t *weak, uint16_t *cost)
+{
+	scan_body(bits, n, words, qb, strong, weak, cost);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The same loop with the POPCNT instruction, chosen at run time: the
+ * generic build must run on any x86-64, and without it popcount is a
+ * library call per word. */
+__attribute__((target("popcnt"))) static void
+scan_popcnt(const uint64_t *bits, size_t n, size_t words, const uint64_t *qb,
+            const uint64_t *strong, const uint64_t *weak, uint16_t *cost)
+{
+	scan_body(bits, n, words, qb, strong, weak, cost);
+}
+#endif
+
+static void
+scan(const uint64_t *bits, size_t n, size_t words, const uint64_t *qb,
+     const uint64_t *strong, const uint64_t *weak, uint16_t *cost)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (__builtin_cpu_supports("popcnt")) {
+		scan_popcnt(bits, n, words, qb, strong, weak, cost);
+		return;
+	}
+#endif
+	scan_generic(bits, n, words, qb, strong, weak, cost);
+}
+
+/* The want nearest chunks by signature, appended to c (unranked). */
+static size_t
+vector_candidates(struct vindex *vx, const float *q, size_t want,
+                  struct cand *c, size_t nc)
+{
+	unsigned dim = vx->spec.dim;
+	size_t words = vx->words, used = 0, take, maxcost = 2 * (size_t)dim;
+	uint64_t qb[EMBED_MAX_DIM / 64], strong[EMBED_MAX_DIM / 64],
+	        weak[EMBED_MAX_DIM / 64];
+	double sum = 0, mean;
+	uint32_t below = 0, thr;
+
+	if (vx->nsig == 0)
+		return nc;
+	memset(qb, 0, sizeof(qb));
+	memset(strong, 0, sizeof(strong));
+	memset(weak, 0, sizeof(weak));
+	for (unsigned i = 0; i < dim; i++) {
+		if (q[i] != 0) {
+			sum += q[i] < 0 ? -q[i] : q[i];
+			used++;
+		}
+	}
+	if (used == 0)
+		return nc;
+	/* Strong: above the mean weight of the dimensions used. */
+	mean = sum / (double)used;
+	for (unsigned i = 0; i < dim; i++) {
+		double a = q[i] < 0 ? -q[i] : q[i];
+		uint64_t bit = 1ULL << (i % 64);
+
+		if (q[i] == 0)
+			continue;
+		if (q[i] > 0)
+			qb[i / 64] |= bit;
+		if (a >= mean)
+			strong[i / 64] |= bit;
+		else
+			weak[i / 64] |= bit;
+	}
+	scan(vx->sig_bits, vx->nsig, words, qb, strong, weak, vx->cost);
+
+	/* Select by histogram: costs are small integers, so the want
+	 * smallest are found in two linear passes, no sort. */
+	memset(vx->hist, 0, (maxcost + 1) * sizeof(uint32_t));
+	for (size_t i = 0; i < vx->nsig; i++)
+		vx->hist[vx->cost[i]]++;
+	for (thr = 0; thr <= maxcost; thr++) {
+		if (below + vx->hist[thr] >= want)
+			break;
+		below += vx->hist[thr];
+	}
+	take = want;
+	for (size_t i = 0; i < vx->nsig && take > 0; i++) {
+		if (vx->cost[i] > thr)
+			continue;
+		if (vx->cost[i] == thr) {
+			/* Ties at the threshold fill what is left. */
+			if (below >= want)
+				continue;
+			below++;
+		}
+		memset(&c[nc], 0, sizeof(c[nc]));
+		c[nc++].id = vx->sig_ids[i];
+		take--;
+	}
+	return nc;
+}
+
+static bool
+term_byte(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c >= 0x80;
+}
+
+/*
+ * The FTS5 query for free text: its words, quoted (so that AND, NEAR or
+ * a '*' in a question are words, not syntax), joined by OR, stop words
+ * left out unless nothing else is left. Empty when there are no words.
+ */
+static void
+fts_query(const char *q, size_t n, char *out, size_t outlen)
+{
+	char words[VINDEX_MAX_TERMS][64];
+	size_t nw = 0, len = 0, pass;
+
+	out[0] = '\0';
+	for (pass = 0; pass < 2 && nw == 0; pass++) {
+		for (size_t i = 0; i < n && nw < VINDEX_MAX_TERMS;) {
+			size_t a, k = 0;
+			bool dup = false;
+
+			while (i < n && !term_byte((unsigned char)q[i]))
+				i++;
+			a = i;
+			while (i < n && term_byte((unsigned char)q[i]))
+				i++;
+			if (i == a)
+				continue;
+			for (size_t j = a; j < i && k < sizeof(words[0]) - 1; j++) {
+				char c = q[j];
+				words[nw][k++] =
+					(c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+			}
+			words[nw][k] = '\0';
+			/* The first pass drops stop words; the second keeps
+			 * them, for a query made only of them. */
+			if (pass == 0 && embed_is_stopword(words[nw], k))
+				continue;
+			for (size_t j = 0; j < nw && !dup; j++)
+				dup = strcmp(words[j], words[nw]) == 0;
+			if (!dup)
+				nw++;
+		}
+	}
+	for (size_t j = 0; j < nw; j++) {
+		int w = snprintf(out + len, outlen - len, "%s\"%s\"",
+		                 j ? " OR " : "", words[j]);
+		if (w < 0 || (size_t)w >= outlen - len) {
+			out[len] = '\0';
+			break;
+		}
+		len += (size_t)w;
+	}
+}
+
+static int
+cmp_id(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int
+cmp_cos(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+
+	if (x->has_vec != y->has_vec)
+		return x->has_vec ? -1 : 1;
+	if (x->cos != y->cos)
+		return x->cos > y->cos ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int
+cmp_score(const void *a, const void *b)
+{
+	const struct cand *x = a, *y = b;
+
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Exact cosine of the query with chunk id's stored vector. */
+static int
+exact_cos(struct vindex *vx, const float *q, struct cand *c)
+{
+	sqlite3_stmt *s = stmt(vx, ST_VEC);
+	unsigned dim = vx->spec.dim;
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, c->id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW &&
+	    (size_t)sqlite3_column_bytes(s, 0) == sizeof(float) + dim) {
+		const unsigned char *b = sqlite3_column_blob(s, 0);
+		const signed char *qv = (const signed char *)(b + sizeof(float));
+		float scale, dot = 0;
+
+		memcpy(&scale, b, sizeof(scale));
+		for (unsigned i = 0; i < dim; i++)
+			dot += q[i] * (float)qv[i];
+		c->cos = dot * scale;
+		c->has_vec = true;
+	} else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		sqlite3_reset(s);
+		return db_fail(vx, "read vector");
+	}
+	sqlite3_reset(s);
+	return 0;
+}
+
+static char *
+col_dup(sqlite3_stmt *s, int i)
+{
+	const char *t = (const char *)sqlite3_column_text(s, i);
+	return xstrndup(t ? t : "", (size_t)sqlite3_column_bytes(s, i));
+}
+
+static int
+fill_hit(struct vindex *vx, const struct cand *c, struct vindex_hit *h)
+{
+	static const char hex[] = "0123456789abcdef";
+	sqlite3_stmt *s = stmt(vx, ST_HIT);
+	const unsigned char *sha;
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, c->id);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return rc == SQLITE_DONE ? 0 : db_fail(vx, "read chunk");
+	}
+	memset(h, 0, sizeof(*h));
+	sha = sqlite3_column_blob(s, 7);
+	if (sha != NULL && sqlite3_column_bytes(s, 7) == 32) {
+		char pre[9];
+
+		for (int i = 0; i < 4; i++) {
+			pre[2 * i] = hex[sha[i] >> 4];
+			pre[2 * i + 1] = hex[sha[i] & 15];
+		}
+		pre[8] = '\0';
+		snprintf(h->id, sizeof(h->id), "%s:%lld", pre,
+		         (long long)sqlite3_column_int64(s, 0));
+	}
+	h->line_start = (uint32_t)sqlite3_column_int64(s, 1);
+	h->line_end = (uint32_t)sqlite3_column_int64(s, 2);
+	h->byte_start = (uint64_t)sqlite3_column_int64(s, 3);
+	h->byte_end = (uint64_t)sqlite3_column_int64(s, 4);
+	h->overlap = (size_t)sqlite3_column_int64(s, 5);
+	h->file = col_dup(s, 6);
+	h->title = col_dup(s, 8);
+	h->text = col_dup(s, 9);
+	h->score = c->score;
+	h->bm25_rank = c->rb;
+	h->vector_rank = c->rv;
+	h->cosine = c->cos;
+	sqlite3_reset(s);
+	return 1;
+}
+
+int
+vindex_search(struct vindex *vx, const char *query, size_t k,
+              struct vindex_hit **hits, size_t *n)
+{
+	size_t qlen = strnlen(query, VINDEX_MAX_QUERY), want, nc = 0, nb = 0,
+	       nu, nh = 0;
+	char match[VINDEX_MAX_TERMS * 70];
+	struct cand *c = NULL;
+	struct vindex_hit *out = NULL;
+	bool use_bm25, use_vec;
+	int ret = -1;
+
+	*hits = NULL;
+	*n = 0;
+	if (k == 0)
+		return 0;
+	if (k > VINDEX_MAX_K)
+		k = VINDEX_MAX_K;
+	want = k * 2 > VINDEX_CANDIDATES ? k * 2 : VINDEX_CANDIDATES;
+	if (vx->in_txn) {
+		set_err(vx, "%s: search inside a write", vx->path);
+		return -1;
+	}
+	/* One snapshot for the whole query: a concurrent update is seen
+	 * entirely or not at all. */
+	if (exec(vx, "BEGIN") < 0)
+		return -1;
+	if (refresh(vx) < 0)
+		goto out;
+	if (!vx->has_spec) {
+		ret = 0; /* nothing indexed yet */
+		goto out;
+	}
+	use_bm25 = vx->mode != VINDEX_VECTOR;
+	use_vec = vx->mode != VINDEX_BM25 && vx->vec_ok;
+	c = xmalloc(2 * want * sizeof(*c));
+
+	fts_query(query, qlen, match, sizeof(match));
+	if (use_bm25 && match[0] != '\0') {
+		sqlite3_stmt *s = stmt(vx, ST_BM25);
+		int rc;
+
+		if (s == NULL)
+			goto out;
+		sqlite3_bind_text(s, 1, match, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, (sqlite3_int64)want);
+		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+			memset(&c[nc], 0, sizeof(c[nc]));
+			c[nc].id = sqlite3_column_int64(s, 0);
+			c[nc].rb = (unsigned)++nb;
+			nc++;
+		}
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE) {
+			db_fail(vx, "full-text query");
+			goto out;
+		}
+	}
+	if (use_vec) {
+		embed_text(&vx->spec, query, qlen, vx->qv);
+		nc = vector_candidates(vx, vx->qv, want, c, nc);
+	}
+
+	/* Merge the two sets: one entry per chunk, keeping its BM25 rank. */
+	qsort(c, nc, sizeof(*c), cmp_id);
+	nu = 0;
+	for (size_t i = 0; i < nc; i++) {
+		if (nu > 0 && c[nu - 1].id == c[i].id) {
+			if (c[i].rb && (!c[nu - 1].rb || c[i].rb < c[nu - 1].rb))
+				c[nu - 1].rb = c[i].rb;
+			continue;
+		}
+		c[nu++] = c[i];
+	}
+	if (use_vec) {
+		unsigned r = 0;
+
+		for (size_t i = 0; i < nu; i++)
+			if (exact_cos(vx, vx->qv, &c[i]) < 0)
+				goto out;
+		qsort(c, nu, sizeof(*c), cmp_cos);
+		/* Only chunks that share something with the query rank. */
+		for (size_t i = 0; i < nu; i++)
+			if (c[i].has_vec && c[i].cos > 0)
+				c[i].rv = ++r;
+	}
+	for (size_t i = 0; i < nu; i++) {
+		c[i].score = 0;
+		if (c[i].rb)
+			c[i].score += 1.0 / (VINDEX_RRF_K + c[i].rb);
+		if (c[i].rv)
+			c[i].score += 1.0 / (VINDEX_RRF_K + c[i].rv);
+	}
+	qsort(c, nu, sizeof(*c), cmp_score);
+
+	out = xcalloc(k, sizeof(*out));
+	for (size_t i = 0; i < nu && nh < k; i++) {
+		int rc;
+
+		if (c[i].score <= 0)
+			break;
+		rc = fill_hit(vx, &c[i], &out[nh]);
+		if (rc < 0)
+			goto out;
+		nh += (size_t)rc;
+	}
+	ret = 0;
+out:
+	/* Ending a read transaction cannot lose anything; an error here
+	 * must not hide the one being reported. */
+	sqlite3_exec(vx->db, ret == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+	free(c);
+	if (ret == 0 && nh > 0) {
+		*hits = out;
+		*n = nh;
+	} else {
+		vindex_hits_free(out, nh);
+	}
+	return ret;
+}
+
+void
+vindex_hits_free(struct vindex_hit *hits, size_t n)
+{
+	if (hits == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(hits[i].file);
+		free(hits[i].title);
+		free(hits[i].text);
+	}
+	free(hits);
+}
