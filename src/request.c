@@ -652,8 +652,7 @@ limits_apply(struct scrim_req *r)
 		req_fail(r, ERR_MODEL_NOT_ALLOWED, msg);
 		return STAGE_DONE;
 	}
-	if (r->ticket.active)
-		inject_include_usage(r);
+	inject_include_usage(r);
 	return STAGE_NEXT;
 }
 
@@ -680,7 +679,8 @@ stage_limits(struct scrim_req *r)
 {
 	long prompt, out, micros;
 
-	/* Config-listed keys carry no limits. */
+	/* Config-listed keys carry no limits, and their requests go out as
+	 * written (streams report usage only if the client asked). */
 	if (!r->virtual_key)
 		return STAGE_NEXT;
 	/* The worst case is reserved: a prompt's tokens estimated from its

@@ -150,6 +150,7 @@ struct vindex {
 	char err[512];
 	enum vindex_mode mode;
 	bool in_txn;
+	bool dirty;             /* the open write changed what searches see */
 
 	bool has_spec;          /* the embedder the index records */
 	struct embed_spec spec;
@@ -536,6 +537,7 @@ vindex_begin(struct vindex *vx, const struct embed_spec *spec)
 	snprintf(num, sizeof(num), "%u", spec->version);
 	if (meta_set(vx, "embedder_version", num) < 0 || load_meta(vx) < 0)
 		goto fail;
+	vx->dirty = true;
 	return 0;
 fail:
 	vindex_rollback(vx);
@@ -550,12 +552,17 @@ vindex_commit(struct vindex *vx)
 	if (!vx->in_txn)
 		return 0;
 	snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
-	if (step_done(vx, stmt(vx, ST_GEN_BUMP), "bump generation") < 0 ||
-	    meta_set(vx, "updated", now) < 0 || exec(vx, "COMMIT") < 0) {
+	/* A run that changed nothing leaves the generation alone, so that
+	 * readers have nothing to notice. */
+	if ((vx->dirty &&
+	     (step_done(vx, stmt(vx, ST_GEN_BUMP), "bump generation") < 0 ||
+	      meta_set(vx, "updated", now) < 0)) ||
+	    exec(vx, "COMMIT") < 0) {
 		vindex_rollback(vx);
 		return -1;
 	}
 	vx->in_txn = false;
+	vx->dirty = false;
 	/* Our own commits do not move PRAGMA data_version for us. */
 	drop_sig(vx);
 	return load_meta(vx);
@@ -571,6 +578,7 @@ vindex_rollback(struct vindex *vx)
 	sqlite3_exec(vx->db, "ROLLBACK", NULL, NULL, &msg);
 	sqlite3_free(msg);
 	vx->in_txn = false;
+	vx->dirty = false;
 }
 
 int
@@ -697,6 +705,7 @@ vindex_file_put(struct vindex *vx, const char *path,
 	if (step_done(vx, s, "insert file") < 0)
 		return -1;
 	fid = sqlite3_last_insert_rowid(vx->db);
+	vx->dirty = true;
 
 	blob = xmalloc(bloblen);
 	bits = xmalloc(dim / 8);
@@ -755,6 +764,8 @@ vindex_remove(struct vindex *vx, const char *path, int64_t *files,
 		sqlite3_reset(s);
 		return db_fail(vx, "count files");
 	}
+	if (sqlite3_column_int64(s, 0) > 0)
+		vx->dirty = true;
 	if (files)
 		*files = sqlite3_column_int64(s, 0);
 	if (chunks)
