@@ -539,7 +539,10 @@ rules_load(const char *dir, bool to_stderr)
 	ld.file = dir;
 	rs->refcnt = 1;
 	rs->dir = xstrdup(dir);
-	rs->jit = true;
+	/* SCRIM_PCRE2_JIT=0 measures what MemoryDenyWriteExecute=yes would
+	 * cost (it makes the kernel refuse the JIT) without that sandbox. */
+	rs->jit = getenv("SCRIM_PCRE2_JIT") == NULL ||
+	          strcmp(getenv("SCRIM_PCRE2_JIT"), "0") != 0;
 
 	d = opendir(dir);
 	if (d == NULL) {
