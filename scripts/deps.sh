@@ -10,6 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(
   build-essential cmake pkg-config ca-certificates curl openssl
   libevent-dev libssl-dev libcurl4-openssl-dev libjansson-dev libsystemd-dev
+  libpcre2-dev libhiredis-dev libsqlite3-dev
 )
 if [ "${SCRIM_TEST_DEPS:-0}" = 1 ]; then
   # The test suite: a real Redis, and Chromium to look at the status page.
