@@ -147,6 +147,10 @@ static const struct cfg_def provider_defs[] = {
 
 #define R(f) offsetof(struct cfg_route, f)
 static const struct cfg_def route_defs[] = {
+	{"context", T_STR, R(context), 0, "off", 0, 0, NULL},
+	{"context_index", T_WORDS, R(context_index), 0, "default", 0, 0, NULL},
+	{"context_max_tokens", T_UINT, R(context_max_tokens), 0, "1500", 50, 100000, NULL},
+	{"context_top_k", T_UINT, R(context_top_k), 0, "4", 1, 32, NULL},
 	{"models", T_WORDS, R(models), 0, NULL, 0, 0, NULL},
 	{"prefix", T_STR, R(prefix), 0, NULL, 0, 0, NULL},
 	{"provider", T_STR, R(provider_name), 0, NULL, 0, 0, NULL},
@@ -189,6 +193,9 @@ _Static_assert(offsetof(struct cfg_provider, nheaders) ==
 _Static_assert(offsetof(struct cfg_route, nmodels) ==
                    offsetof(struct cfg_route, models) + sizeof(char **),
                "models and nmodels must be adjacent");
+_Static_assert(offsetof(struct cfg_route, ncontext_index) ==
+                   offsetof(struct cfg_route, context_index) + sizeof(char **),
+               "context_index lists");
 _Static_assert(offsetof(struct scrim_config, nintercept) ==
                    offsetof(struct scrim_config, intercept) + sizeof(char **),
                "intercept lists");
@@ -1092,6 +1099,16 @@ validate(struct loader *ld)
 			                      "prefix of '%s'", r->name, r->strip,
 			         r->prefix);
 		}
+		if (strcmp(r->context, "on") == 0)
+			r->context_on = true;
+		else if (strcmp(r->context, "off") != 0)
+			complain(ld, r->line, "route '%s': context is 'on' or 'off'",
+			         r->name);
+		for (size_t k = 0; k < r->ncontext_index; k++)
+			if (!valid_name(r->context_index[k]))
+				complain(ld, r->line, "route '%s': index name '%s': letters, "
+				                      "digits, '-', '_', '.'",
+				         r->name, r->context_index[k]);
 		if (r->provider_name == NULL) {
 			complain(ld, r->line, "route '%s': provider is required",
 			         r->name);
@@ -1207,6 +1224,8 @@ config_unref(struct scrim_config *c)
 		free(r->strip);
 		free_list(r->models, r->nmodels);
 		free(r->provider_name);
+		free(r->context);
+		free_list(r->context_index, r->ncontext_index);
 	}
 	free(c->routes);
 	for (size_t i = 0; i < c->nkeys; i++)

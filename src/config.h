@@ -37,6 +37,12 @@ struct cfg_route {
 	size_t nmodels;
 	char *provider_name;
 	struct cfg_provider *provider;
+	char *context;          /* "on" / "off": retrieval from local indexes */
+	bool context_on;
+	char **context_index;   /* index names in state_dir/index */
+	size_t ncontext_index;
+	long context_top_k;
+	long context_max_tokens;
 };
 
 struct cfg_price {

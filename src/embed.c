@@ -38,22 +38,21 @@
 /* English function words: in a question they say nothing about which
  * passage answers it ("how do I ..."), and in a document they would make
  * every vector alike. The lexical side (FTS5) ranks them down by IDF on
- * its own; this side has no corpus statistics, so it drops them. Sorted
- * for bsearch. */
+ * its own; this side has no corpus statistics, so it drops them. The list
+ * is short on purpose: particles such as "over", "down", "up" and "out"
+ * carry meaning in technical text ("fail over", "shut down"), and a
+ * longer list (NLTK's) lowered recall on the test questions. Sorted for
+ * bsearch. */
 static const char *const stopwords[] = {
-	"a",      "about", "after", "all",    "also",  "am",    "an",
-	"and",    "any",   "are",   "as",     "at",    "be",    "been",
-	"being",  "but",   "by",    "can",    "could", "did",   "do",
-	"does",   "doing", "for",   "from",   "had",   "has",   "have",
-	"having", "he",    "her",   "here",   "hers",  "him",   "his",
-	"how",    "i",     "if",    "in",     "into",  "is",    "it",
-	"its",    "just",  "me",    "my",     "of",    "on",    "or",
-	"our",    "she",   "should", "so",    "some",  "such",  "than",
-	"that",   "the",   "their", "them",   "then",  "there", "these",
-	"they",   "this",  "those", "to",     "too",   "us",    "was",
-	"we",     "were",  "what",  "when",   "where", "which", "while",
-	"who",    "whom",  "why",   "will",   "with",  "would", "you",
-	"your",
+	"a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as",
+	"at", "be", "been", "being", "but", "by", "can", "could", "did", "do",
+	"does", "doing", "for", "from", "had", "has", "have", "having", "he", "her",
+	"here", "hers", "him", "his", "how", "i", "if", "in", "into", "is", "it",
+	"its", "just", "me", "my", "of", "on", "or", "our", "she", "should", "so",
+	"some", "such", "than", "that", "the", "their", "them", "then", "there",
+	"these", "they", "this", "those", "to", "too", "us", "was", "we", "were",
+	"what", "when", "where", "which", "while", "who", "whom", "why", "will",
+	"with", "would", "you", "your",
 };
 
 static int
@@ -65,7 +64,7 @@ cmp_word(const void *key, const void *elem)
 bool
 embed_is_stopword(const char *w, size_t n)
 {
-	char tmp[8];
+	char tmp[16];
 
 	if (n == 0 || n >= sizeof(tmp))
 		return false;

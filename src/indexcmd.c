@@ -775,6 +775,10 @@ cmd_add(const struct idxopts *o)
 		}
 		free(p);
 	}
+	if (!a.broken && vindex_refresh_terms(a.vx) < 0) {
+		fprintf(stderr, "scrim index: %s\n", vindex_error(a.vx));
+		a.broken = true;
+	}
 	if (a.broken)
 		vindex_rollback(a.vx);
 	else
@@ -839,7 +843,7 @@ cmd_remove(const struct idxopts *o)
 		}
 		free(p);
 	}
-	if (vindex_commit(vx) < 0) {
+	if (vindex_refresh_terms(vx) < 0 || vindex_commit(vx) < 0) {
 		fprintf(stderr, "scrim index: %s\n", vindex_error(vx));
 		rc = 1;
 	}

@@ -15,6 +15,7 @@ struct walker {
 	size_t pos;
 	json_string_cb cb;
 	json_scalar_cb scalar_cb;
+	const struct json_walk_cbs *cbs; /* open/close, or NULL */
 	void *arg;
 	struct buf *out;
 	size_t copied; /* input bytes already copied to out */
@@ -294,6 +295,8 @@ string_value(struct walker *w)
 	r = scan_string(w, true);
 	if (r != JSON_OK)
 		return r;
+	w->path.value_start = start;
+	w->path.value_end = w->pos;
 	if (w->scratch.len > w->max_string)
 		return JSON_TOO_BIG;
 	buf_reset(&w->repl);
@@ -331,9 +334,12 @@ walk(struct walker *w)
 		switch (w->in[w->pos]) {
 		case '{':
 		case '[': {
-			char open = w->in[w->pos++];
+			char open = w->in[w->pos];
 			if (depth == JSON_MAX_DEPTH)
 				return JSON_TOO_DEEP;
+			if (w->cbs != NULL && w->cbs->open != NULL)
+				w->cbs->open(w->arg, &w->path, w->pos, open);
+			w->pos++;
 			w->kind[depth] = open;
 			w->path.seg[depth].key = NULL;
 			w->path.seg[depth].key_len = 0;
@@ -343,9 +349,11 @@ walk(struct walker *w)
 			skip_ws(w);
 			if (w->pos < w->n &&
 			    w->in[w->pos] == (open == '{' ? '}' : ']')) {
-				w->pos++;
 				depth--;
 				w->path.depth = depth;
+				if (w->cbs != NULL && w->cbs->close != NULL)
+					w->cbs->close(w->arg, &w->path, w->pos, open);
+				w->pos++;
 				break; /* empty container is a complete value */
 			}
 			if (open == '{')
@@ -367,6 +375,8 @@ walk(struct walker *w)
 			                      : scan_number(w);
 			if (!ok)
 				return JSON_INVALID;
+			w->path.value_start = st;
+			w->path.value_end = w->pos;
 			if (w->scalar_cb != NULL)
 				w->scalar_cb(w->arg, &w->path, w->in + st, w->pos - st);
 			break;
@@ -382,9 +392,12 @@ walk(struct walker *w)
 			char c = w->in[w->pos];
 			char close = w->kind[depth - 1] == '{' ? '}' : ']';
 			if (c == close) {
-				w->pos++;
 				depth--;
 				w->path.depth = depth;
+				if (w->cbs != NULL && w->cbs->close != NULL)
+					w->cbs->close(w->arg, &w->path, w->pos,
+					              w->kind[depth]);
+				w->pos++;
 				continue;
 			}
 			if (c != ',')
@@ -460,6 +473,31 @@ json_walk(const char *in, size_t n, json_string_cb cb, json_scalar_cb scalar_cb,
 	w.cb = cb;
 	w.scalar_cb = scalar_cb;
 	w.arg = arg;
+	w.max_string = max_string;
+	buf_init(&w.scratch, max_string + 8);
+	buf_init(&w.repl, (max_string + 8) * 4);
+	r = walk(&w);
+	if (err_pos)
+		*err_pos = w.pos;
+	buf_wipe(&w.scratch);
+	buf_wipe(&w.repl);
+	return r;
+}
+
+enum json_result
+json_walk_all(const char *in, size_t n, const struct json_walk_cbs *cbs,
+              size_t max_string, size_t *err_pos)
+{
+	struct walker w;
+	enum json_result r;
+
+	memset(&w, 0, sizeof(w));
+	w.in = in;
+	w.n = n;
+	w.cb = cbs->str;
+	w.scalar_cb = cbs->scalar;
+	w.cbs = cbs;
+	w.arg = cbs->arg;
 	w.max_string = max_string;
 	buf_init(&w.scratch, max_string + 8);
 	buf_init(&w.repl, (max_string + 8) * 4);

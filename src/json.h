@@ -30,6 +30,8 @@ struct json_seg {
 struct json_path {
 	int depth;
 	struct json_seg seg[JSON_MAX_DEPTH];
+	size_t value_start; /* the current value's bytes in the input, */
+	size_t value_end;   /* for strings and scalars (quotes included) */
 };
 
 enum json_cb_result { JSON_KEEP, JSON_REPLACE, JSON_CB_ERROR };
@@ -68,6 +70,21 @@ typedef void (*json_scalar_cb)(void *arg, const struct json_path *path,
 enum json_result json_walk(const char *in, size_t n, json_string_cb cb,
                            json_scalar_cb scalar_cb, void *arg,
                            size_t max_string, size_t *err_pos);
+
+/* Containers too: open and close give the offset of the bracket; the
+ * path is the container's own place (its key in the parent). */
+struct json_walk_cbs {
+	json_string_cb str;
+	json_scalar_cb scalar;
+	void (*open)(void *arg, const struct json_path *path, size_t off,
+	             char kind);
+	void (*close)(void *arg, const struct json_path *path, size_t off,
+	              char kind);
+	void *arg;
+};
+enum json_result json_walk_all(const char *in, size_t n,
+                               const struct json_walk_cbs *cbs,
+                               size_t max_string, size_t *err_pos);
 
 /* Append s as a JSON string body (no quotes), escaping what JSON needs. */
 bool json_escape_into(struct buf *b, const char *s, size_t n) SCRIM_MUSTCHECK;

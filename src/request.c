@@ -16,6 +16,7 @@
 #include "auth.h"
 #include "config.h"
 #include "conn.h"
+#include "context.h"
 #include "err.h"
 #include "http.h"
 #include "json.h"
@@ -101,6 +102,11 @@ struct scrim_req {
 	struct buf whole;         /* a copy of a non-stream answer, for usage */
 	bool capture;
 	uint64_t scrub_us;
+	struct context_job *ctx_job;
+	struct buf ctx_body;      /* the body with context spliced in */
+	char ctx_ids[CONTEXT_MAX_IDS][32];
+	size_t nctx_ids;
+	bool ctx_answered, in_stage_context;
 	uint64_t limits_start_us, limits_us;
 	struct buf rout;          /* restored bytes ready for the client */
 
@@ -133,6 +139,8 @@ req_free(struct scrim_req *r)
 	free(r->model);
 	/* Everything below may hold personal data: wiped, never logged. */
 	limits_cancel(r->lim_pending);
+	context_cancel(r->ctx_job);
+	buf_wipe(&r->ctx_body);
 	restore_free(r->restore);
 	usage_tap_free(&r->tap);
 	buf_wipe(&r->tout);
@@ -251,6 +259,11 @@ write_audit(struct scrim_req *r, uint64_t now)
 	rec.nredactions = r->scrub.stats.ntypes;
 	rec.rules = rules;
 	rec.nrules = r->scrub.stats.nrules;
+	const char *ctx_ids[CONTEXT_MAX_IDS];
+	for (size_t i = 0; i < r->nctx_ids; i++)
+		ctx_ids[i] = r->ctx_ids[i];
+	rec.context_ids = ctx_ids;
+	rec.ncontext = r->nctx_ids;
 	rec.ms_total = now - r->start_ms;
 	rec.ms_upstream = r->upstream_ms ? r->upstream_ms - r->start_ms : 0;
 	rec.us_scrub = r->scrub_us;
@@ -912,12 +925,72 @@ check_provider_key(struct scrim_req *r)
 	return STAGE_NEXT;
 }
 
+static bool
+is_anthropic_body(const struct scrim_req *r)
+{
+	const char *path;
+	size_t plen;
+
+	path_of(r, &path, &plen);
+	return plen >= 9 && memcmp(path + plen - 9, "/messages", 9) == 0;
+}
+
+static void
+context_answer(void *arg, struct context_result *res)
+{
+	struct scrim_req *r = arg;
+
+	r->ctx_job = NULL;
+	r->ctx_answered = true;
+	if (res->err[0])
+		log_warn("req %s: context: %s", r->conn->req_id, res->err);
+	if (res->text.len > 0) {
+		buf_init(&r->ctx_body, r->body_len + res->text.len * 2 + 256);
+		if (context_inject(r->body, r->body_len, res->text.p, res->text.len,
+		                   is_anthropic_body(r), &r->ctx_body)) {
+			r->body = r->ctx_body.p;
+			r->body_len = r->ctx_body.len;
+			for (size_t i = 0; i < res->nids; i++)
+				memcpy(r->ctx_ids[r->nctx_ids++], res->ids[i], 32);
+		}
+	}
+	if (r->in_stage_context)
+		return;
+	r->stage++;
+	req_run(r);
+}
+
 static enum stage_result
 stage_context(struct scrim_req *r)
 {
-	/* Retrieval from the local index splices its passages here. */
-	(void)r;
-	return STAGE_NEXT;
+	const struct cfg_route *rt = r->route;
+	const struct http_header *opt;
+	struct buf q;
+
+	if (rt == NULL || !rt->context_on || r->body_len == 0)
+		return STAGE_NEXT;
+	opt = http_head_get(&r->conn->head, "x-scrim-context");
+	if (opt != NULL && opt->value_len == 3 && strncasecmp(opt->value, "off", 3) == 0)
+		return STAGE_NEXT;
+	buf_init(&q, 64 * 1024);
+	if (!context_query(r->body, r->body_len, &q)) {
+		buf_wipe(&q);
+		return STAGE_NEXT;
+	}
+	r->in_stage_context = true;
+	r->ctx_job = context_retrieve(r->srv->context, q.p, rt->context_index,
+	                              rt->ncontext_index, (size_t)rt->context_top_k,
+	                              (size_t)rt->context_max_tokens,
+	                              context_answer, r);
+	r->in_stage_context = false;
+	buf_wipe(&q);
+	if (r->ctx_job == NULL) {
+		/* The worker is saturated: answer without context rather than
+		 * queue without bound. */
+		log_warn("req %s: context queue full; no context", r->conn->req_id);
+		return STAGE_NEXT;
+	}
+	return STAGE_WAIT;
 }
 
 /*
@@ -1428,6 +1501,7 @@ req_start(struct scrim_conn *c)
 	r->max_tokens = -1;
 	usage_init(&r->usage);
 	buf_init(&r->injected, 0);
+	buf_init(&r->ctx_body, 0);
 	buf_init(&r->tout, 0);
 	buf_init(&r->whole, 0);
 	usage_tap_init(&r->tap, &r->usage, false);

@@ -11,6 +11,7 @@
 #include "ca.h"
 #include "certcache.h"
 #include "config.h"
+#include "context.h"
 #include "conn.h"
 #include "limits.h"
 #include "log.h"
@@ -281,6 +282,13 @@ server_run(const char *config_path)
 			goto out;
 		}
 	}
+	/* The retrieval worker starts even when no route uses it yet: a
+	 * reload may turn context on. */
+	srv.context = context_new(srv.base, srv.cfg->state_dir);
+	if (srv.context == NULL) {
+		log_error("cannot start the retrieval worker");
+		goto out;
+	}
 	if (*srv.cfg->redis_url) {
 		srv.limits = limits_new(srv.base, srv.cfg);
 		if (srv.limits == NULL) {
@@ -349,6 +357,7 @@ out:
 	limits_free(srv.limits);
 	/* After the connections: their last records are queued by now. */
 	audit_close(srv.audit);
+	context_free(srv.context);
 	metrics_free(srv.metrics);
 	tls_server_ctx_free(srv.tls);
 	certcache_free(srv.certs);

@@ -38,6 +38,7 @@ struct scrim_server {
 	struct limits *limits;       /* NULL without [redis] url */
 	struct audit *audit;         /* NULL with [audit] mode = off */
 	struct metrics *metrics;
+	struct context *context;     /* retrieval worker, when any route uses it */
 	uint64_t reloads, reload_failures;
 	struct scrim_ca *ca;         /* NULL until `scrim ca init` */
 	struct certcache *certs;     /* leaves for intercepted hosts */

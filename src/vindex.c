@@ -10,8 +10,11 @@
  * Triggers delete a file's chunks, and a chunk's fts and sig rows, so no
  * path can leave one without the others.
  *
+ *   term_df(term, df) how many chunks hold each (stemmed) word
+ *
  * A query is answered in one read transaction (one snapshot):
- *  1. BM25: the best VINDEX_CANDIDATES chunks from FTS5.
+ *  1. BM25: the best VINDEX_CANDIDATES chunks from FTS5, ranking by the
+ *     query's rarer words only (fts_query says why and how).
  *  2. Vector candidates: every chunk's sign bits, held in memory, are
  *     compared with the query's on the dimensions the query uses (a
  *     weighted Hamming distance, a few popcounts per chunk); the nearest
@@ -42,6 +45,8 @@
  * the caller asks for more hits). */
 #define VINDEX_CANDIDATES 100
 #define VINDEX_MAX_K 1000
+/* Chunks BM25 may score for one query (see fts_query). */
+#define VINDEX_BM25_POSTINGS 2000
 /* The usual constant of reciprocal rank fusion (Cormack et al.): it
  * keeps one ranking's first place from drowning the other ranking. */
 #define VINDEX_RRF_K 60.0
@@ -70,6 +75,7 @@ enum vstmt {
 	ST_DEL_UNDER_COUNT,
 	ST_DEL_UNDER,
 	ST_STATS,
+	ST_DF,
 	ST_COUNT
 };
 
@@ -90,9 +96,15 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                 "byte_start, byte_end, overlap, vec) "
 	                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 	[ST_SIG_INS] = "INSERT INTO sig(id, bits) VALUES(?1, ?2)",
-	[ST_FTS_INS] = "INSERT INTO fts(rowid, title, body) VALUES(?1, ?2, ?3)",
-	[ST_BM25] = "SELECT rowid FROM fts WHERE fts MATCH ?1 ORDER BY rank "
-	            "LIMIT ?2",
+	[ST_FTS_INS] = "INSERT INTO fts(rowid, name, title, body) "
+	               "VALUES(?1, ?2, ?3, ?4)",
+	/* bm25() with the column weights spelled out: measured faster than
+	 * ORDER BY rank with the weights configured. A word in a heading
+	 * says more about a chunk than one in its body; the file's name says
+	 * something about all of its chunks. */
+	[ST_BM25] = "SELECT rowid FROM fts WHERE fts MATCH ?1 "
+	            "ORDER BY bm25(fts, 1.0, 2.0, 1.0) LIMIT ?2",
+	[ST_DF] = "SELECT df FROM term_df WHERE term = ?1",
 	[ST_VEC] = "SELECT vec FROM chunk WHERE id = ?1",
 	[ST_HIT] = "SELECT c.seq, c.line_start, c.line_end, c.byte_start, "
 	           "c.byte_end, c.overlap, f.path, f.sha256, t.title, t.body "
@@ -128,10 +140,15 @@ static const char schema_sql[] =
 	"CREATE INDEX chunk_file ON chunk(file_id);"
 	"CREATE TABLE sig(id INTEGER PRIMARY KEY, bits BLOB NOT NULL);"
 	/* Porter stemming: "configure" finds "configuration". */
-	"CREATE VIRTUAL TABLE fts USING fts5(title, body, "
+	"CREATE VIRTUAL TABLE fts USING fts5(name, title, body, "
 	"tokenize = 'porter unicode61 remove_diacritics 2');"
-	/* A word in a heading says more about a chunk than one in its body. */
-	"INSERT INTO fts(fts, rank) VALUES('rank', 'bm25(2.0, 1.0)');"
+	/* Document frequencies, to choose which query words to rank by.
+	 * fts5vocab counts them by walking each word's postings, about as
+	 * slow as the search it would save, so term_df keeps a copy, made
+	 * by vindex_refresh_terms once an update is done. */
+	"CREATE VIRTUAL TABLE fts_vocab USING fts5vocab(fts, 'row');"
+	"CREATE TABLE term_df(term TEXT PRIMARY KEY, df INTEGER NOT NULL) "
+	"WITHOUT ROWID;"
 	"CREATE TRIGGER file_ad AFTER DELETE ON file BEGIN "
 	"DELETE FROM chunk WHERE file_id = old.id; END;"
 	"CREATE TRIGGER chunk_ad AFTER DELETE ON chunk BEGIN "
@@ -169,6 +186,10 @@ struct vindex {
 	uint32_t *hist;         /* scratch, 2 * dim + 1 entries */
 
 	float *qv;              /* scratch vectors, dim floats */
+	/* FTS5's own tokenizer, to see query words as the index stores them
+	 * (stemmed) when looking up how many chunks hold them. */
+	fts5_tokenizer tok;
+	Fts5Tokenizer *tokh;
 	struct chunk_scratch {
 		char *p;
 		size_t cap;
@@ -380,6 +401,34 @@ fail:
 	return -1;
 }
 
+/* The tokenizer the fts table was made with (schema_sql), from FTS5's
+ * API: the pointer comes back through SELECT fts5(?1). */
+static int
+open_tokenizer(struct vindex *vx)
+{
+	static const char *const args[] = {"unicode61", "remove_diacritics",
+	                                   "2"};
+	fts5_api *api = NULL;
+	sqlite3_stmt *s = NULL;
+	void *ud = NULL;
+
+	if (sqlite3_prepare_v2(vx->db, "SELECT fts5(?1)", -1, &s, NULL) !=
+	    SQLITE_OK)
+		return db_fail(vx, "fts5 api");
+	sqlite3_bind_pointer(s, 1, (void *)&api, "fts5_api_ptr", NULL);
+	sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (api == NULL || api->iVersion < 2 ||
+	    api->xFindTokenizer(api, "porter", &ud, &vx->tok) != SQLITE_OK ||
+	    vx->tok.xCreate(ud, (const char **)args, 3, &vx->tokh) !=
+	            SQLITE_OK) {
+		vx->tokh = NULL;
+		set_err(vx, "%s: SQLite has no FTS5 porter tokenizer", vx->path);
+		return -1;
+	}
+	return 0;
+}
+
 struct vindex *
 vindex_open(const char *path, bool readonly, char *err, size_t errlen)
 {
@@ -422,7 +471,7 @@ vindex_open(const char *path, bool readonly, char *err, size_t errlen)
 	 * B-tree walks touch memory, not read(2). */
 	if (exec(vx, "PRAGMA cache_size = -16384") < 0 ||
 	    exec(vx, "PRAGMA mmap_size = 1073741824") < 0 ||
-	    load_meta(vx) < 0) {
+	    load_meta(vx) < 0 || open_tokenizer(vx) < 0) {
 		snprintf(err, errlen, "%s", vx->err);
 		goto fail;
 	}
@@ -456,6 +505,8 @@ vindex_close(struct vindex *vx)
 		vindex_rollback(vx);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(vx->st[i]);
+	if (vx->tokh != NULL)
+		vx->tok.xDelete(vx->tokh);
 	sqlite3_close(vx->db);
 	drop_sig(vx);
 	free(vx->qv);
@@ -582,6 +633,19 @@ vindex_rollback(struct vindex *vx)
 }
 
 int
+vindex_refresh_terms(struct vindex *vx)
+{
+	if (!vx->in_txn) {
+		set_err(vx, "%s: refresh outside vindex_begin", vx->path);
+		return -1;
+	}
+	if (!vx->dirty)
+		return 0;
+	return exec(vx, "DELETE FROM term_df; INSERT INTO term_df(term, df) "
+	                "SELECT term, doc FROM fts_vocab");
+}
+
+int
 vindex_file_get(struct vindex *vx, const char *path, struct vindex_file *out)
 {
 	sqlite3_stmt *s = stmt(vx, ST_FILE_GET);
@@ -648,24 +712,51 @@ quantise(const float *v, unsigned dim, unsigned char *blob, uint64_t *bits)
 	}
 }
 
-/* Embed title + "\n" + text. */
-static void
-embed_chunk(struct vindex *vx, const struct chunk *c, float *out)
+/* The part of a path that names the document: its last two components
+ * ("licences/Apache-2.0", "notes/oncall.org"). Folders above that are
+ * mostly where the user keeps things, not what they are about. */
+static const char *
+doc_name(const char *path)
 {
-	size_t tl = strlen(c->title), need = tl + 1 + c->len;
+	const char *last = strrchr(path, '/'), *prev = NULL;
 
-	if (need > VINDEX_MAX_EMBED)
-		need = VINDEX_MAX_EMBED;
-	if (vx->text.cap < need) {
-		vx->text.p = xrealloc(vx->text.p, need);
-		vx->text.cap = need;
+	if (last == NULL)
+		return path;
+	for (const char *p = path; p < last; p++)
+		if (*p == '/')
+			prev = p;
+	return prev ? prev + 1 : last + 1;
+}
+
+/* Append n bytes to the scratch text, up to VINDEX_MAX_EMBED in all. */
+static void
+text_add(struct vindex *vx, size_t *len, const char *s, size_t n)
+{
+	if (n > VINDEX_MAX_EMBED - *len)
+		n = VINDEX_MAX_EMBED - *len;
+	if (vx->text.cap < *len + n) {
+		vx->text.cap = *len + n > 4096 ? *len + n : 4096;
+		vx->text.p = xrealloc(vx->text.p, vx->text.cap);
 	}
-	if (tl >= need)
-		tl = need - 1;
-	memcpy(vx->text.p, c->title, tl);
-	vx->text.p[tl] = '\n';
-	memcpy(vx->text.p + tl + 1, c->text, need - tl - 1);
-	embed_text(&vx->spec, vx->text.p, need, out);
+	memcpy(vx->text.p + *len, s, n);
+	*len += n;
+}
+
+/* A chunk's vector is of the document's name, its heading path and its
+ * text: a passage of a licence that never says "Apache" is still about
+ * the Apache licence. */
+static void
+embed_chunk(struct vindex *vx, const char *name, const struct chunk *c,
+            float *out)
+{
+	size_t len = 0;
+
+	text_add(vx, &len, name, strlen(name));
+	text_add(vx, &len, "\n", 1);
+	text_add(vx, &len, c->title, strlen(c->title));
+	text_add(vx, &len, "\n", 1);
+	text_add(vx, &len, c->text, c->len);
+	embed_text(&vx->spec, vx->text.p, len, out);
 }
 
 int
@@ -675,6 +766,7 @@ vindex_file_put(struct vindex *vx, const char *path,
 {
 	unsigned dim = vx->spec.dim;
 	size_t bloblen = sizeof(float) + dim;
+	const char *name = doc_name(path);
 	unsigned char *blob = NULL;
 	uint64_t *bits = NULL;
 	float *v = NULL;
@@ -714,7 +806,7 @@ vindex_file_put(struct vindex *vx, const char *path,
 		const struct chunk *c = &chunks[i];
 		int64_t cid;
 
-		embed_chunk(vx, c, v);
+		embed_chunk(vx, name, c, v);
 		quantise(v, dim, blob, bits);
 		if ((s = stmt(vx, ST_CHUNK_INS)) == NULL)
 			goto out;
@@ -738,8 +830,9 @@ vindex_file_put(struct vindex *vx, const char *path,
 		if ((s = stmt(vx, ST_FTS_INS)) == NULL)
 			goto out;
 		sqlite3_bind_int64(s, 1, cid);
-		sqlite3_bind_text(s, 2, c->title, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, c->text, (int)c->len, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, c->title, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 4, c->text, (int)c->len, SQLITE_STATIC);
 		if (step_done(vx, s, "insert text") < 0)
 			goto out;
 	}
@@ -1029,20 +1122,63 @@ term_byte(unsigned char c)
 	       (c >= '0' && c <= '9') || c >= 0x80;
 }
 
+struct term {
+	char word[64];          /* as the user wrote it, lower case */
+	char stem[64];          /* as the index stores it */
+	int64_t df;             /* chunks that hold it */
+};
+
+static int
+on_token(void *ctx, int flags, const char *tok, int n, int start, int end)
+{
+	struct term *t = ctx;
+
+	(void)flags;
+	(void)start;
+	(void)end;
+	/* A word is one token (it has no separators left); keep the
+	 * first. */
+	if (t->stem[0] == '\0' && n > 0 && (size_t)n < sizeof(t->stem)) {
+		memcpy(t->stem, tok, (size_t)n);
+		t->stem[n] = '\0';
+	}
+	return SQLITE_OK;
+}
+
+static int
+cmp_df(const void *a, const void *b)
+{
+	const struct term *x = a, *y = b;
+	return x->df < y->df ? -1 : x->df > y->df;
+}
+
 /*
  * The FTS5 query for free text: its words, quoted (so that AND, NEAR or
- * a '*' in a question are words, not syntax), joined by OR, stop words
- * left out unless nothing else is left. Empty when there are no words.
+ * a '*' in a question are words, not syntax), joined by OR. Stop words
+ * are left out unless nothing else is left.
+ *
+ * BM25 costs about a microsecond for every chunk that holds any query
+ * word, and a word like "license" is in most chunks of a licence
+ * collection: at 100k chunks one such word makes a query take 100 ms.
+ * So words are taken rarest first, by the document frequency the index
+ * keeps (fts_vocab), while the chunks they match add up to at most
+ * VINDEX_BM25_POSTINGS; words past that are the common ones, whose IDF
+ * is low and which would barely move the ranking. When even the rarest
+ * word is that common, the query has nothing lexical to rank by and the
+ * vector ranking answers alone. Words no chunk holds are dropped.
  */
-static void
-fts_query(const char *q, size_t n, char *out, size_t outlen)
+static int
+fts_query(struct vindex *vx, const char *q, size_t n, char *out,
+          size_t outlen)
 {
-	char words[VINDEX_MAX_TERMS][64];
-	size_t nw = 0, len = 0, pass;
+	struct term t[VINDEX_MAX_TERMS];
+	size_t nt = 0, len = 0, pass;
+	int64_t budget = VINDEX_BM25_POSTINGS;
+	sqlite3_stmt *s;
 
 	out[0] = '\0';
-	for (pass = 0; pass < 2 && nw == 0; pass++) {
-		for (size_t i = 0; i < n && nw < VINDEX_MAX_TERMS;) {
+	for (pass = 0; pass < 2 && nt == 0; pass++) {
+		for (size_t i = 0; i < n && nt < VINDEX_MAX_TERMS;) {
 			size_t a, k = 0;
 			bool dup = false;
 
@@ -1053,31 +1189,59 @@ fts_query(const char *q, size_t n, char *out, size_t outlen)
 				i++;
 			if (i == a)
 				continue;
-			for (size_t j = a; j < i && k < sizeof(words[0]) - 1; j++) {
+			memset(&t[nt], 0, sizeof(t[nt]));
+			for (size_t j = a; j < i && k < sizeof(t[0].word) - 1; j++) {
 				char c = q[j];
-				words[nw][k++] =
+				t[nt].word[k++] =
 					(c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
 			}
-			words[nw][k] = '\0';
+			t[nt].word[k] = '\0';
 			/* The first pass drops stop words; the second keeps
 			 * them, for a query made only of them. */
-			if (pass == 0 && embed_is_stopword(words[nw], k))
+			if (pass == 0 && embed_is_stopword(t[nt].word, k))
 				continue;
-			for (size_t j = 0; j < nw && !dup; j++)
-				dup = strcmp(words[j], words[nw]) == 0;
+			for (size_t j = 0; j < nt && !dup; j++)
+				dup = strcmp(t[j].word, t[nt].word) == 0;
 			if (!dup)
-				nw++;
+				nt++;
 		}
 	}
-	for (size_t j = 0; j < nw; j++) {
-		int w = snprintf(out + len, outlen - len, "%s\"%s\"",
-		                 j ? " OR " : "", words[j]);
+	for (size_t j = 0; j < nt; j++) {
+		int rc;
+
+		vx->tok.xTokenize(vx->tokh, &t[j], FTS5_TOKENIZE_QUERY, t[j].word,
+		                  (int)strlen(t[j].word), on_token);
+		if (t[j].stem[0] == '\0')
+			continue;
+		if ((s = stmt(vx, ST_DF)) == NULL)
+			return -1;
+		sqlite3_bind_text(s, 1, t[j].stem, -1, SQLITE_STATIC);
+		rc = sqlite3_step(s);
+		/* A word missing from term_df came with an update not yet
+		 * counted (or is in no chunk): take it for a rare one. */
+		t[j].df = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 1;
+		sqlite3_reset(s);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return db_fail(vx, "document frequency");
+	}
+	qsort(t, nt, sizeof(t[0]), cmp_df);
+	for (size_t j = 0; j < nt; j++) {
+		int w;
+
+		if (t[j].df <= 0)
+			continue;
+		if (t[j].df > budget)
+			break;
+		budget -= t[j].df;
+		w = snprintf(out + len, outlen - len, "%s\"%s\"",
+		             len ? " OR " : "", t[j].word);
 		if (w < 0 || (size_t)w >= outlen - len) {
 			out[len] = '\0';
 			break;
 		}
 		len += (size_t)w;
 	}
+	return 0;
 }
 
 static int
@@ -1198,7 +1362,7 @@ vindex_search(struct vindex *vx, const char *query, size_t k,
 {
 	size_t qlen = strnlen(query, VINDEX_MAX_QUERY), want, nc = 0, nb = 0,
 	       nu, nh = 0;
-	char match[VINDEX_MAX_TERMS * 70];
+	char match[VINDEX_MAX_TERMS * 72];
 	struct cand *c = NULL;
 	struct vindex_hit *out = NULL;
 	bool use_bm25, use_vec;
@@ -1229,7 +1393,8 @@ vindex_search(struct vindex *vx, const char *query, size_t k,
 	use_vec = vx->mode != VINDEX_BM25 && vx->vec_ok;
 	c = xmalloc(2 * want * sizeof(*c));
 
-	fts_query(query, qlen, match, sizeof(match));
+	if (use_bm25 && fts_query(vx, query, qlen, match, sizeof(match)) < 0)
+		goto out;
 	if (use_bm25 && match[0] != '\0') {
 		sqlite3_stmt *s = stmt(vx, ST_BM25);
 		int rc;

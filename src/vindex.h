@@ -107,6 +107,12 @@ int vindex_stats(struct vindex *vx, struct vindex_stats *st) SCRIM_MUSTCHECK;
  */
 int vindex_begin(struct vindex *vx, const struct embed_spec *spec)
 	SCRIM_MUSTCHECK;
+/* Recount how many chunks hold each word (the statistics a search uses
+ * to pick query words; see vindex.c). A full pass over the full-text
+ * index, about a second per 100k chunks: call it once, before the last
+ * commit of an update, not after every file. Nothing to do when the
+ * transaction changed nothing. */
+int vindex_refresh_terms(struct vindex *vx) SCRIM_MUSTCHECK;
 /* Commit, bumping the generation so readers notice. */
 int vindex_commit(struct vindex *vx) SCRIM_MUSTCHECK;
 void vindex_rollback(struct vindex *vx);

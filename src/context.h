@@ -1,0 +1,57 @@
+/*
+ * context.h - the context stage: passages retrieved from the local index
+ * (vindex.c) for a request's latest user message, on a worker thread so
+ * the event loop never waits on SQLite, and spliced into the request as a
+ * system message (OpenAI) or system block (Anthropic), fenced and labelled
+ * as reference material. The scrub stage runs after it, so retrieved
+ * text is scrubbed like everything else before it leaves.
+ */
+#ifndef SCRIM_CONTEXT_H
+#define SCRIM_CONTEXT_H
+
+#include "buf.h"
+#include "scrim.h"
+
+struct event_base;
+struct context;
+struct context_job;
+
+#define CONTEXT_MAX_IDS 32
+
+struct context_result {
+	struct buf text;                 /* the fenced passages; "" if none */
+	char ids[CONTEXT_MAX_IDS][32];   /* chunk ids, for the audit record */
+	size_t nids;
+	char err[160];                   /* "" unless retrieval failed */
+};
+
+typedef void (*context_cb)(void *arg, struct context_result *res);
+
+/* Start the worker; indexes are state_dir/index/NAME.db. */
+struct context *context_new(struct event_base *base, const char *state_dir);
+void context_free(struct context *cx);
+
+/*
+ * Retrieve up to k passages for query from the named indexes, at most
+ * max_tokens (~4 bytes each) of them. cb runs later on the loop's thread
+ * (result owned by the callee until cb returns). NULL: not queued.
+ */
+struct context_job *context_retrieve(struct context *cx, const char *query,
+                                     char *const *indexes, size_t nindexes,
+                                     size_t k, size_t max_tokens,
+                                     context_cb cb, void *arg);
+/* The request is gone: its callback will not run. */
+void context_cancel(struct context_job *j);
+
+/*
+ * Splice result text into a request body (OpenAI chat messages or
+ * Anthropic messages, told apart by the body's shape). out receives the
+ * new body; false when the body has no place for it (left unchanged).
+ */
+bool context_inject(const char *body, size_t len, const char *text,
+                    size_t tlen, bool anthropic, struct buf *out);
+
+/* The text of the last user message in a chat or messages body. */
+bool context_query(const char *body, size_t len, struct buf *out);
+
+#endif
