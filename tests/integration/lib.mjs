@@ -155,6 +155,7 @@ export async function makeTestPKI(dir) {
 export async function configFor({
   providerUrl, caFile, keys = { test: TEST_KEY }, port, adminPort,
   gateway = {}, provider = {}, anthropicProvider = {}, redis, prices, extra = '',
+  route = {}, anthropicRoute = {},
 } = {}) {
   if (!providerUrl) throw new Error('configFor: providerUrl is required');
   port = port || await freePort();
@@ -207,8 +208,8 @@ export async function configFor({
     section('[keys]', keyLines),
     section('[provider fake]', fake),
     section('[provider fakeanthropic]', fakeAnthropic),
-    section('[route anthropic]', { prefix: '/anthropic/', provider: 'fakeanthropic' }),
-    section('[route all]', { prefix: '/v1/', provider: 'fake' }),
+    section('[route anthropic]', { prefix: '/anthropic/', provider: 'fakeanthropic', ...anthropicRoute }),
+    section('[route all]', { prefix: '/v1/', provider: 'fake', ...route }),
     redis ? section('[redis]', typeof redis === 'string' ? { url: redis } : redis) : '',
     prices ? section('[prices]', prices) : '',
     extra,
