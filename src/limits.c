@@ -207,6 +207,7 @@ struct limits {
 	struct {
 		struct limits_ticket t;
 		uint64_t queued_ms;
+		bool served;   /* the request went out: release, do not refund */
 	} refunds[LIMITS_MAX_REFUNDS];
 	size_t nrefunds;
 	struct event *refund_timer;
@@ -240,7 +241,8 @@ struct limits_pending {
 	long reset_minute_ms;
 };
 
-static void queue_refund(struct limits *l, const struct limits_ticket *t);
+static void queue_refund(struct limits *l, const struct limits_ticket *t,
+                         bool served);
 static void refund_cb(evutil_socket_t fd, short what, void *arg);
 
 static uint64_t
@@ -505,7 +507,7 @@ check_reply(void *arg, redisReply *rep)
 		if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
 			log_warn("limits: redis error: %.120s", rep->str);
 		if (rep == NULL)
-			queue_refund(p->l, p->ticket); /* it may have run */
+			queue_refund(p->l, p->ticket, false); /* it may have run */
 		decide_locally(p, &res, current_cfg);
 		p->cb(p->arg, &res);
 		pending_free(p);
@@ -513,12 +515,15 @@ check_reply(void *arg, redisReply *rep)
 	}
 	reply_str(rep, 0, verdict, sizeof(verdict));
 	reply_str(rep, 1, res.key_id, sizeof(res.key_id));
-	if (strcmp(verdict, "unknown") == 0) {
-		res.verdict = LIM_UNKNOWN_KEY;
-	} else if (strcmp(verdict, "revoked") == 0) {
-		res.verdict = LIM_REVOKED;
-	} else if (strcmp(verdict, "expired") == 0) {
-		res.verdict = LIM_EXPIRED;
+	if (strcmp(verdict, "unknown") == 0 || strcmp(verdict, "revoked") == 0 ||
+	    strcmp(verdict, "expired") == 0) {
+		struct local_key *lk = local_find(p->l, p->ticket->hash, false);
+		res.verdict = verdict[0] == 'u'   ? LIM_UNKNOWN_KEY
+		              : verdict[0] == 'r' ? LIM_REVOKED
+		                                  : LIM_EXPIRED;
+		/* Fail-open must not remember a key Redis has refused since. */
+		if (lk != NULL)
+			*lk = p->l->local[--p->l->nlocal];
 	} else {
 		char which[24];
 		struct local_key *lk;
@@ -676,16 +681,28 @@ limits_cancel(struct limits_pending *p)
 		return;
 	/* The check may still run in Redis: refund it when it can. */
 	redis_cancel(p->call);
-	queue_refund(p->l, p->ticket);
+	queue_refund(p->l, p->ticket, false);
 	pending_free(p);
 }
+
+struct settle_arg {
+	struct limits *l;
+	struct limits_ticket t;
+	bool refund;
+};
 
 static void
 settle_reply(void *arg, redisReply *rep)
 {
-	(void)arg;
+	struct settle_arg *sa = arg;
+
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
 		log_warn("limits: settle failed: %.120s", rep->str);
+	/* Lost with the connection: it may or may not have run, and the
+	 * script is idempotent, so send it again once Redis is back. */
+	if (rep == NULL)
+		queue_refund(sa->l, &sa->t, !sa->refund);
+	free(sa);
 }
 
 /* Send one settle; false when Redis is not there to take it. */
@@ -719,7 +736,15 @@ send_settle(struct limits *l, const struct limits_ticket *t, long dt,
 	argv[12] = refund ? "1" : "0";
 	for (int i = 0; i < 13; i++)
 		len[i] = strlen(argv[i]);
-	return redis_call(l->redis, settle_reply, NULL, 13, argv, len) != NULL;
+	struct settle_arg *sa = xcalloc(1, sizeof(*sa));
+	sa->l = l;
+	sa->t = *t;
+	sa->refund = refund;
+	if (redis_call(l->redis, settle_reply, sa, 13, argv, len) == NULL) {
+		free(sa);
+		return false;
+	}
+	return true;
 }
 
 /*
@@ -728,12 +753,13 @@ send_settle(struct limits *l, const struct limits_ticket *t, long dt,
  * harmless if the check never ran (the settle script finds no record).
  */
 static void
-queue_refund(struct limits *l, const struct limits_ticket *t)
+queue_refund(struct limits *l, const struct limits_ticket *t, bool served)
 {
 	if (l->nrefunds == LIMITS_MAX_REFUNDS)
 		return; /* bounded: the reservation expires with its windows */
 	l->refunds[l->nrefunds].t = *t;
 	l->refunds[l->nrefunds].queued_ms = now_ms();
+	l->refunds[l->nrefunds].served = served;
 	l->nrefunds++;
 	if (!evtimer_pending(l->refund_timer, NULL)) {
 		struct timeval tv = {0, 100000};
@@ -754,7 +780,10 @@ refund_cb(evutil_socket_t fd, short what, void *arg)
 		/* Ten minutes on, the windows have moved on anyway. */
 		if (now - l->refunds[i].queued_ms > 600000)
 			continue;
-		if (!send_settle(l, &l->refunds[i].t, 0, 0, true))
+		/* A request that was served keeps its reservation (tokens and
+		 * its place in the request log); only its slot in flight is
+		 * released. One that never went out gets everything back. */
+		if (!send_settle(l, &l->refunds[i].t, 0, 0, !l->refunds[i].served))
 			l->refunds[kept++] = l->refunds[i];
 	}
 	l->nrefunds = kept;
@@ -779,8 +808,8 @@ limits_settle(struct limits *l, struct limits_ticket *t, long tokens,
 	}
 	if (!send_settle(l, t, dt, du, refund)) {
 		log_warn("limits: settle deferred (redis unavailable)");
-		/* Without the real usage, give the reservation back later:
-		 * better to undercount one request than to hold a slot. */
-		queue_refund(l, t);
+		/* Without the real usage, keep the reservation (it was the
+		 * worst case) and release the slot in flight later. */
+		queue_refund(l, t, true);
 	}
 }

@@ -32,6 +32,7 @@ let provider;
 let redis;
 let scrim; // fail_mode = closed, on `redis`
 const gateways = []; // every scrim started here, checked at the end
+const redises = []; // every redis-server started here
 
 // ---------------------------------------------------------------- helpers
 
@@ -176,12 +177,16 @@ async function newGateway(opts) {
 before(async () => {
   provider = await startFakeProvider();
   redis = await startRedis();
-  scrim = await newGateway({ redis: { url: redis.url, fail_mode: 'closed' } });
+  redises.push(redis);
+  // A generous Redis timeout on the shared gateways keeps a busy machine's
+  // scheduling hiccups out of the exactness checks; the outage tests (6)
+  // run their own gateways with the default 50 ms.
+  scrim = await newGateway({ redis: { url: redis.url, fail_mode: 'closed', timeout: '1s' } });
 });
 
 after(async () => {
   for (const g of gateways) await g.kill();
-  if (redis) await redis.stop();
+  for (const r of redises) await r.stop();
   if (provider) await provider.close();
 });
 
@@ -218,7 +223,7 @@ for (let trial = 1; trial <= TRIALS; trial++) {
 // ------------------------------------------- 2. two processes, one limit
 
 test('2. two scrim processes on one Redis enforce one limit: rpm 50, both hammered -> exactly 50 in total (3 trials)', async () => {
-  const second = await newGateway({ redis: { url: redis.url, fail_mode: 'closed' } });
+  const second = await newGateway({ redis: { url: redis.url, fail_mode: 'closed', timeout: '1s' } });
   for (let trial = 0; trial < 3; trial++) {
     const k = await createKey(scrim.configPath, { rpm: 50 });
     const m = marker();
@@ -345,6 +350,16 @@ test('3f. a request without max_tokens reserves default_max_tokens until it is s
   assert.equal(u.minute, promptTokensOf(text) + completionTokensOf(text), u.text);
 });
 
+test('3g. `scrim keys usage` counts the requests of the last 60 s of a key that has no rpm limit', {
+  todo: 'BUG: the sliding log (scrim:{H}:rpm) is only written when rpm > 0 (limits.c check_lua), so `scrim keys usage` says "requests, last 60 s: 0" for a key without an rpm limit however busy it is',
+}, async () => {
+  const k = await createKey(scrim.configPath, { tpm: 100000 });
+  for (let i = 0; i < 3; i++) assert.equal((await chat(scrim.port, k.key, chatBody(`${marker()} count me`, { max_tokens: 5 }))).status, 200);
+  const u = await settledUsage(scrim.configPath, k.id);
+  assert.ok(u.today > 0, u.text);
+  assert.equal(u.requests, 3, u.text);
+});
+
 // ------------------------------------------------ 4. token, budget, parallel limits
 
 test('4a. tpm: a request whose reservation exceeds the tokens left gets 429 tokens; one that fits exactly gets 200', async () => {
@@ -437,6 +452,14 @@ test('5a. a model outside the key\'s globs -> 403 model_not_allowed, not forward
   assert.equal(u.today, promptTokensOf(text) + completionTokensOf(text), `only the allowed request is counted:\n${u.text}`);
 });
 
+test('5a2. a request refused for its model does not use up the key\'s requests per minute', async () => {
+  const k = await createKey(scrim.configPath, { models: 'gpt-*', rpm: 2 });
+  assert.equal((await chat(scrim.port, k.key, chatBody('no', { model: 'claude-3-5-sonnet-latest', max_tokens: 5 }))).status, 403);
+  const a = await chat(scrim.port, k.key, chatBody('yes', { model: 'gpt-4o-mini', max_tokens: 5 }));
+  const b = await chat(scrim.port, k.key, chatBody('yes', { model: 'gpt-4o-mini', max_tokens: 5 }));
+  assert.deepEqual([a.status, b.status], [200, 200], `rpm 2, two allowed requests after one refused:\n${show(a)}\n${show(b)}`);
+});
+
 test('5b. an expired key -> 401 saying so; one expiring later works', async () => {
   const old = await createKey(scrim.configPath, { expires: '2020-01-01' });
   const r = await chat(scrim.port, old.key, chatBody('expired', { max_tokens: 5 }));
@@ -515,13 +538,19 @@ let outage; // {redis, closed, open, keys}
 
 test('6a. Redis killed: fail_mode closed -> 503 limits_unavailable with retry-after, nothing forwarded; open -> keys seen before go on under local counters', async () => {
   const r2 = await startRedis({ persist: true });
+  redises.push(r2);
   const closed = await newGateway({ redis: { url: r2.url, fail_mode: 'closed' } });
   const open = await newGateway({ redis: { url: r2.url, fail_mode: 'open' } });
   const cfg = closed.configPath;
   const seen = await createKey(cfg, { rpm: 1000 });
   const local = await createKey(cfg, { rpm: 3 });
   const unseen = await createKey(cfg, { rpm: 1000 });
-  outage = { redis: r2, closed, open, seen, local, unseen };
+  const revoked = await createKey(cfg, { rpm: 1000 });
+  outage = { redis: r2, closed, open, seen, local, unseen, revoked };
+  // Vouched for by Redis on `open`, then revoked there (checked below, in 6a2).
+  assert.equal((await chat(open.port, revoked.key, chatBody('before', { max_tokens: 5 }))).status, 200);
+  await keysCmd(cfg, 'revoke', revoked.id);
+  assert.equal((await chat(open.port, revoked.key, chatBody('revoked', { max_tokens: 5 }))).status, 401);
   for (const g of [closed, open]) assert.equal((await chat(g.port, seen.key, chatBody('before', { max_tokens: 5 }))).status, 200);
   assert.equal((await chat(open.port, local.key, chatBody('before', { max_tokens: 5 }))).status, 200);
   assert.equal((await chat(closed.port, unseen.key, chatBody('before', { max_tokens: 5 }))).status, 200);
@@ -552,6 +581,15 @@ test('6a. Redis killed: fail_mode closed -> 503 limits_unavailable with retry-af
   assert.equal(ru.status, 503, show(ru));
   assert.equal(errorOf(ru).code, 'limits_unavailable');
   assert.ok(closed.alive() && open.alive(), 'no crash');
+});
+
+test('6a2. fail open: a key Redis said was revoked stays refused while Redis is down', {
+}, async () => {
+  assert.ok(outage, 'needs 6a');
+  const m = marker();
+  const r = await chat(outage.open.port, outage.revoked.key, chatBody(`${m} revoked, redis down`, { max_tokens: 5 }));
+  assert.ok(r.status === 401 || r.status === 503, `a revoked key must not get through: ${show(r)}`);
+  assert.equal(upstreamWith(m), 0, 'the revoked key\'s request reached the provider');
 });
 
 test('6b. Redis restarted: both modes answer 200 again within a few seconds (reconnect with backoff)', async (t) => {
@@ -588,6 +626,7 @@ test('6c. Redis paused (SIGSTOP): answers come within the timeout plus a little,
       times.push(Date.now() - t0);
       assert.equal(r.status, 503, show(r));
       assert.equal(errorOf(r).code, 'limits_unavailable');
+      assert.ok(Number(r.headers['retry-after']) >= 1, show(r));
       assert.equal(upstreamWith(m), 0);
       const t1 = Date.now();
       const ro = await chat(open.port, seen.key, chatBody(`paused open`, { max_tokens: 5 }));
@@ -637,5 +676,4 @@ test('8. every gateway started here exits 0 on SIGTERM, with no sanitizer report
     assert.equal(code, 0, `scrim exited ${code}; stderr:\n${g.stderr().slice(-3000)}`);
     assert.ok(!SANITIZER_RE.test(g.stderr()), g.stderr().slice(-3000));
   }
-  if (outage) await outage.redis.stop();
 });
