@@ -28,6 +28,7 @@
 
 #define REDIS_BACKOFF_MIN_MS 100
 #define REDIS_BACKOFF_MAX_MS 5000
+#define REDIS_STALL_TIMEOUTS 5
 
 struct redis_call {
 	struct scrim_redis *r;
@@ -48,6 +49,7 @@ struct scrim_redis {
 	long timeout_ms;
 	struct event *retry;
 	long backoff_ms;
+	unsigned timeouts_in_a_row; /* reset by any reply */
 	struct redis_stats st;
 };
 
@@ -225,6 +227,8 @@ reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 	c->in_hiredis = false;
 	c->cb = NULL;
 	evtimer_del(c->timer);
+	if (reply != NULL)
+		c->r->timeouts_in_a_row = 0;
 	if (cb != NULL) {
 		redisReply *rep = reply;
 		if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
@@ -247,8 +251,13 @@ timeout_cb(evutil_socket_t fd, short what, void *arg)
 	r->st.timeouts++;
 	if (cb != NULL)
 		cb(c->arg, NULL);
-	/* A Redis that stalls once stalls the rest: drop the connection
-	 * (every call still waiting hears NULL now) and rebuild it. */
+	/* One late answer is a busy moment: the call is given up, its reply
+	 * will be dropped when it comes. Several in a row is a stalled Redis:
+	 * drop the connection (every call still waiting hears NULL now) and
+	 * rebuild it. */
+	if (++r->timeouts_in_a_row < REDIS_STALL_TIMEOUTS)
+		return;
+	r->timeouts_in_a_row = 0;
 	if (r->ac != NULL) {
 		redisAsyncContext *ac = r->ac;
 		log_warn("redis: no answer within %ld ms; reconnecting",

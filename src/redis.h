@@ -2,8 +2,9 @@
  * redis.h - one asynchronous Redis connection per process on the event
  * loop (hiredis), with what Debian 12's hiredis 0.14.1 lacks: a timeout
  * on every call, and reconnection with backoff. A call that times out
- * gets a NULL reply at once; the connection is then dropped (a Redis
- * that stalls once will stall the next call too) and rebuilt.
+ * gets a NULL reply at once; after several timeouts in a row the
+ * connection is dropped (the Redis is stalled, not just busy) and
+ * rebuilt.
  */
 #ifndef SCRIM_REDIS_H
 #define SCRIM_REDIS_H
