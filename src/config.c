@@ -109,7 +109,6 @@ static const struct cfg_def redis_defs[] = {
 	{"admin_token_file", T_STR, G(admin_token_file), 0, "", 0, 0, NULL},
 	{"default_max_tokens", T_UINT, G(default_max_tokens), 0, "4096", 1, 10000000, NULL},
 	{"fail_mode", T_CHOICE, G(fail_open), 0, "closed", 0, 0, closed_open},
-	{"key_cache", T_DURATION, G(key_cache_ms), 0, "5s", 0, 3600000, NULL},
 	{"password_env", T_STR, G(redis_password_env), 0, "", 0, 0, NULL},
 	{"password_file", T_STR, G(redis_password_file), 0, "", 0, 0, NULL},
 	{"timeout", T_DURATION, G(redis_timeout_ms), 0, "50ms", 1, 60000, NULL},

@@ -114,7 +114,6 @@ struct scrim_config {
 	char *redis_password;   /* resolved; wiped on free */
 	long redis_timeout_ms;
 	long fail_open;         /* 0 closed, 1 open */
-	long key_cache_ms;      /* revocation takes effect within this */
 	long default_max_tokens;
 	char *admin_token_env;
 	char *admin_token_file;
