@@ -9,6 +9,7 @@
 
 #include "alloc.h"
 #include "ini.h"
+#include "rules.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -146,6 +147,7 @@ static const struct cfg_def provider_defs[] = {
 
 #define R(f) offsetof(struct cfg_route, f)
 static const struct cfg_def route_defs[] = {
+	{"actions", T_WORDS, R(actions), 0, NULL, 0, 0, NULL},
 	{"context", T_STR, R(context), 0, "off", 0, 0, NULL},
 	{"context_index", T_WORDS, R(context_index), 0, "default", 0, 0, NULL},
 	{"context_max_tokens", T_UINT, R(context_max_tokens), 0, "1500", 50, 100000, NULL},
@@ -192,6 +194,9 @@ _Static_assert(offsetof(struct cfg_provider, nheaders) ==
 _Static_assert(offsetof(struct cfg_route, nmodels) ==
                    offsetof(struct cfg_route, models) + sizeof(char **),
                "models and nmodels must be adjacent");
+_Static_assert(offsetof(struct cfg_route, nactions) ==
+                   offsetof(struct cfg_route, actions) + sizeof(char **),
+               "actions lists");
 _Static_assert(offsetof(struct cfg_route, ncontext_index) ==
                    offsetof(struct cfg_route, context_index) + sizeof(char **),
                "context_index lists");
@@ -1098,6 +1103,23 @@ validate(struct loader *ld)
 			                      "prefix of '%s'", r->name, r->strip,
 			         r->prefix);
 		}
+		if (r->nactions > 0)
+			r->action_v = xcalloc(r->nactions, sizeof(*r->action_v));
+		for (size_t k = 0; k < r->nactions; k++) {
+			char *eq = strchr(r->actions[k], '=');
+			enum scrub_action act;
+			if (eq == NULL || eq == r->actions[k] ||
+			    !rules_action_parse(eq + 1, &act)) {
+				complain(ld, r->line, "route '%s': actions: '%s' is not "
+				                      "RULE_OR_TYPE=action (redact, mask, "
+				                      "hash, tokenize, block, local, allow)",
+				         r->name, r->actions[k]);
+				continue;
+			}
+			r->action_v[k].match = xstrndup(r->actions[k],
+			                                 (size_t)(eq - r->actions[k]));
+			r->action_v[k].action = (int)act;
+		}
 		if (strcmp(r->context, "on") == 0)
 			r->context_on = true;
 		else if (strcmp(r->context, "off") != 0)
@@ -1225,6 +1247,10 @@ config_unref(struct scrim_config *c)
 		free(r->provider_name);
 		free(r->context);
 		free_list(r->context_index, r->ncontext_index);
+		for (size_t k = 0; r->action_v != NULL && k < r->nactions; k++)
+			free(r->action_v[k].match);
+		free(r->action_v);
+		free_list(r->actions, r->nactions);
 	}
 	free(c->routes);
 	for (size_t i = 0; i < c->nkeys; i++)

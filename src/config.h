@@ -43,6 +43,14 @@ struct cfg_route {
 	size_t ncontext_index;
 	long context_top_k;
 	long context_max_tokens;
+	char **actions;         /* "MATCH=action": overrides of rule actions */
+	size_t nactions;
+	struct cfg_action *action_v; /* parsed */
+};
+
+struct cfg_action {
+	char *match;  /* a rule id glob or an entity type */
+	int action;   /* enum scrub_action */
 };
 
 struct cfg_price {

@@ -42,6 +42,7 @@
 #include <strings.h>
 
 #define REQ_MAX_MODEL 256
+#define REQ_MAX_OVERRIDES 32
 
 enum req_mode {
 	MODE_BASE,      /* base-URL route: /v1/..., /anthropic/... */
@@ -75,6 +76,7 @@ struct scrim_req {
 
 	/* Scrubbing. */
 	struct scrub_ctx scrub;   /* stats, secret, the vault */
+	struct scrub_override overrides[REQ_MAX_OVERRIDES];
 	struct scrub_hits hits;
 	struct buf scrubbed;      /* the rewritten body, when changed */
 	char scrub_err[160];
@@ -1077,6 +1079,19 @@ stage_scrub(struct scrim_req *r)
 	uint64_t t0 = now_us();
 	memcpy(r->scrub.secret, r->cfg->scrub_secret, 32);
 	r->scrub.key_id = r->key_id;
+	if (r->route != NULL && r->route->nactions > 0) {
+		/* The route's own actions for some rules or types. */
+		for (size_t i = 0; i < r->route->nactions && i < REQ_MAX_OVERRIDES;
+		     i++) {
+			r->overrides[i].match = r->route->action_v[i].match;
+			r->overrides[i].action =
+			    (enum scrub_action)r->route->action_v[i].action;
+		}
+		r->scrub.overrides = r->overrides;
+		r->scrub.noverrides = r->route->nactions < REQ_MAX_OVERRIDES
+		                          ? r->route->nactions
+		                          : REQ_MAX_OVERRIDES;
+	}
 	r->scrub.vault = vault_new();
 	buf_init(&r->scrubbed, (size_t)r->cfg->max_body_size * 2 + 4096);
 	jr = json_rewrite(r->body, r->body_len, scrub_cb, r, &r->scrubbed,

@@ -17,6 +17,7 @@
 #include "vault.h"
 
 #include <openssl/crypto.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -684,11 +685,21 @@ keyed_hex(const unsigned char secret[32], const char *type, const char *v,
 	return true;
 }
 
+static enum scrub_action
+effective(const struct scrub_ctx *ctx, const struct rule *r)
+{
+	for (size_t i = 0; i < ctx->noverrides; i++)
+		if (strcmp(ctx->overrides[i].match, r->type) == 0 ||
+		    fnmatch(ctx->overrides[i].match, r->id, 0) == 0)
+			return ctx->overrides[i].action;
+	return r->action;
+}
+
 static bool
 apply_one(struct scrub_ctx *ctx, const char *v, size_t vn,
-          const struct rule *r, struct buf *out)
+          const struct rule *r, enum scrub_action act, struct buf *out)
 {
-	switch (r->action) {
+	switch (act) {
 	case ACT_ALLOW:
 		ctx->stats.allowed++;
 		return buf_add(out, v, vn);
@@ -758,16 +769,17 @@ scrub_apply(struct scrub_ctx *ctx, const char *s, size_t n,
 	for (size_t i = 0; i < hits->n; i++) {
 		const struct scrub_hit *h = &hits->v[i];
 		const struct rule *r = h->rule;
+		enum scrub_action act = effective(ctx, r);
 
-		ctx->stats.by_action[r->action]++;
-		if (r->action == ACT_BLOCK && ctx->stats.block == NULL)
+		ctx->stats.by_action[act]++;
+		if (act == ACT_BLOCK && ctx->stats.block == NULL)
 			ctx->stats.block = r;
-		if (r->action == ACT_LOCAL && ctx->stats.local == NULL)
+		if (act == ACT_LOCAL && ctx->stats.local == NULL)
 			ctx->stats.local = r;
 		if (!buf_add(out, s + at, h->start - at) ||
-		    !apply_one(ctx, s + h->start, h->end - h->start, r, out))
+		    !apply_one(ctx, s + h->start, h->end - h->start, r, act, out))
 			return false;
-		if (r->action != ACT_ALLOW) {
+		if (act != ACT_ALLOW) {
 			ctx->stats.replaced++;
 			count(ctx->stats.types, &ctx->stats.ntypes, r->type);
 		}

@@ -65,7 +65,16 @@ struct scrub_stats {
 	unsigned by_action[ACT__COUNT];
 };
 
+/* A per-route (or per-key) action replacing a rule's own, by rule id glob
+ * ("secret.*") or entity type ("EMAIL"). */
+struct scrub_override {
+	const char *match;
+	enum scrub_action action;
+};
+
 struct scrub_ctx {
+	const struct scrub_override *overrides;
+	size_t noverrides;
 	unsigned char secret[32]; /* keys hash and tokenize pseudonyms */
 	const char *key_id;       /* tokens are stable per client key */
 	struct vault *vault;      /* receives tokenized values; may be NULL */
