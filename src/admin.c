@@ -336,9 +336,10 @@ create_key(struct scrim_conn *c, enum scrim_err err)
 	snprintf(maxpar, sizeof(maxpar), "%ld", jlong(j, "max_parallel"));
 	snprintf(expires, sizeof(expires), "%ld", jlong(j, "expires"));
 	{
+		const char *acts = json_string_value(json_object_get(j, "actions"));
 		const char *args[] = {h,      id,     name,   created, rpm,
 		                      tpm,    tpd,    budget, maxpar,  mbuf,
-		                      expires, metas};
+		                      expires, metas, acts ? acts : ""};
 		op_start(c, o, args, SCRIM_ARRAY_LEN(args));
 	}
 	free(metas);

@@ -10,6 +10,7 @@
 #include "auth.h"
 #include "config.h"
 #include "redis.h"
+#include "rules.h"
 
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
@@ -30,7 +31,8 @@ usage(FILE *f)
 	        "  create --name N [--rpm N] [--tpm N] [--tokens-per-day N]\n"
 	        "         [--budget-usd-month X] [--max-parallel N] "
 	        "[--models GLOB,...]\n"
-	        "         [--expires YYYY-MM-DD] [--meta k=v]...\n"
+	        "         [--expires YYYY-MM-DD] [--meta k=v]... "
+	        "[--actions 'EMAIL=redact ...']\n"
 	        "                    make a key; it is printed once, Redis "
 	        "keeps its SHA-256\n"
 	        "  list              every key with its limits\n"
@@ -157,6 +159,7 @@ struct limits_opts {
 	long rpm, tpm, tpd, maxpar;
 	double budget;
 	const char *models;
+	const char *actions;
 	long expires;
 	char meta[1024];
 };
@@ -210,7 +213,8 @@ write_record(redisContext *rc, const char *h, const char *id,
 		                      rpm, "tpm", tpm, "tpd", tpd, "budget", budget,
 		                      "maxpar", maxpar, "models",
 		                      o->models ? o->models : "", "expires", expires,
-		                      "meta", o->meta};
+		                      "meta", o->meta, "actions",
+		                      o->actions ? o->actions : ""};
 		if (!ok_reply(redisCommandArgv(rc, SCRIM_ARRAY_LEN(argv), argv, NULL),
 		              "HSET"))
 			return false;
@@ -248,6 +252,8 @@ cmd_create(redisContext *rc, int argc, char **argv)
 			ok = (o.budget = strtod(v, NULL)) > 0;
 		else if (strcmp(a, "--models") == 0 && v)
 			o.models = v;
+		else if (strcmp(a, "--actions") == 0 && v)
+			o.actions = v;
 		else if (strcmp(a, "--expires") == 0 && v)
 			ok = parse_date(v, &o.expires);
 		else if (strcmp(a, "--meta") == 0 && v && strchr(v, '=')) {
@@ -271,6 +277,20 @@ cmd_create(redisContext *rc, int argc, char **argv)
 	if (o.name == NULL) {
 		fprintf(stderr, "scrim keys create: --name is required\n");
 		return 2;
+	}
+	if (o.actions != NULL) {
+		char tmp[512], *save = NULL, *tok;
+		snprintf(tmp, sizeof(tmp), "%s", o.actions);
+		for (tok = strtok_r(tmp, " ,", &save); tok != NULL;
+		     tok = strtok_r(NULL, " ,", &save)) {
+			char *eq = strchr(tok, '=');
+			enum scrub_action act;
+			if (eq == NULL || eq == tok || !rules_action_parse(eq + 1, &act)) {
+				fprintf(stderr, "scrim keys create: --actions: '%s' is not "
+				                "RULE_OR_TYPE=action\n", tok);
+				return 2;
+			}
+		}
 	}
 	snprintf(o.meta + ml, sizeof(o.meta) - ml, "}");
 	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
@@ -415,6 +435,7 @@ cmd_rotate(redisContext *rc, const char *id)
 	o.maxpar = strtol(field(r, "maxpar"), NULL, 10);
 	o.budget = strtod(field(r, "budget"), NULL) / 1e6;
 	o.models = field(r, "models");
+	o.actions = field(r, "actions");
 	o.expires = strtol(field(r, "expires"), NULL, 10);
 	snprintf(o.meta, sizeof(o.meta), "%s", field(r, "meta"));
 	key = auth_generate_key();

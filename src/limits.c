@@ -38,7 +38,7 @@
  * a check whose answer was lost can be refunded safely later. */
 static const char check_lua[] =
     "local r = redis.call('HMGET', KEYS[1], 'id', 'revoked', 'expires', "
-    "'rpm', 'tpm', 'tpd', 'budget', 'maxpar', 'models')\n"
+    "'rpm', 'tpm', 'tpd', 'budget', 'maxpar', 'models', 'actions')\n"
     "if not r[1] then return {'unknown'} end\n"
     "if r[2] == '1' then return {'revoked', r[1]} end\n"
     "local now = tonumber(ARGV[1])\n"
@@ -102,7 +102,8 @@ static const char check_lua[] =
     "redis.call('HSET', KEYS[7], ARGV[2], tok .. ':' .. usd)\n"
     "redis.call('PEXPIRE', KEYS[7], 3600000)\n"
     "return {'ok', r[1], r[9] or '', '', 0, rpm, rpm - used_rpm - 1, "
-    "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5])}\n";
+    "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5]), "
+    "r[10] or ''}\n";
 
 /* KEYS: tpm tpd usd par resv rpm; ARGV: member, token delta, micro-USD
  * delta, refund (1: give the reservation back, and the request does not
@@ -162,7 +163,8 @@ static const char admin_lua[] =
     "  redis.call('HSET', 'scrim:{' .. h .. '}:key', 'id', id, 'name', "
     "ARGV[4], 'created', ARGV[5], 'revoked', '0', 'rpm', ARGV[6], 'tpm', "
     "ARGV[7], 'tpd', ARGV[8], 'budget', ARGV[9], 'maxpar', ARGV[10], "
-    "'models', ARGV[11], 'expires', ARGV[12], 'meta', ARGV[13])\n"
+    "'models', ARGV[11], 'expires', ARGV[12], 'meta', ARGV[13], 'actions', "
+    "ARGV[14] or '')\n"
     "  redis.call('SET', 'scrim:id:' .. id, h)\n"
     "  redis.call('SADD', 'scrim:keys', id)\n"
     "  return cjson.encode(rec(h))\n"
@@ -547,6 +549,7 @@ check_reply(void *arg, redisReply *rep)
 					res.which = names[i];
 		} else {
 			res.verdict = LIM_OK;
+			reply_str(rep, 11, res.actions, sizeof(res.actions));
 			p->ticket->active = true;
 		}
 		/* Remember what Redis said, for fail-open. */

@@ -35,6 +35,7 @@ struct limits_result {
 	enum limits_verdict verdict;
 	char key_id[64];
 	char models[512];    /* comma-separated globs; "" = any */
+	char actions[512];   /* "MATCH=action ..." scrub overrides; "" none */
 	const char *which;   /* LIM_OVER: requests, tokens, tokens_per_day,
 	                      * budget, parallel */
 	long retry_after_ms; /* LIM_OVER / LIM_UNAVAILABLE */

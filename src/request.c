@@ -77,6 +77,7 @@ struct scrim_req {
 	/* Scrubbing. */
 	struct scrub_ctx scrub;   /* stats, secret, the vault */
 	struct scrub_override overrides[REQ_MAX_OVERRIDES];
+	char override_text[512];  /* a key's actions, split in place */
 	struct scrub_hits hits;
 	struct buf scrubbed;      /* the rewritten body, when changed */
 	char scrub_err[160];
@@ -1079,18 +1080,35 @@ stage_scrub(struct scrim_req *r)
 	uint64_t t0 = now_us();
 	memcpy(r->scrub.secret, r->cfg->scrub_secret, 32);
 	r->scrub.key_id = r->key_id;
-	if (r->route != NULL && r->route->nactions > 0) {
-		/* The route's own actions for some rules or types. */
-		for (size_t i = 0; i < r->route->nactions && i < REQ_MAX_OVERRIDES;
+	{
+		/* The key's actions first, then the route's: both replace the
+		 * rules' own for some rules or types. */
+		size_t n = 0;
+		char *save = NULL, *tok;
+		if (r->have_lim && r->lim.actions[0] != '\0') {
+			snprintf(r->override_text, sizeof(r->override_text), "%s",
+			         r->lim.actions);
+			for (tok = strtok_r(r->override_text, " ,", &save);
+			     tok != NULL && n < REQ_MAX_OVERRIDES;
+			     tok = strtok_r(NULL, " ,", &save)) {
+				char *eq = strchr(tok, '=');
+				enum scrub_action act;
+				if (eq == NULL || eq == tok || !rules_action_parse(eq + 1, &act))
+					continue; /* keys create validated it */
+				*eq = '\0';
+				r->overrides[n].match = tok;
+				r->overrides[n++].action = act;
+			}
+		}
+		for (size_t i = 0; r->route != NULL && i < r->route->nactions &&
+		                   n < REQ_MAX_OVERRIDES;
 		     i++) {
-			r->overrides[i].match = r->route->action_v[i].match;
-			r->overrides[i].action =
+			r->overrides[n].match = r->route->action_v[i].match;
+			r->overrides[n++].action =
 			    (enum scrub_action)r->route->action_v[i].action;
 		}
 		r->scrub.overrides = r->overrides;
-		r->scrub.noverrides = r->route->nactions < REQ_MAX_OVERRIDES
-		                          ? r->route->nactions
-		                          : REQ_MAX_OVERRIDES;
+		r->scrub.noverrides = n;
 	}
 	r->scrub.vault = vault_new();
 	buf_init(&r->scrubbed, (size_t)r->cfg->max_body_size * 2 + 4096);

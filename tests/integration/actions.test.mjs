@@ -48,3 +48,29 @@ test('a rule id glob mapped to block refuses the request, nothing forwarded', as
   assert.match(r.body.toString(), /secret\.github_token/);
   assert.equal(provider.requests.length, 0);
 });
+
+test('a virtual key\'s own actions (keys create --actions) apply to its requests', async () => {
+  const { startRedis, execFile: ex, SCRIM_BIN: bin } = await import('./lib.mjs');
+  const redis = await startRedis();
+  const g = await startScrim({ config: await configFor({ providerUrl: provider.url, redis: { url: redis.url } }) });
+  try {
+    const out = (await ex(bin, ['keys', 'create', '-c', g.configPath, '--name', 'acts',
+      '--actions', 'EMAIL=hash IP_ADDRESS=redact'])).stdout;
+    const key = out.match(/^key: (\S+)$/m)[1];
+    provider.reset();
+    const r = await request(g.port, {
+      method: 'POST', path: '/v1/chat/completions',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: chatBody('mail ana.lopez@example.com from 203.0.113.7'),
+    });
+    assert.equal(r.status, 200, show(r));
+    const sent = JSON.parse(provider.requests[0].body).messages[0].content;
+    assert.match(sent, /^mail EMAIL-[0-9a-f]{12} from \[IP_ADDRESS\]$/, sent);
+    const bad = await ex(bin, ['keys', 'create', '-c', g.configPath, '--name', 'x', '--actions', 'EMAIL=shred'])
+      .then(() => null, (e) => e);
+    assert.ok(bad && bad.code === 2, 'an unknown action is refused');
+  } finally {
+    await g.stop();
+    await redis.stop();
+  }
+});
