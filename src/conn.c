@@ -727,6 +727,10 @@ conn_new(struct scrim_server *srv, int fd, const struct sockaddr *sa,
 	TAILQ_INSERT_TAIL(&srv->conns, c, link);
 	srv->nconns++;
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	/* A chat body is often over libevent's default 4 KiB read: take a
+	 * request in one read(2) (system calls are what a proxy pays for). */
+	bufferevent_set_max_single_read(c->bev, 64 * 1024);
+	bufferevent_set_max_single_write(c->bev, 64 * 1024);
 	wt.tv_sec = srv->cfg->send_timeout_ms / 1000;
 	wt.tv_usec = (srv->cfg->send_timeout_ms % 1000) * 1000;
 	bufferevent_set_timeouts(c->bev, NULL, &wt);

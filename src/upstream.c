@@ -30,6 +30,7 @@ struct scrim_upstream {
 
 struct up_sock {
 	struct event *ev;
+	short kind; /* what ev watches now */
 };
 
 struct upstream_xfer {
@@ -94,17 +95,20 @@ sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 		}
 		return 0;
 	}
-	if (us == NULL) {
-		us = xcalloc(1, sizeof(*us));
-		curl_multi_assign(up->multi, s, us);
-	} else {
-		event_free(us->ev);
-	}
 	kind = EV_PERSIST;
 	if (what & CURL_POLL_IN)
 		kind |= EV_READ;
 	if (what & CURL_POLL_OUT)
 		kind |= EV_WRITE;
+	if (us == NULL) {
+		us = xcalloc(1, sizeof(*us));
+		curl_multi_assign(up->multi, s, us);
+	} else if (us->kind == kind) {
+		return 0; /* already watching exactly this: no epoll_ctl */
+	} else {
+		event_free(us->ev);
+	}
+	us->kind = kind;
 	us->ev = event_new(up->base, s, kind, event_cb, up);
 	if (us->ev == NULL || event_add(us->ev, NULL) != 0) {
 		log_error("upstream: cannot watch a socket");
