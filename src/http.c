@@ -59,6 +59,11 @@ http_head_scan(struct http_scan *s, const char *p, size_t n,
 				return HTTP_SCAN_ERROR;
 			}
 			s->reqline_end = at + 1;
+		} else if (at + 1 - s->reqline_end > lim->max_header_size) {
+			/* Checked on every complete line too, so the verdict does
+			 * not depend on how the bytes were split into reads. */
+			*err = ERR_HEADERS_TOO_LARGE;
+			return HTTP_SCAN_ERROR;
 		} else if (line_len == 0) {
 			*head_len = at + 1;
 			return HTTP_SCAN_DONE;

@@ -363,8 +363,10 @@ map_choices(struct restore *r, const char *payload, size_t len)
 	for (size_t i = 0; i < json_array_size(choices) && i < RESTORE_MAX_CHOICES;
 	     i++) {
 		json_t *ix = json_object_get(json_array_get(choices, i), "index");
-		if (json_is_number(ix))
-			r->choice_index[i] = (long)json_number_value(ix);
+		double d = json_number_value(ix);
+		/* The provider's number: cast only what fits a choice index. */
+		if (json_is_number(ix) && d >= 0 && d <= 1e6 && d == (long)d)
+			r->choice_index[i] = (long)d;
 	}
 	json_decref(j);
 }

@@ -125,11 +125,13 @@ parse_example(struct rloader *ld, int line, const char *v, bool positive)
 	size_t n = strlen(v), o = 0;
 	char *text = xmalloc(n + 1);
 
+	bool open = false;
+
 	memset(&ex, 0, sizeof(ex));
 	ex.positive = positive;
 	ex.line = line;
 	for (size_t i = 0; i < n;) {
-		if (v[i] == '[' && v[i + 1] == '[') {
+		if (v[i] == '[' && v[i + 1] == '[' && !open) {
 			if (!positive || ex.nspans == 4) {
 				rcomplain(ld, line, "[[...]] marks values in `match` "
 				                    "examples only, at most 4");
@@ -137,13 +139,13 @@ parse_example(struct rloader *ld, int line, const char *v, bool positive)
 				return false;
 			}
 			ex.starts[ex.nspans] = o;
+			open = true;
 			i += 2;
 			continue;
 		}
-		if (v[i] == ']' && v[i + 1] == ']' && positive &&
-		    ex.starts[ex.nspans] <= o && ex.nspans < 4 &&
-		    (ex.nspans == 0 || ex.ends[ex.nspans - 1] <= ex.starts[ex.nspans])) {
+		if (v[i] == ']' && v[i + 1] == ']' && open) {
 			ex.ends[ex.nspans++] = o;
+			open = false;
 			i += 2;
 			continue;
 		}
@@ -159,6 +161,18 @@ parse_example(struct rloader *ld, int line, const char *v, bool positive)
 		text[o++] = v[i++];
 	}
 	text[o] = '\0';
+	if (open) {
+		rcomplain(ld, line, "[[ without its closing ]]");
+		free(text);
+		return false;
+	}
+	/* Examples run through pcre2_match with PCRE2_NO_UTF_CHECK, like
+	 * request text that scrub already validated. */
+	if (!scrub_utf8_valid(text, o)) {
+		rcomplain(ld, line, "example is not valid UTF-8");
+		free(text);
+		return false;
+	}
 	if (positive && ex.nspans == 0) {
 		rcomplain(ld, line, "a `match` example marks its value as "
 		                    "[[value]]");
