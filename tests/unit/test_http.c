@@ -208,6 +208,29 @@ test_limits(void)
 		n += (size_t)snprintf(big + n, 20, "a%d:\r\n", i % 10);
 	memcpy(big + n, "\r\n", 3);
 	CHECK(parse_free(big) == ERR_HEADERS_TOO_LARGE, "1000 headers -> 431");
+
+	/* An 18 KB block of whole lines gets 431 whether it arrives in one
+	 * read or two (fuzz finding: the cap was only checked mid-line). */
+	n = (size_t)snprintf(big, 100, "GET / HTTP/1.1\r\nHost: a\r\n");
+	for (int i = 0; i < 9; i++) {
+		n += (size_t)snprintf(big + n, 20, "X-%d: ", i);
+		memset(big + n, 'a', 2000);
+		n += 2000;
+		memcpy(big + n, "\r\n", 2);
+		n += 2;
+	}
+	memcpy(big + n, "\r\n", 3);
+	n += 2;
+	for (size_t first = 17000; first <= n; first += n - 17000) {
+		enum http_scan_result r;
+		memset(&s, 0, sizeof(s));
+		err = ERR_NONE;
+		r = http_head_scan(&s, big, first, &lim, &hl, &err);
+		if (r == HTTP_SCAN_MORE)
+			r = http_head_scan(&s, big, n, &lim, &hl, &err);
+		CHECK(r == HTTP_SCAN_ERROR && err == ERR_HEADERS_TOO_LARGE,
+		      "18 KB header block, first read %zu bytes -> 431", first);
+	}
 	free(big);
 
 	/* Incremental: byte by byte reaches the same verdict. */
