@@ -3,7 +3,9 @@
  * key's SHA-256 so one key's data lives in one Redis Cluster slot:
  *
  *   scrim:{H}:key            hash: id, name, limits, models, revoked, ...
- *   scrim:{H}:rpm            sorted set of request times (sliding log)
+ *   scrim:{H}:rpm            request times, last minute (sliding log);
+ *                            kept for every key, so `keys usage` counts
+ *                            requests of keys with no rpm limit too
  *   scrim:{H}:tpm:MINUTE     tokens reserved/used in that minute
  *   scrim:{H}:tpd:DAY        tokens in that UTC day
  *   scrim:{H}:usd:MONTH      micro-USD in that UTC month
@@ -53,8 +55,8 @@ static const char check_lua[] =
     "local usd = tonumber(ARGV[4])\n"
     "local used_tpm = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
     "local used_rpm, rpm_reset = 0, 0\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)\n"
     "if rpm > 0 then\n"
-    "  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)\n"
     "  used_rpm = redis.call('ZCARD', KEYS[2])\n"
     "  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')\n"
     "  if oldest[2] then rpm_reset = tonumber(oldest[2]) + 60000 - now end\n"
@@ -86,11 +88,9 @@ static const char check_lua[] =
     "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
     "tonumber(ARGV[5])}\n"
     "end\n"
-    "if rpm > 0 then\n"
-    "  redis.call('ZADD', KEYS[2], now, ARGV[2])\n"
-    "  redis.call('PEXPIRE', KEYS[2], 61000)\n"
-    "  if rpm_reset == 0 then rpm_reset = 60000 end\n"
-    "end\n"
+    "redis.call('ZADD', KEYS[2], now, ARGV[2])\n"
+    "redis.call('PEXPIRE', KEYS[2], 61000)\n"
+    "if rpm > 0 and rpm_reset == 0 then rpm_reset = 60000 end\n"
     "redis.call('INCRBY', KEYS[3], tok)\n"
     "redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) + 60000)\n"
     "redis.call('INCRBY', KEYS[4], tok)\n"
