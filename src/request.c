@@ -35,6 +35,7 @@
 
 #include <event2/buffer.h>
 #include <openssl/crypto.h>
+#include <arpa/inet.h>
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
@@ -902,11 +903,46 @@ stage_route(struct scrim_req *r)
 	return STAGE_NEXT;
 }
 
+/*
+ * A client-chosen host that names a private address outright (a literal
+ * IP, or localhost). The connect-time guard refuses it anyway; saying so
+ * before the key policy tells the client the real reason.
+ */
+static bool
+names_private_target(const struct scrim_req *r)
+{
+	struct sockaddr_in6 a6;
+	struct sockaddr_in a4;
+	size_t n = strlen(r->up_host);
+
+	if (r->cfg->allow_private ||
+	    proxy_host_overridden(r->cfg, r->up_host, r->up_port))
+		return false;
+	if (strcasecmp(r->up_host, "localhost") == 0 ||
+	    (n > 10 && strcasecmp(r->up_host + n - 10, ".localhost") == 0))
+		return true;
+	memset(&a4, 0, sizeof(a4));
+	memset(&a6, 0, sizeof(a6));
+	if (inet_pton(AF_INET, r->up_host, &a4.sin_addr) == 1) {
+		a4.sin_family = AF_INET;
+		return !proxy_addr_public((const struct sockaddr *)&a4);
+	}
+	if (inet_pton(AF_INET6, r->up_host, &a6.sin6_addr) == 1) {
+		a6.sin6_family = AF_INET6;
+		return !proxy_addr_public((const struct sockaddr *)&a6);
+	}
+	return false;
+}
+
 static enum stage_result
 check_provider_key(struct scrim_req *r)
 {
 	char msg[400];
 
+	if (r->provider == NULL && names_private_target(r)) {
+		req_fail(r, ERR_FORBIDDEN_TARGET, NULL);
+		return STAGE_DONE;
+	}
 	if (r->provider == NULL) {
 		/* Proxy mode, a host without a [provider]: the users' own keys
 		 * go through only where the policy says so. */

@@ -643,9 +643,7 @@ test('6b. absolute-form GET http://localhost:PORT/ is refused with 403, never co
   assert.equal(p.connections - before, 0, 'the private listener was connected to');
 });
 
-test('6c. with client_keys = replace too, absolute-form GET http://localhost:PORT/ is a 403 (the address), never connected', {
-  todo: 'BUG: answered 502 provider_key_missing (the key policy is checked before the address); refused either way, but not as a forbidden target',
-}, async () => {
+test('6c. with client_keys = replace too, absolute-form GET http://localhost:PORT/ is a 403 (the address), never connected', async () => {
   const p = tcp.priv;
   const before = p.connections;
   const r = await rawRequest(scrim.port,
