@@ -634,6 +634,19 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 		if (e != 0) {
 			/* Typically a client that does not trust our CA. */
 			snprintf(why, sizeof(why), "TLS: %s", ERR_reason_error_string(e));
+			struct bufferevent *u = bufferevent_get_underlying(bev);
+			if (u != NULL && c->state != CONN_CLOSING &&
+			    evbuffer_get_length(bufferevent_get_output(u)) > 0) {
+				/* The alert that says why (unrecognized_name,
+				 * no_application_protocol) is still in the socket
+				 * buffer: let it out before closing. */
+				log_debug("conn %llu %s: %s", (unsigned long long)c->id,
+				          c->peer, why);
+				c->state = CONN_CLOSING;
+				c->flush_polls = 0;
+				arm(c, 10);
+				return;
+			}
 		} else {
 			snprintf(why, sizeof(why), "socket error: %s",
 			         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
