@@ -13,8 +13,9 @@ pkgs=(
   libpcre2-dev libhiredis-dev libsqlite3-dev
 )
 if [ "${SCRIM_TEST_DEPS:-0}" = 1 ]; then
-  # The test suite: a real Redis, and Chromium to look at the status page.
-  pkgs+=(redis-server chromium)
+  # The test suite: a real Redis, Chromium to look at the status page,
+  # clang and its fuzzer runtime for the libFuzzer targets.
+  pkgs+=(redis-server chromium clang-14 libclang-rt-14-dev llvm-14)
 fi
 
 $SUDO apt-get update -qq

@@ -3,7 +3,9 @@
 # twice (release with -Werror, and ASan+UBSan), runs the unit tests on
 # both, then the integration suite (real sockets, real TLS, the official
 # SDKs, a fake provider on loopback) against the sanitizer build, so a
-# leak or an undefined behaviour fails the run.
+# leak or an undefined behaviour fails the run. Also: a second release
+# build elsewhere must be byte-identical, and every libFuzzer target runs
+# for SCRIM_FUZZ_SECONDS (default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -52,6 +54,35 @@ if command -v systemd-analyze >/dev/null; then
     | tail -1
   count "systemd-analyze security" "${PIPESTATUS[0]}" 1 0
 fi
+set -e
+
+echo "== verifiable build (a second release build elsewhere is byte-identical)"
+set +e
+commit=$(./build/scrim version | sed -n '1s/.*(commit \(.*\))$/\1/p')
+vdir=$(mktemp -d /tmp/scrim-verify.XXXXXX)
+mkdir -p "$vdir/src-copy"
+tar --exclude='./build*' --exclude='./.git' --exclude='./state' \
+  --exclude='./tests/node_modules' --exclude='./bench/node_modules' \
+  -cf - . | tar -xf - -C "$vdir/src-copy"
+(cd "$vdir/src-copy" &&
+  SCRIM_COMMIT="$commit" cmake -S . -B out/elsewhere \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSCRIM_WERROR=ON >/dev/null &&
+  cmake --build out/elsewhere -j"$(nproc)" --target scrim >/dev/null)
+if cmp build/scrim "$vdir/src-copy/out/elsewhere/scrim"; then
+  count "verifiable build (commit $commit)" 0 1 0
+else
+  count "verifiable build: the binaries differ" 1 0 1
+fi
+rm -rf "$vdir"
+set -e
+
+echo "== fuzzing (${SCRIM_FUZZ_SECONDS:-30} s per target)"
+set +e
+./scripts/fuzz.sh "${SCRIM_FUZZ_SECONDS:-30}" 2>&1 | tee /tmp/scrim-fuzz.log
+st=${PIPESTATUS[0]}
+read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
+  /tmp/scrim-fuzz.log | tail -1)
+count "fuzz targets" "$st" "${p:-0}" "${f:-0}"
 set -e
 
 echo "== integration tests"

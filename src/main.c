@@ -218,7 +218,7 @@ cmd_version(int argc, char **argv)
 		        "of the libraries it runs on.\n");
 		return help ? 0 : 2;
 	}
-	printf("scrim %s\n", SCRIM_VERSION);
+	printf("scrim %s (commit %s)\n", SCRIM_VERSION, SCRIM_COMMIT);
 	printf("libevent %s\n", event_get_version());
 	printf("libcurl %s (%s%s%s)\n", cv->version,
 	       cv->ssl_version ? cv->ssl_version : "no TLS",

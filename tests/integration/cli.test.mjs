@@ -114,6 +114,8 @@ test('14h. scrim version prints a version', async () => {
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /scrim/i);
   assert.match(r.stdout, /\d+\.\d+/);
+  // The commit it was built from, so anyone can rebuild and compare.
+  assert.match(r.stdout, /\(commit ([0-9a-f]{40}(-dirty)?|unknown)\)/);
 });
 
 for (const cmd of [[], ['serve'], ['check'], ['keys'], ['keys', 'generate'], ['version']]) {
