@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static char *
 trim(char *s)
@@ -69,20 +70,34 @@ char *
 ini_read_file(const char *path, size_t max, size_t *len, int *err)
 {
 	FILE *f = fopen(path, "rb");
+	struct stat st;
 	char *buf;
-	size_t n;
+	size_t n = 0, cap;
 
 	if (f == NULL) {
 		*err = errno;
 		return NULL;
 	}
-	buf = xmalloc(max + 1);
-	n = fread(buf, 1, max + 1, f);
-	if (ferror(f) || n > max) {
-		*err = ferror(f) ? EIO : EFBIG;
-		fclose(f);
-		free(buf);
-		return NULL;
+	/* Sized from the file, not the limit: rules and config are loaded
+	 * often (reload, check) and are far below it. The file may still
+	 * grow while we read, so the limit is enforced on what we read. */
+	cap = fstat(fileno(f), &st) == 0 && st.st_size >= 0 &&
+	              (size_t)st.st_size < max
+	          ? (size_t)st.st_size + 1
+	          : max + 1;
+	buf = xmalloc(cap + 1);
+	for (;;) {
+		n += fread(buf + n, 1, cap - n, f);
+		if (ferror(f) || n > max) {
+			*err = ferror(f) ? EIO : EFBIG;
+			fclose(f);
+			free(buf);
+			return NULL;
+		}
+		if (n < cap)
+			break; /* EOF */
+		cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+		buf = xrealloc(buf, cap + 1);
 	}
 	fclose(f);
 	buf[n] = '\0';
