@@ -1021,7 +1021,9 @@ validate(struct loader *ld)
 	if (*c->scrub_secret_file) {
 		size_t len;
 		int err;
-		char *sec = ini_read_file(c->scrub_secret_file, 4096, &len, &err);
+		/* Random bytes: NUL is as good as any other. */
+		char *sec = ini_read_binary(c->scrub_secret_file, 4096, &len,
+		                            &err);
 		if (sec == NULL || len < 32) {
 			complain(ld, gline(ld, "scrub_secret_file"),
 			         "scrub_secret_file %s: %s", c->scrub_secret_file,

@@ -67,7 +67,7 @@ ini_parse(char *text, const struct ini_handler *h, void *arg)
 }
 
 char *
-ini_read_file(const char *path, size_t max, size_t *len, int *err)
+ini_read_binary(const char *path, size_t max, size_t *len, int *err)
 {
 	FILE *f = fopen(path, "rb");
 	struct stat st;
@@ -101,11 +101,19 @@ ini_read_file(const char *path, size_t max, size_t *len, int *err)
 	}
 	fclose(f);
 	buf[n] = '\0';
-	if (strlen(buf) != n) {
+	*len = n;
+	return buf;
+}
+
+char *
+ini_read_file(const char *path, size_t max, size_t *len, int *err)
+{
+	char *buf = ini_read_binary(path, max, len, err);
+
+	if (buf != NULL && strlen(buf) != *len) {
 		*err = EINVAL;
 		free(buf);
 		return NULL;
 	}
-	*len = n;
 	return buf;
 }

@@ -26,4 +26,7 @@ void ini_parse(char *text, const struct ini_handler *h, void *arg);
  */
 char *ini_read_file(const char *path, size_t max, size_t *len, int *err);
 
+/* The same for binary content (a secret): NUL bytes are data. */
+char *ini_read_binary(const char *path, size_t max, size_t *len, int *err);
+
 #endif

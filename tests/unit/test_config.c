@@ -130,6 +130,32 @@ test_units(void)
 	(void)base;
 }
 
+static void
+test_secret_file(void)
+{
+	/* A secret from /dev/urandom holds NUL bytes often (1 in 8 for 32
+	 * bytes): they are key material, not a text file's corruption. */
+	char spath[] = "/tmp/scrim-test-secret-XXXXXX", text[1024];
+	static const char secret[40] = "abc\0def\0ghijklmnopqrstuvwxyz0123456";
+	struct scrim_config *c;
+	int fd = mkstemp(spath);
+
+	CHECK(fd >= 0 && write(fd, secret, sizeof(secret)) ==
+	                     (ssize_t)sizeof(secret),
+	      "secret written");
+	close(fd);
+	snprintf(text, sizeof(text),
+	         "[gateway]\nlisten = 127.0.0.1:1\nadmin_listen = 127.0.0.1:2\n"
+	         "scrub_secret_file = %s\n%s", spath,
+	         strstr(base, "[provider"));
+	c = load_text(text);
+	CHECK(c != NULL && !c->scrub_secret_random,
+	      "a secret file with NUL bytes loads");
+	if (c != NULL)
+		config_unref(c);
+	unlink(spath);
+}
+
 int
 main(void)
 {
@@ -141,6 +167,7 @@ main(void)
 	test_good();
 	test_bad();
 	test_units();
+	test_secret_file();
 	unlink(path);
 	return harness_done();
 }
