@@ -161,15 +161,16 @@ cmd_ca(int argc, char **argv)
 	const char *path = default_config(), *dir = NULL;
 	bool force = false;
 	struct scrim_config *c = NULL;
+	bool help = false;
 	int rc;
 
-	if (argc < 1 || strcmp(argv[0], "-h") == 0 ||
-	    strcmp(argv[0], "--help") == 0 ||
+	/* `scrim ca --help` and `scrim ca show --help` alike. */
+	for (int i = 0; i < argc; i++)
+		help = help || strcmp(argv[i], "-h") == 0 ||
+		       strcmp(argv[i], "--help") == 0;
+	if (argc < 1 || help ||
 	    (strcmp(argv[0], "init") != 0 && strcmp(argv[0], "show") != 0)) {
-		FILE *f = argc >= 1 && (strcmp(argv[0], "-h") == 0 ||
-		                        strcmp(argv[0], "--help") == 0)
-		              ? stdout
-		              : stderr;
+		FILE *f = help ? stdout : stderr;
 		fprintf(f, "usage: scrim ca init [-c FILE] [--dir DIR] [--force]\n"
 		           "       scrim ca show [-c FILE] [--dir DIR]\n\n"
 		           "init creates the local root CA that signs the "

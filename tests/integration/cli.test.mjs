@@ -118,7 +118,9 @@ test('14h. scrim version prints a version', async () => {
   assert.match(r.stdout, /\(commit ([0-9a-f]{40}(-dirty)?|unknown)\)/);
 });
 
-for (const cmd of [[], ['serve'], ['check'], ['keys'], ['keys', 'generate'], ['version']]) {
+for (const cmd of [[], ['serve'], ['check'], ['keys'], ['keys', 'generate'], ['keys', 'create'], ['keys', 'usage'],
+  ['version'], ['ca'], ['ca', 'init'], ['ca', 'show'], ['scrub'], ['audit'], ['audit', 'verify'], ['audit', 'forget'],
+  ['index'], ['index', 'add'], ['index', 'search']]) {
   test(`14i. scrim ${[...cmd, '--help'].join(' ')} prints usage and exits 0`, async () => {
     const r = await run([...cmd, '--help']);
     assert.equal(r.code, 0, `exit ${r.code}; stderr: ${r.stderr}`);
