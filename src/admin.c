@@ -235,19 +235,6 @@ op_answer(void *arg, const char *json, size_t len)
 	op_free(o);
 }
 
-static void
-hex_sha256(const char *s, char out[65])
-{
-	unsigned char md[32];
-	static const char hx[] = "0123456789abcdef";
-
-	EVP_Digest(s, strlen(s), md, NULL, EVP_sha256(), NULL);
-	for (int i = 0; i < 32; i++) {
-		out[2 * i] = hx[md[i] >> 4];
-		out[2 * i + 1] = hx[md[i] & 15];
-	}
-	out[64] = '\0';
-}
 
 static void
 op_start(struct scrim_conn *c, struct admin_op *o, const char *const *args,
@@ -323,7 +310,7 @@ create_key(struct scrim_conn *c, enum scrim_err err)
 		conn_send_error(c, ERR_INTERNAL, NULL);
 		return;
 	}
-	hex_sha256(o->newkey, h);
+	auth_key_hex(o->newkey, strlen(o->newkey), h);
 	snprintf(id, sizeof(id), "key_%02x%02x%02x%02x%02x", rnd[0], rnd[1],
 	         rnd[2], rnd[3], rnd[4]);
 	snprintf(created, sizeof(created), "%ld", (long)time(NULL));
@@ -435,7 +422,7 @@ keys_api(struct scrim_conn *c)
 			conn_send_error(c, ERR_INTERNAL, NULL);
 			return;
 		}
-		hex_sha256(o->newkey, nh);
+		auth_key_hex(o->newkey, strlen(o->newkey), nh);
 		const char *args[] = {o->id, nh};
 		snprintf(o->op, sizeof(o->op), "rotate");
 		op_start(c, o, args, 2);

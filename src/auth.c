@@ -95,22 +95,27 @@ auth_generate_key(void)
 	return out;
 }
 
+void
+auth_key_hex(const char *key, size_t len, char out[65])
+{
+	unsigned char md[32];
+	static const char hx[] = "0123456789abcdef";
+
+	EVP_Digest(key, len, md, NULL, EVP_sha256(), NULL);
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hx[md[i] >> 4];
+		out[2 * i + 1] = hx[md[i] & 15];
+	}
+	out[64] = '\0';
+	OPENSSL_cleanse(md, sizeof(md));
+}
+
 char *
 auth_key_hash_line(const char *key)
 {
-	unsigned char md[32];
 	char *out = xmalloc(7 + 64 + 1);
 
 	memcpy(out, "sha256:", 7);
-	if (EVP_Digest(key, strlen(key), md, NULL, EVP_sha256(), NULL) != 1) {
-		free(out);
-		return NULL;
-	}
-	for (int i = 0; i < 32; i++) {
-		static const char hx[] = "0123456789abcdef";
-		out[7 + 2 * i] = hx[md[i] >> 4];
-		out[7 + 2 * i + 1] = hx[md[i] & 15];
-	}
-	out[71] = '\0';
+	auth_key_hex(key, strlen(key), out + 7);
 	return out;
 }

@@ -28,5 +28,7 @@ const char *auth_lookup(const struct scrim_config *cfg, const char *key,
 char *auth_generate_key(void);
 /* "sha256:" + hex of SHA-256(key). Caller frees. */
 char *auth_key_hash_line(const char *key);
+/* Lowercase hex of SHA-256(key): how a key is named in Redis and config. */
+void auth_key_hex(const char *key, size_t len, char out[65]);
 
 #endif

@@ -140,19 +140,6 @@ ok_reply(redisReply *r, const char *what)
 	return true;
 }
 
-static void
-sha256_hex(const char *s, char out[65])
-{
-	unsigned char md[32];
-	static const char hx[] = "0123456789abcdef";
-
-	EVP_Digest(s, strlen(s), md, NULL, EVP_sha256(), NULL);
-	for (int i = 0; i < 32; i++) {
-		out[2 * i] = hx[md[i] >> 4];
-		out[2 * i + 1] = hx[md[i] & 15];
-	}
-	out[64] = '\0';
-}
 
 struct limits_opts {
 	const char *name;
@@ -300,7 +287,7 @@ cmd_create(redisContext *rc, int argc, char **argv)
 	key = auth_generate_key();
 	if (key == NULL)
 		return 1;
-	sha256_hex(key, h);
+	auth_key_hex(key, strlen(key), h);
 	if (!write_record(rc, h, id, &o)) {
 		xfree_secret(key);
 		return 1;
@@ -440,7 +427,7 @@ cmd_rotate(redisContext *rc, const char *id)
 	snprintf(o.meta, sizeof(o.meta), "%s", field(r, "meta"));
 	key = auth_generate_key();
 	if (key != NULL) {
-		sha256_hex(key, nh);
+		auth_key_hex(key, strlen(key), nh);
 		if (write_record(rc, nh, id, &o) &&
 		    ok_reply(redisCommand(rc, "HSET scrim:{%s}:key revoked 1", h),
 		             "HSET")) {

@@ -17,6 +17,7 @@
 #include "limits.h"
 
 #include "alloc.h"
+#include "auth.h"
 #include "config.h"
 #include "log.h"
 #include "redis.h"
@@ -381,21 +382,6 @@ limits_format_reset(long ms, char *out, size_t cap)
 		snprintf(out, cap, "%ldm%lds", ms / 60000, ((ms % 60000) + 999) / 1000);
 }
 
-static void
-key_hash(const char *key, size_t len, char out[65])
-{
-	unsigned char md[32];
-	static const char hx[] = "0123456789abcdef";
-
-	EVP_Digest(key, len, md, NULL, EVP_sha256(), NULL);
-	for (int i = 0; i < 32; i++) {
-		out[2 * i] = hx[md[i] >> 4];
-		out[2 * i + 1] = hx[md[i] & 15];
-	}
-	out[64] = '\0';
-	OPENSSL_cleanse(md, sizeof(md));
-}
-
 static struct local_key *
 local_find(struct limits *l, const char *hash, bool create)
 {
@@ -627,7 +613,7 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 		month_reset = (long)((timegm(&next) - secs) * 1000);
 	}
 	memset(t, 0, sizeof(*t));
-	key_hash(key, keylen, t->hash);
+	auth_key_hex(key, keylen, t->hash);
 	snprintf(t->member, sizeof(t->member), "%s", request_id);
 	snprintf(t->tpm_key, sizeof(t->tpm_key), "scrim:{%s}:tpm:%s", t->hash,
 	         minute);
