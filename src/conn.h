@@ -65,6 +65,13 @@ struct scrim_conn {
 	bool linger;          /* unread input may follow: shut write first */
 	bool write_paused;    /* a producer waits for the output to drain */
 
+	/* Plain sockets in HTTP mode do their own writes (see flush_cb in
+	 * conn.c); off for tunnels and TLS, which the bufferevent drives. */
+	bool direct;
+	bool flush_pending;
+	struct event *flush;
+	size_t in_seen; /* input bytes already looked at by the parser */
+
 	struct scrim_req *req;
 	void *admin;    /* admin.c's readiness probe in progress */
 	void *admin_op; /* admin.c's key operation in progress */
@@ -82,6 +89,9 @@ struct scrim_conn {
 /* Replace the connection's bufferevent (TLS after CONNECT); the new one
  * owns the old. */
 void conn_swap_bev(struct scrim_conn *c, struct bufferevent *bev);
+/* Hand writing back to the bufferevent (tunnels, TLS): from now on it
+ * drives both directions. */
+void conn_direct_off(struct scrim_conn *c);
 /* Send a raw, complete response (CONNECT's 200) and wait for the next
  * request on the same connection. */
 void conn_send_raw(struct scrim_conn *c, const char *p, size_t n);
