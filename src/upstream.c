@@ -5,6 +5,15 @@
  * (sock_cb) and when to call it back (timer_cb); every entry into curl is
  * followed by check_done(), which is the only place a transfer ends, so no
  * handle is ever removed from inside a curl callback.
+ *
+ * Sockets we open for curl stay registered with epoll while curl keeps
+ * their connection idle in its cache ("parked"): a keep-alive connection
+ * to a provider would otherwise cost an EPOLL_CTL_DEL after every answer
+ * and an EPOLL_CTL_ADD before the next request. A parked socket that
+ * turns readable (the provider closed it) is unregistered then; curl
+ * finds it dead when it next looks. Our close callback, which curl calls
+ * for every socket of ours it closes, ends the registration before the
+ * descriptor number can be reused.
  */
 #include "upstream.h"
 
@@ -17,20 +26,33 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define UPSTREAM_MAX_HEAD (64 * 1024)
 #define UPSTREAM_MAX_HEADERS 200
+/* Idle easy handles kept for reuse: curl_easy_init() allocates and sets
+ * up a few kilobytes (its receive buffer among them) that a reset keeps. */
+#define UPSTREAM_POOL_MAX 64
+
+struct up_sock;
 
 struct scrim_upstream {
 	struct event_base *base;
 	CURLM *multi;
 	struct event *timer;
+	struct event *kick; /* the 0 ms timeout, run in the same loop turn */
 	size_t active;
+	struct up_sock **socks; /* by descriptor */
+	size_t nsocks;
+	CURL *pool[UPSTREAM_POOL_MAX];
+	size_t npool;
 };
 
 struct up_sock {
-	struct event *ev;
-	short kind; /* what ev watches now */
+	struct event *ev; /* NULL when not registered */
+	short kind;       /* what ev watches */
+	bool ours;        /* opened by open_cb, closed by close_cb */
+	bool parked;      /* curl does not watch it now */
 };
 
 struct upstream_xfer {
@@ -54,12 +76,66 @@ struct upstream_xfer {
 
 static void check_done(struct scrim_upstream *up);
 
+static struct up_sock *
+sock_get(struct scrim_upstream *up, curl_socket_t s)
+{
+	return s >= 0 && (size_t)s < up->nsocks ? up->socks[s] : NULL;
+}
+
+static struct up_sock *
+sock_add(struct scrim_upstream *up, curl_socket_t s)
+{
+	struct up_sock *us;
+
+	if ((size_t)s >= up->nsocks) {
+		size_t n = up->nsocks ? up->nsocks : 64;
+		while (n <= (size_t)s)
+			n *= 2;
+		up->socks = xrealloc(up->socks, n * sizeof(*up->socks));
+		memset(up->socks + up->nsocks, 0,
+		       (n - up->nsocks) * sizeof(*up->socks));
+		up->nsocks = n;
+	}
+	us = xcalloc(1, sizeof(*us));
+	up->socks[s] = us;
+	return us;
+}
+
+static void
+sock_unwatch(struct up_sock *us)
+{
+	if (us->ev != NULL)
+		event_free(us->ev);
+	us->ev = NULL;
+	us->kind = 0;
+}
+
+static void
+sock_drop(struct scrim_upstream *up, curl_socket_t s)
+{
+	struct up_sock *us = sock_get(up, s);
+
+	if (us == NULL)
+		return;
+	sock_unwatch(us);
+	free(us);
+	up->socks[s] = NULL;
+}
+
 static void
 event_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct scrim_upstream *up = arg;
+	struct up_sock *us = sock_get(up, fd);
 	int running, action = 0;
 
+	if (us != NULL && us->parked) {
+		/* An idle connection spoke (mostly: the provider closed it).
+		 * Stop watching rather than spin; curl sees it when it next
+		 * considers reusing it. */
+		sock_unwatch(us);
+		return;
+	}
 	if (what & EV_READ)
 		action |= CURL_CSELECT_IN;
 	if (what & EV_WRITE)
@@ -84,15 +160,21 @@ static int
 sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
 	struct scrim_upstream *up = userp;
-	struct up_sock *us = socketp;
+	struct up_sock *us = socketp ? socketp : sock_get(up, s);
 	short kind;
 
 	(void)e;
 	if (what == CURL_POLL_REMOVE) {
-		if (us != NULL) {
-			event_free(us->ev);
-			free(us);
+		if (us == NULL)
+			return 0;
+		if (!us->ours) {
+			sock_drop(up, s);
+			return 0;
 		}
+		/* Idle in curl's cache: stay registered for reading only. */
+		if (us->kind != (EV_PERSIST | EV_READ))
+			sock_unwatch(us);
+		us->parked = true;
 		return 0;
 	}
 	kind = EV_PERSIST;
@@ -100,14 +182,14 @@ sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 		kind |= EV_READ;
 	if (what & CURL_POLL_OUT)
 		kind |= EV_WRITE;
-	if (us == NULL) {
-		us = xcalloc(1, sizeof(*us));
+	if (us == NULL)
+		us = sock_add(up, s);
+	if (socketp == NULL)
 		curl_multi_assign(up->multi, s, us);
-	} else if (us->kind == kind) {
+	us->parked = false;
+	if (us->ev != NULL && us->kind == kind)
 		return 0; /* already watching exactly this: no epoll_ctl */
-	} else {
-		event_free(us->ev);
-	}
+	sock_unwatch(us);
 	us->kind = kind;
 	us->ev = event_new(up->base, s, kind, event_cb, up);
 	if (us->ev == NULL || event_add(us->ev, NULL) != 0) {
@@ -128,8 +210,14 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 		evtimer_del(up->timer);
 		return 0;
 	}
-	/* Never call curl from here (curl docs): a 0 ms timer runs it from
-	 * the loop instead. */
+	/* Never call curl from here (curl docs): run it from the loop. Now
+	 * (a new transfer) means an active event, which runs in this turn
+	 * of the loop; a 0 ms timer would cost an epoll_wait(2) first. */
+	if (timeout_ms == 0) {
+		evtimer_del(up->timer);
+		event_active(up->kick, EV_TIMEOUT, 1);
+		return 0;
+	}
 	tv.tv_sec = timeout_ms / 1000;
 	tv.tv_usec = (timeout_ms % 1000) * 1000;
 	evtimer_add(up->timer, &tv);
@@ -144,7 +232,8 @@ upstream_new(struct event_base *base)
 	up->base = base;
 	up->multi = curl_multi_init();
 	up->timer = evtimer_new(base, timeout_cb, up);
-	if (up->multi == NULL || up->timer == NULL) {
+	up->kick = event_new(base, -1, 0, timeout_cb, up);
+	if (up->multi == NULL || up->timer == NULL || up->kick == NULL) {
 		upstream_free(up);
 		return NULL;
 	}
@@ -162,9 +251,17 @@ static void
 xfer_free(struct upstream_xfer *x)
 {
 	if (x->easy != NULL) {
-		curl_multi_remove_handle(x->up->multi, x->easy);
-		curl_easy_cleanup(x->easy);
-		x->up->active--;
+		struct scrim_upstream *up = x->up;
+		curl_multi_remove_handle(up->multi, x->easy);
+		if (up->npool < UPSTREAM_POOL_MAX) {
+			/* Every option goes back to its default; connections
+			 * stay in the multi's cache, not in the handle. */
+			curl_easy_reset(x->easy);
+			up->pool[up->npool++] = x->easy;
+		} else {
+			curl_easy_cleanup(x->easy);
+		}
+		up->active--;
 	}
 	curl_slist_free_all(x->headers);
 	curl_slist_free_all(x->connect_to);
@@ -177,10 +274,18 @@ upstream_free(struct scrim_upstream *up)
 {
 	if (up == NULL)
 		return;
+	while (up->npool > 0)
+		curl_easy_cleanup(up->pool[--up->npool]);
 	if (up->multi != NULL)
 		curl_multi_cleanup(up->multi);
 	if (up->timer != NULL)
 		event_free(up->timer);
+	if (up->kick != NULL)
+		event_free(up->kick);
+	for (size_t i = 0; i < up->nsocks; i++)
+		if (up->socks[i] != NULL)
+			sock_drop(up, (curl_socket_t)i);
+	free(up->socks);
 	free(up);
 }
 
@@ -363,6 +468,7 @@ static curl_socket_t
 open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
 	struct upstream_xfer *x = arg;
+	curl_socket_t s;
 
 	(void)purpose;
 	/* Checked on the very address connected to: a name that resolves
@@ -371,7 +477,21 @@ open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 		x->refused = true;
 		return CURL_SOCKET_BAD;
 	}
-	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (s != CURL_SOCKET_BAD) {
+		/* A stale entry would mean a descriptor closed behind our
+		 * back: start afresh rather than trust its registration. */
+		sock_drop(x->up, s);
+		sock_add(x->up, s)->ours = true;
+	}
+	return s;
+}
+
+static int
+close_cb(void *arg, curl_socket_t s)
+{
+	sock_drop(arg, s);
+	return close(s);
 }
 
 struct upstream_xfer *
@@ -384,7 +504,7 @@ upstream_start(struct scrim_upstream *up, const struct upstream_request *r,
 	x->up = up;
 	x->cbs = *cbs;
 	x->arg = arg;
-	e = x->easy = curl_easy_init();
+	e = x->easy = up->npool > 0 ? up->pool[--up->npool] : curl_easy_init();
 	if (e == NULL)
 		goto fail;
 	for (const char *const *h = r->headers; h && *h; h++) {
@@ -404,6 +524,8 @@ upstream_start(struct scrim_upstream *up, const struct upstream_request *r,
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
 	if (x->connect_to != NULL)
 		curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
 	curl_easy_setopt(e, CURLOPT_URL, r->url);
