@@ -77,6 +77,31 @@ usage_tap_free(struct usage_tap *t)
 }
 
 /* One complete event: read it, pass it on unless it is ours to drop. */
+/*
+ * include_usage also puts "usage":null in every other chunk; a client
+ * that did not ask for usage must not see it. Text is enough: outside
+ * strings a JSON quote is never escaped, and inside one it always is, so
+ * ,"usage":null (or "usage":null, first in an object) can only be a
+ * member. Copies the event without the first one.
+ */
+static bool
+add_without_null_usage(struct buf *out, const char *ev, size_t len,
+                       const char *data, size_t dlen)
+{
+	static const char m1[] = ",\"usage\":null", m2[] = "\"usage\":null,";
+	const char *hit = memmem(data, dlen, m1, sizeof(m1) - 1);
+	size_t cut = sizeof(m1) - 1;
+
+	if (hit == NULL) {
+		hit = memmem(data, dlen, m2, sizeof(m2) - 1);
+		cut = sizeof(m2) - 1;
+	}
+	if (hit == NULL)
+		return buf_add(out, ev, len);
+	return buf_add(out, ev, (size_t)(hit - ev)) &&
+	       buf_add(out, hit + cut, len - (size_t)(hit - ev) - cut);
+}
+
 static bool
 event(struct usage_tap *t, const char *ev, size_t len, struct buf *out)
 {
@@ -96,11 +121,13 @@ event(struct usage_tap *t, const char *ev, size_t len, struct buf *out)
 	}
 	if (data != NULL && dlen > 0 && data[0] == '{') {
 		usage_from_json(data, dlen, t->u);
-		/* The chunk include_usage adds: no choices, only usage. */
-		if (t->strip_usage_chunk &&
-		    memmem(data, dlen, "\"choices\":[]", 12) != NULL &&
-		    memmem(data, dlen, "\"usage\":{", 9) != NULL)
-			return true;
+		if (t->strip_usage_chunk) {
+			/* The chunk include_usage adds: no choices, only usage. */
+			if (memmem(data, dlen, "\"choices\":[]", 12) != NULL &&
+			    memmem(data, dlen, "\"usage\":{", 9) != NULL)
+				return true;
+			return add_without_null_usage(out, ev, len, data, dlen);
+		}
 	}
 	return buf_add(out, ev, len);
 }
