@@ -13,6 +13,7 @@ buf_init(struct buf *b, size_t max)
 	b->len = 0;
 	b->cap = 0;
 	b->max = max;
+	b->dirty = 0;
 }
 
 static bool
@@ -40,6 +41,12 @@ grow(struct buf *b, size_t need)
 }
 
 bool
+buf_reserve(struct buf *b, size_t n)
+{
+	return n <= b->max - b->len && grow(b, b->len + n);
+}
+
+bool
 buf_add(struct buf *b, const void *p, size_t n)
 {
 	if (n > b->max - b->len || !grow(b, b->len + n))
@@ -48,6 +55,8 @@ buf_add(struct buf *b, const void *p, size_t n)
 		memcpy(b->p + b->len, p, n);
 	b->len += n;
 	b->p[b->len] = '\0';
+	if (b->len > b->dirty)
+		b->dirty = b->len;
 	return true;
 }
 
@@ -85,15 +94,20 @@ buf_free(struct buf *b)
 {
 	free(b->p);
 	b->p = NULL;
-	b->len = b->cap = 0;
+	b->len = b->cap = b->dirty = 0;
 }
 
 void
 buf_wipe(struct buf *b)
 {
 	/* explicit_bzero: a memset the compiler may not drop, at memset
-	 * speed (OPENSSL_cleanse goes byte by byte). */
-	if (b->p)
-		explicit_bzero(b->p, b->cap);
+	 * speed (OPENSSL_cleanse goes byte by byte). Only what was ever
+	 * written (and its NUL): clearing untouched capacity would fault in
+	 * pages just to zero them. Code that writes past len by hand keeps
+	 * len at the end of what it wrote until the wipe. */
+	if (b->p) {
+		size_t n = (b->dirty > b->len ? b->dirty : b->len) + 1;
+		explicit_bzero(b->p, n < b->cap ? n : b->cap);
+	}
 	buf_free(b);
 }

@@ -14,12 +14,16 @@ struct buf {
 	size_t len;
 	size_t cap;
 	size_t max; /* appends past this fail */
+	size_t dirty; /* bytes ever written: what buf_wipe clears */
 };
 
 void buf_init(struct buf *b, size_t max);
 bool buf_add(struct buf *b, const void *p, size_t n) SCRIM_MUSTCHECK;
 bool buf_addc(struct buf *b, char c) SCRIM_MUSTCHECK;
 bool buf_addf(struct buf *b, const char *fmt, ...) SCRIM_PRINTF(2, 3);
+/* Make room for n more bytes now (one allocation instead of doublings);
+ * false when that would pass the cap or memory runs out. */
+bool buf_reserve(struct buf *b, size_t n) SCRIM_MUSTCHECK;
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
 /* Overwrite the contents, then free. */
