@@ -247,6 +247,10 @@ server_run(const char *config_path)
 	               sizeof(srv.req_id_salt)) != 1)
 		srv.req_id_salt = (uint32_t)getpid();
 	signal(SIGPIPE, SIG_IGN);
+	/* A file size limit (LimitFSIZE=, ulimit -f) must reach the audit
+	 * writer as EFBIG, a write error its on_failure policy handles, not
+	 * kill the gateway with every request in flight. */
+	signal(SIGXFSZ, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("libcurl failed to initialise");
 		goto out;
