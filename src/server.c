@@ -148,8 +148,10 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	srv->reloads++;
 	log_min_level = next->log_level;
 	/* logrotate moved the file: start a new one, linked by a checkpoint. */
-	if (srv->audit != NULL)
+	if (srv->audit != NULL) {
+		audit_set_block(srv->audit, next->audit_block == 0);
 		audit_reopen(srv->audit);
+	}
 	log_info("reload: %s applied (%zu providers, %zu routes, %zu keys, "
 	         "%zu rules)", next->path, next->nproviders, next->nroutes,
 	         next->nkeys, rules->nrules);
