@@ -494,12 +494,15 @@ metrics_page(struct scrim_conn *c)
 	if (ok && srv->audit != NULL) {
 		struct audit_stats as;
 		audit_get_stats(srv->audit, &as);
+		/* buf_addf formats at most 512 bytes a call. */
 		ok = buf_addf(&b, "# HELP scrim_audit_records_total Audit records "
 		                  "written to the file, and lost (never written)\n"
 		                  "# TYPE scrim_audit_records_total counter\n"
 		                  "scrim_audit_records_total{result=\"written\"} %llu\n"
-		                  "scrim_audit_records_total{result=\"dropped\"} %llu\n"
-		                  "# HELP scrim_audit_write_failures_total Audit "
+		                  "scrim_audit_records_total{result=\"dropped\"} %llu\n",
+		              (unsigned long long)as.written,
+		              (unsigned long long)as.dropped) &&
+		     buf_addf(&b, "# HELP scrim_audit_write_failures_total Audit "
 		                  "writes or fsyncs that failed (each is retried)\n"
 		                  "# TYPE scrim_audit_write_failures_total counter\n"
 		                  "scrim_audit_write_failures_total %llu\n"
@@ -507,17 +510,15 @@ metrics_page(struct scrim_conn *c)
 		                  "with 503 because the audit log could not take "
 		                  "their record (on_failure = block)\n"
 		                  "# TYPE scrim_audit_refused_total counter\n"
-		                  "scrim_audit_refused_total %llu\n"
-		                  "# HELP scrim_audit_queued Audit records waiting "
+		                  "scrim_audit_refused_total %llu\n",
+		              (unsigned long long)as.failed,
+		              (unsigned long long)as.refused) &&
+		     buf_addf(&b, "# HELP scrim_audit_queued Audit records waiting "
 		                  "for the disk\n# TYPE scrim_audit_queued gauge\n"
 		                  "scrim_audit_queued %llu\n"
 		                  "# HELP scrim_audit_healthy 1 while audit records "
 		                  "are being written\n# TYPE scrim_audit_healthy gauge\n"
 		                  "scrim_audit_healthy %d\n",
-		              (unsigned long long)as.written,
-		              (unsigned long long)as.dropped,
-		              (unsigned long long)as.failed,
-		              (unsigned long long)as.refused,
 		              (unsigned long long)as.queued,
 		              audit_healthy(srv->audit) ? 1 : 0);
 	}
