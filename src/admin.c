@@ -12,6 +12,7 @@
 #include "config.h"
 #include "conn.h"
 #include "audit.h"
+#include "auditredis.h"
 #include "auth.h"
 #include "http.h"
 #include "limits.h"
@@ -456,6 +457,7 @@ static void
 metrics_page(struct scrim_conn *c)
 {
 	struct scrim_server *srv = c->srv;
+	struct auditredis_stats ars;
 	struct buf b;
 	bool ok;
 
@@ -522,6 +524,22 @@ metrics_page(struct scrim_conn *c)
 		              (unsigned long long)as.queued,
 		              audit_healthy(srv->audit) ? 1 : 0);
 	}
+	if (ok && audit_get_redis_stats(srv->audit, &ars))
+		ok = buf_addf(&b, "# HELP scrim_audit_redis_total Audit lines "
+		                  "sent to the Redis stream, refused or unanswered "
+		                  "there, and dropped before sending\n"
+		                  "# TYPE scrim_audit_redis_total counter\n"
+		                  "scrim_audit_redis_total{result=\"sent\"} %llu\n"
+		                  "scrim_audit_redis_total{result=\"failed\"} %llu\n"
+		                  "scrim_audit_redis_total{result=\"dropped\"} %llu\n",
+		              (unsigned long long)ars.sent,
+		              (unsigned long long)ars.failed,
+		              (unsigned long long)ars.dropped) &&
+		     buf_addf(&b, "# HELP scrim_audit_redis_pending Audit lines "
+		                  "waiting to be sent to the Redis stream\n"
+		                  "# TYPE scrim_audit_redis_pending gauge\n"
+		                  "scrim_audit_redis_pending %llu\n",
+		              (unsigned long long)ars.pending);
 	if (ok && srv->limits != NULL) {
 		struct redis_stats rs;
 		limits_redis_stats(srv->limits, &rs);

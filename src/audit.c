@@ -5,7 +5,8 @@
  * by policy, moves the epoch key forward, reopens the file on request and
  * copies lines to syslog. This file owns the log's file descriptor, the
  * anchor file, the queue and the live epoch key; `scrim audit verify` and
- * `forget` are auditcmd.c.
+ * `forget` are auditcmd.c, the syslog and Redis Stream copies
+ * auditsyslog.c and auditredis.c.
  *
  * The loop never waits on the disk: the queue is bounded (audit_queue
  * records, AUDIT_QUEUE_MAX_BYTES) and audit_write only takes its lock.
@@ -25,6 +26,7 @@
 
 #include "alloc.h"
 #include "auditchain.h"
+#include "auditredis.h"
 #include "auditsyslog.h"
 #include "buf.h"
 #include "config.h"
@@ -61,6 +63,8 @@
 #define AUDIT_RETRY_MAX_MS 1000
 /* audit_close waits this long for a failing disk before giving up. */
 #define AUDIT_CLOSE_TIMEOUT_MS 5000
+/* ... and this long for the Redis stream to take the last lines. */
+#define AUDIT_REDIS_CLOSE_MS 2000
 
 enum audit_fsync { AUDIT_FSYNC_ALWAYS, AUDIT_FSYNC_INTERVAL, AUDIT_FSYNC_NEVER };
 enum audit_client { AUDIT_CLIENT_FULL, AUDIT_CLIENT_TRUNCATED, AUDIT_CLIENT_NONE };
@@ -94,6 +98,7 @@ struct audit {
 	long client_mode;       /* enum audit_client */
 	bool store_bodies;
 	bool use_syslog;
+	struct auditredis *redis; /* the Redis Stream copy, or NULL */
 	size_t max_items;
 	char boot[33];          /* random per open: tells runs apart */
 
@@ -881,6 +886,8 @@ commit(struct audit *a, struct audit_chain *w, size_t n, uint64_t now)
 	else if (a->fsync_mode == AUDIT_FSYNC_INTERVAL)
 		a->dirty = true;
 	anchor_write(a);
+	/* Copies of what is now in the file, never of anything else. */
+	auditredis_push(a->redis, a->batch.p, a->batch.len);
 	if (a->use_syslog) {
 		const char *p = a->batch.p, *end = a->batch.p + a->batch.len;
 
@@ -1101,6 +1108,7 @@ writer_main(void *arg)
 static void
 audit_free(struct audit *a)
 {
+	auditredis_free(a->redis);
 	if (a->fd >= 0)
 		close(a->fd);
 	if (a->anchor_fd >= 0)
@@ -1115,8 +1123,9 @@ audit_free(struct audit *a)
 }
 
 /*
- * base is not used: the writer thread keeps its own clock for fsync,
- * retries and epochs, so no timer runs on the loop and NULL is fine.
+ * The writer thread keeps its own clock for fsync, retries and epochs, so
+ * no timer of the file's runs on the loop; base carries the Redis Stream
+ * copy only, and may be NULL without one.
  */
 struct audit *
 audit_open(const struct scrim_config *cfg, struct event_base *base,
@@ -1131,7 +1140,6 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	bool have_tail, have_anchor;
 	int rc;
 
-	(void)base;
 	a = xcalloc(1, sizeof(*a));
 	a->fd = a->anchor_fd = -1;
 	a->path = xstrdup(cfg->audit_file);
@@ -1197,10 +1205,11 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	auditchain_keyring_wipe(&kr);
 	a->chain.epoch_start_ms = mono_ms();
 	a->ckpt_event = "open";
-	if (cfg->audit_redis_stream != NULL && *cfg->audit_redis_stream)
-		log_warn("audit: redis_stream is not supported yet; records go "
-		         "to %s%s only",
-		         a->path, a->use_syslog ? " and syslog" : "");
+	if (cfg->audit_redis_stream != NULL && *cfg->audit_redis_stream) {
+		a->redis = auditredis_new(base, cfg, err, errlen);
+		if (a->redis == NULL)
+			goto fail;
+	}
 	if (a->use_syslog)
 		auditsyslog_open();
 
@@ -1287,6 +1296,15 @@ audit_get_stats(struct audit *a, struct audit_stats *st)
 	pthread_mutex_unlock(&a->mu);
 }
 
+bool
+audit_get_redis_stats(struct audit *a, struct auditredis_stats *st)
+{
+	if (a == NULL || a->redis == NULL)
+		return false;
+	auditredis_get_stats(a->redis, st);
+	return true;
+}
+
 void
 audit_close(struct audit *a)
 {
@@ -1311,6 +1329,9 @@ audit_close(struct audit *a)
 		log_error("audit: %zu records could not be written to %s before "
 		          "closing",
 		          left, a->path);
+	/* The writer is gone: the last lines (the close checkpoint) are all
+	 * pushed, and the loop has stopped. */
+	auditredis_flush(a->redis, AUDIT_REDIS_CLOSE_MS);
 	if (a->use_syslog)
 		auditsyslog_close();
 	audit_free(a);

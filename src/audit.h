@@ -101,7 +101,12 @@ struct audit_stats {
 };
 void audit_get_stats(struct audit *a, struct audit_stats *st);
 
-/* `scrim audit verify FILE...` and `scrim audit forget --key ID FILE...`
+/* The Redis Stream copy's counters (auditredis.h); false when
+ * redis_stream is not set. */
+struct auditredis_stats;
+bool audit_get_redis_stats(struct audit *a, struct auditredis_stats *st);
+
+/* `scrim audit verify FILE... and `scrim audit forget --key ID FILE...`
  * (auditcmd.c); return the process exit status. */
 int audit_cmd(int argc, char **argv);
 
