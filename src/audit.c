@@ -1206,7 +1206,7 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	a->chain.epoch_start_ms = mono_ms();
 	a->ckpt_event = "open";
 	if (cfg->audit_redis_stream != NULL && *cfg->audit_redis_stream) {
-		a->redis = auditredis_new(base, cfg, err, errlen);
+		a->redis = auditredis_new(base, cfg, a->boot, err, errlen);
 		if (a->redis == NULL)
 			goto fail;
 	}

@@ -68,6 +68,7 @@ struct auditredis {
 	struct scrim_redis *redis;
 	char *key;                 /* the stream's name */
 	char maxlen[24];           /* redis_stream_maxlen, as text */
+	char boot[33];             /* the run's id, as in its checkpoints */
 	struct event *wake_ev;     /* the pipe's read end */
 	struct event *retry_ev;
 	size_t inflight;
@@ -164,8 +165,8 @@ pump(struct auditredis *ar)
 {
 	while (ar->inflight < AUDITREDIS_INFLIGHT) {
 		struct auditredis_line *l;
-		const char *argv[8];
-		size_t len[8];
+		const char *argv[10];
+		size_t len[10];
 
 		pthread_mutex_lock(&ar->mu);
 		l = ar->head;
@@ -193,11 +194,13 @@ pump(struct auditredis *ar)
 		argv[5] = "*";
 		argv[6] = "record";
 		argv[7] = l->data;
-		for (int i = 0; i < 7; i++)
-			len[i] = strlen(argv[i]);
-		len[7] = l->len;
+		argv[8] = "boot";
+		argv[9] = ar->boot;
+		for (int i = 0; i < 10; i++)
+			/* The line is not NUL-terminated: its length is known. */
+			len[i] = i == 7 ? l->len : strlen(argv[i]);
 		/* hiredis copies the command into its output buffer. */
-		if (redis_call(ar->redis, xadd_reply, ar, 8, argv, len) == NULL) {
+		if (redis_call(ar->redis, xadd_reply, ar, 10, argv, len) == NULL) {
 			free(l);
 			note_failure(ar, "not sent");
 			arm_retry(ar);
@@ -233,7 +236,7 @@ retry_cb(evutil_socket_t fd, short what, void *arg)
 
 struct auditredis *
 auditredis_new(struct event_base *base, const struct scrim_config *cfg,
-               char *err, size_t errlen)
+               const char *boot, char *err, size_t errlen)
 {
 	struct auditredis *ar = xcalloc(1, sizeof(*ar));
 	long timeout = cfg->redis_timeout_ms > AUDITREDIS_TIMEOUT_MIN_MS
@@ -245,6 +248,7 @@ auditredis_new(struct event_base *base, const struct scrim_config *cfg,
 	ar->base = base;
 	ar->key = xstrdup(cfg->audit_redis_stream);
 	snprintf(ar->maxlen, sizeof(ar->maxlen), "%ld", cfg->audit_redis_maxlen);
+	snprintf(ar->boot, sizeof(ar->boot), "%s", boot);
 	if (base == NULL) {
 		snprintf(err, errlen, "redis_stream needs the event loop");
 		goto fail;

@@ -1,8 +1,8 @@
 /*
  * auditredis.h - the Redis Stream sink of the audit log: each sealed line
  * (the same JSON, MAC included, as in the file) is added to a capped
- * stream with XADD key MAXLEN ~ N * record LINE, to gather a fleet's
- * records in one place. A copy only: the file stays the authority for
+ * stream with XADD key MAXLEN ~ N * record LINE boot BOOT, to gather a
+ * fleet's records in one place. A copy only: the file stays the authority for
  * on_failure, and nothing here ever holds a request up.
  */
 #ifndef SCRIM_AUDITREDIS_H
@@ -16,13 +16,15 @@ struct auditredis;
 
 /*
  * Connect to [redis] url (its password, its db) on the loop, for the
- * stream [audit] redis_stream capped at redis_stream_maxlen. Loop thread.
- * NULL with err filled when the URL does not parse or the loop cannot
- * take the events.
+ * stream [audit] redis_stream capped at redis_stream_maxlen. Each entry
+ * also carries boot (the run's id, as in its checkpoints), so that the
+ * lines of one run, interleaved with other instances' in the stream, can
+ * be told apart and verified as a chain. Loop thread. NULL with err
+ * filled when the URL does not parse or the loop cannot take the events.
  */
 struct auditredis *auditredis_new(struct event_base *base,
-                                  const struct scrim_config *cfg, char *err,
-                                  size_t errlen);
+                                  const struct scrim_config *cfg,
+                                  const char *boot, char *err, size_t errlen);
 
 /*
  * Queue lines[0..len) (whole lines, each ending in '\n') to be sent.

@@ -64,17 +64,24 @@ function chatOn(g, text) {
   });
 }
 
-/** The stream's records, oldest first. redis-cli prints raw replies one
- * element a line (id, field name, value), and a sealed line holds no raw
- * newline, so the records are the lines that are JSON objects. */
-async function streamLines(key) {
+/** The stream's entries, oldest first, as {id, record, boot}. redis-cli
+ * prints raw replies one element a line (id, then field and value pairs),
+ * and a sealed line holds no raw newline. */
+async function streamEntries(key) {
   const out = await redis.cli('--raw', 'XRANGE', key, '-', '+');
-  return out.split('\n').filter((l) => l.startsWith('{'));
+  const entries = [];
+  const lines = out.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (/^\d+-\d+$/.test(lines[i])) entries.push({ id: lines[i] });
+    else if (entries.length && (lines[i] === 'record' || lines[i] === 'boot')) entries.at(-1)[lines[i]] = lines[++i];
+  }
+  return entries;
 }
+const streamLines = async (key) => (await streamEntries(key)).map((e) => e.record);
 
-test('every sealed line reaches the stream as it is in the file, close checkpoint included', async () => {
+test('every sealed line reaches the stream as it is in the file, close checkpoint included; a run\'s lines verify', async () => {
   const key = 'scrim:audit:same';
-  const { g, fileLines } = await gateway(key);
+  const { g, st, fileLines } = await gateway(key);
   let stopped = false;
   try {
     for (let i = 0; i < 5; i++) assert.equal((await chatOn(g, `hello ${i}`)).status, 200);
@@ -84,10 +91,20 @@ test('every sealed line reaches the stream as it is in the file, close checkpoin
     const lines = fileLines();
     assert.equal(lines.filter((l) => l.startsWith('{"type":"request"')).length, 5);
     assert.match(lines.at(-1), /"event":"close"/);
-    const stream = await streamLines(key);
-    assert.deepEqual(stream, lines, 'the stream holds the file, line for line');
-    const { stdout } = await execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(redis.port), 'XINFO', 'STREAM', key]);
-    assert.match(stdout, /length\s+7/, stdout);
+    const entries = await streamEntries(key);
+    assert.deepEqual(entries.map((e) => e.record), lines, 'the stream holds the file, line for line');
+    assert.equal(Number(await redis.cli('XLEN', key)), 7);
+    // Each entry names its run, as the run's checkpoints do; read back
+    // into a file, one run's lines are a chain that verifies.
+    const boot = JSON.parse(lines[0]).boot;
+    assert.match(boot, /^[0-9a-f]{32}$/);
+    for (const e of entries) assert.equal(e.boot, boot);
+    const back = path.join(st, 'from-stream.jsonl');
+    fs.writeFileSync(back, entries.filter((e) => e.boot === boot).map((e) => e.record).join('\n') + '\n');
+    const v = await execFile(SCRIM_BIN, ['audit', 'verify', '--key', path.join(st, 'audit.key'), back])
+      .then((r) => ({ code: 0, out: r.stdout + r.stderr }), (e) => ({ code: e.code, out: (e.stdout || '') + (e.stderr || '') }));
+    assert.equal(v.code, 0, v.out);
+    assert.match(v.out, /^OK: 7 records in 1 file/m);
   } finally {
     if (!stopped) await g.stop();
   }
@@ -155,8 +172,7 @@ test('Redis stalled or gone: requests are served, the copy waits (bounded) and i
     for (const l of stream) assert.ok(file.has(l), 'every stream line is a line of the file');
     assert.equal((await chatOn(g, 'after')).status, 200);
   } finally {
-    const code = await g.stop();
-    if (process.env.SCRIM_DEBUG_STDERR) console.log(g.stderr(), 'exit', code);
+    await g.stop();
   }
 });
 
