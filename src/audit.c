@@ -898,9 +898,13 @@ commit(struct audit *a, struct audit_chain *w, size_t n, uint64_t now)
 		}
 	}
 	atomic_fetch_add(&a->written, n);
+	/* A failed fsync keeps its backoff: the "resume" checkpoint it owes
+	 * is retried at that pace, not in a tight loop. */
+	if (!synced)
+		return;
 	a->retry_ms = 0;
 	a->retry_at_ms = 0;
-	if (synced && !atomic_exchange(&a->healthy, true))
+	if (!atomic_exchange(&a->healthy, true))
 		log_info("audit: writing %s works again", a->path);
 }
 
