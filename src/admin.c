@@ -12,6 +12,7 @@
 #include "config.h"
 #include "conn.h"
 #include "audit.h"
+#include "auditredis.h"
 #include "auth.h"
 #include "http.h"
 #include "limits.h"
@@ -456,6 +457,7 @@ static void
 metrics_page(struct scrim_conn *c)
 {
 	struct scrim_server *srv = c->srv;
+	struct auditredis_stats ars;
 	struct buf b;
 	bool ok;
 
@@ -494,19 +496,50 @@ metrics_page(struct scrim_conn *c)
 	if (ok && srv->audit != NULL) {
 		struct audit_stats as;
 		audit_get_stats(srv->audit, &as);
-		ok = buf_addf(&b, "# HELP scrim_audit_records_total Audit records\n"
+		/* buf_addf formats at most 512 bytes a call. */
+		ok = buf_addf(&b, "# HELP scrim_audit_records_total Audit records "
+		                  "written to the file, and lost (never written)\n"
 		                  "# TYPE scrim_audit_records_total counter\n"
 		                  "scrim_audit_records_total{result=\"written\"} %llu\n"
-		                  "scrim_audit_records_total{result=\"failed\"} %llu\n"
-		                  "scrim_audit_records_total{result=\"dropped\"} %llu\n"
+		                  "scrim_audit_records_total{result=\"dropped\"} %llu\n",
+		              (unsigned long long)as.written,
+		              (unsigned long long)as.dropped) &&
+		     buf_addf(&b, "# HELP scrim_audit_write_failures_total Audit "
+		                  "writes or fsyncs that failed (each is retried)\n"
+		                  "# TYPE scrim_audit_write_failures_total counter\n"
+		                  "scrim_audit_write_failures_total %llu\n"
+		                  "# HELP scrim_audit_refused_total Requests refused "
+		                  "with 503 because the audit log could not take "
+		                  "their record (on_failure = block)\n"
+		                  "# TYPE scrim_audit_refused_total counter\n"
+		                  "scrim_audit_refused_total %llu\n",
+		              (unsigned long long)as.failed,
+		              (unsigned long long)as.refused) &&
+		     buf_addf(&b, "# HELP scrim_audit_queued Audit records waiting "
+		                  "for the disk\n# TYPE scrim_audit_queued gauge\n"
+		                  "scrim_audit_queued %llu\n"
 		                  "# HELP scrim_audit_healthy 1 while audit records "
 		                  "are being written\n# TYPE scrim_audit_healthy gauge\n"
 		                  "scrim_audit_healthy %d\n",
-		              (unsigned long long)as.written,
-		              (unsigned long long)as.failed,
-		              (unsigned long long)as.dropped,
+		              (unsigned long long)as.queued,
 		              audit_healthy(srv->audit) ? 1 : 0);
 	}
+	if (ok && audit_get_redis_stats(srv->audit, &ars))
+		ok = buf_addf(&b, "# HELP scrim_audit_redis_total Audit lines "
+		                  "sent to the Redis stream, refused or unanswered "
+		                  "there, and dropped before sending\n"
+		                  "# TYPE scrim_audit_redis_total counter\n"
+		                  "scrim_audit_redis_total{result=\"sent\"} %llu\n"
+		                  "scrim_audit_redis_total{result=\"failed\"} %llu\n"
+		                  "scrim_audit_redis_total{result=\"dropped\"} %llu\n",
+		              (unsigned long long)ars.sent,
+		              (unsigned long long)ars.failed,
+		              (unsigned long long)ars.dropped) &&
+		     buf_addf(&b, "# HELP scrim_audit_redis_pending Audit lines "
+		                  "waiting to be sent to the Redis stream\n"
+		                  "# TYPE scrim_audit_redis_pending gauge\n"
+		                  "scrim_audit_redis_pending %llu\n",
+		              (unsigned long long)ars.pending);
 	if (ok && srv->limits != NULL) {
 		struct redis_stats rs;
 		limits_redis_stats(srv->limits, &rs);

@@ -5,18 +5,28 @@
  * by policy, moves the epoch key forward, reopens the file on request and
  * copies lines to syslog. This file owns the log's file descriptor, the
  * anchor file, the queue and the live epoch key; `scrim audit verify` and
- * `forget` are auditcmd.c.
+ * `forget` are auditcmd.c, the syslog and Redis Stream copies
+ * auditsyslog.c and auditredis.c.
  *
  * The loop never waits on the disk: the queue is bounded (audit_queue
  * records, AUDIT_QUEUE_MAX_BYTES) and audit_write only takes its lock.
  * A record leaves the queue only once its line is in the file, so while
- * the disk is full records wait (bounded) and none that was accepted is
- * lost; audit_healthy() turns false until a write succeeds again.
+ * the disk is full records wait and none that was accepted is lost;
+ * audit_healthy() turns false until a write succeeds again.
+ *
+ * What a full queue does depends on on_failure. continue: the record is
+ * dropped and counted. block: audit_admit() refuses new requests once
+ * writes fail or the queue is at its cap, and the records of requests
+ * already admitted are queued past the cap (never dropped): they are at
+ * most one per request in flight, so max_connections bounds the excess.
+ * The refusals are counted, not recorded (see audit_admit), and each
+ * checkpoint says how many there were since the one before.
  */
 #include "audit.h"
 
 #include "alloc.h"
 #include "auditchain.h"
+#include "auditredis.h"
 #include "auditsyslog.h"
 #include "buf.h"
 #include "config.h"
@@ -53,6 +63,8 @@
 #define AUDIT_RETRY_MAX_MS 1000
 /* audit_close waits this long for a failing disk before giving up. */
 #define AUDIT_CLOSE_TIMEOUT_MS 5000
+/* ... and this long for the Redis stream to take the last lines. */
+#define AUDIT_REDIS_CLOSE_MS 2000
 
 enum audit_fsync { AUDIT_FSYNC_ALWAYS, AUDIT_FSYNC_INTERVAL, AUDIT_FSYNC_NEVER };
 enum audit_client { AUDIT_CLIENT_FULL, AUDIT_CLIENT_TRUNCATED, AUDIT_CLIENT_NONE };
@@ -72,6 +84,9 @@ struct audit_chain {
 	struct auditchain_state st;
 	unsigned char key[AUDITCHAIN_KEY_LEN]; /* the key of st.epoch */
 	uint64_t epoch_start_ms;               /* monotonic */
+	/* The dropped and refused totals the chain's checkpoints have
+	 * reported so far: a checkpoint carries the difference. */
+	uint64_t dropped_told, refused_told;
 };
 
 struct audit {
@@ -83,6 +98,7 @@ struct audit {
 	long client_mode;       /* enum audit_client */
 	bool store_bodies;
 	bool use_syslog;
+	struct auditredis *redis; /* the Redis Stream copy, or NULL */
 	size_t max_items;
 	char boot[33];          /* random per open: tells runs apart */
 
@@ -107,7 +123,8 @@ struct audit {
 	uint64_t last_sync_ms, retry_at_ms, retry_ms;
 
 	atomic_bool healthy;
-	_Atomic uint64_t written, failed, dropped;
+	atomic_bool block;      /* on_failure = block; follows reloads */
+	_Atomic uint64_t written, failed, dropped, refused;
 };
 
 static uint64_t
@@ -417,10 +434,16 @@ audit_write(struct audit *a, const struct audit_record *r)
 	it->data = b.p;
 	it->len = b.len;
 	pthread_mutex_lock(&a->mu);
-	why = a->closed                               ? "closed"
-	      : a->nitems >= a->max_items             ? "queue full"
-	      : it->len > AUDIT_QUEUE_MAX_BYTES - a->nbytes ? "queue full (bytes)"
-	                                              : NULL;
+	/* Under block the request was admitted (audit_admit) and its record
+	 * must not be lost: it goes in past the cap. */
+	why = a->closed                   ? "closed"
+	      : atomic_load(&a->block)    ? NULL
+	      : a->nitems >= a->max_items ? "queue full"
+	      /* nbytes may be past the cap (block, then a reload). */
+	      : a->nbytes >= AUDIT_QUEUE_MAX_BYTES ||
+	              it->len > AUDIT_QUEUE_MAX_BYTES - a->nbytes
+	          ? "queue full (bytes)"
+	          : NULL;
 	if (why == NULL) {
 		wake = a->head == NULL;
 		if (a->tail != NULL)
@@ -735,6 +758,12 @@ note_failure(struct audit *a, int err, uint64_t now)
 		log_error("audit: cannot write %s: %s; records stay queued and "
 		          "are retried",
 		          a->path, strerror(err));
+	/* A checkpoint is owed: the first lines that make it after the
+	 * failure say so, with what was dropped and refused meanwhile. It
+	 * also keeps the writer retrying when nothing else is queued (a
+	 * failed fsync), so under block the log cannot stay shut. */
+	if (a->ckpt_event == NULL)
+		a->ckpt_event = "resume";
 	a->retry_ms = a->retry_ms ? a->retry_ms * 2 : AUDIT_RETRY_MIN_MS;
 	if (a->retry_ms > AUDIT_RETRY_MAX_MS)
 		a->retry_ms = AUDIT_RETRY_MAX_MS;
@@ -785,6 +814,8 @@ seal_checkpoint(struct audit *a, struct audit_chain *w, uint64_t now)
 	const char *ev = a->ckpt_event;
 	char hex[2 * AUDITCHAIN_MAC_LEN + 1];
 	size_t mark = a->batch.len;
+	uint64_t dropped = atomic_load(&a->dropped);
+	uint64_t refused = atomic_load(&a->refused);
 	bool ok;
 
 	/* A run or a file starts a new epoch, so no key serves two runs;
@@ -801,12 +832,25 @@ seal_checkpoint(struct audit *a, struct audit_chain *w, uint64_t now)
 	              ",\"event\":\"%s\",\"boot\":\"%s\",\"version\":\"%s\"", ev,
 	              a->boot, SCRIM_VERSION) &&
 	     (a->note[0] == '\0' || put_str(&a->batch, "note", a->note)) &&
+	     /* What the chain itself cannot hold, said in it: records lost
+	      * and requests refused (block) since the last checkpoint. */
+	     (dropped == w->dropped_told ||
+	      buf_addf(&a->batch, ",\"dropped\":%" PRIu64,
+	               dropped - w->dropped_told)) &&
+	     (refused == w->refused_told ||
+	      buf_addf(&a->batch, ",\"refused\":%" PRIu64,
+	               refused - w->refused_told)) &&
 	     buf_addf(&a->batch, ",\"prev_seq\":%" PRIu64 ",\"prev_mac\":\"%s\"",
 	              w->st.seq, hex) &&
 	     auditchain_seal(&a->batch, mark, &w->st, w->key);
-	if (!ok)
+	if (!ok) {
 		a->batch.len = mark;
-	return ok;
+		return false;
+	}
+	/* Told once this batch commits (w becomes the chain then). */
+	w->dropped_told = dropped;
+	w->refused_told = refused;
+	return true;
 }
 
 /* The batch is in the file: make its chain the chain, release its
@@ -842,6 +886,8 @@ commit(struct audit *a, struct audit_chain *w, size_t n, uint64_t now)
 	else if (a->fsync_mode == AUDIT_FSYNC_INTERVAL)
 		a->dirty = true;
 	anchor_write(a);
+	/* Copies of what is now in the file, never of anything else. */
+	auditredis_push(a->redis, a->batch.p, a->batch.len);
 	if (a->use_syslog) {
 		const char *p = a->batch.p, *end = a->batch.p + a->batch.len;
 
@@ -852,9 +898,13 @@ commit(struct audit *a, struct audit_chain *w, size_t n, uint64_t now)
 		}
 	}
 	atomic_fetch_add(&a->written, n);
+	/* A failed fsync keeps its backoff: the "resume" checkpoint it owes
+	 * is retried at that pace, not in a tight loop. */
+	if (!synced)
+		return;
 	a->retry_ms = 0;
 	a->retry_at_ms = 0;
-	if (synced && !atomic_exchange(&a->healthy, true))
+	if (!atomic_exchange(&a->healthy, true))
 		log_info("audit: writing %s works again", a->path);
 }
 
@@ -1062,6 +1112,7 @@ writer_main(void *arg)
 static void
 audit_free(struct audit *a)
 {
+	auditredis_free(a->redis);
 	if (a->fd >= 0)
 		close(a->fd);
 	if (a->anchor_fd >= 0)
@@ -1076,8 +1127,9 @@ audit_free(struct audit *a)
 }
 
 /*
- * base is not used: the writer thread keeps its own clock for fsync,
- * retries and epochs, so no timer runs on the loop and NULL is fine.
+ * The writer thread keeps its own clock for fsync, retries and epochs, so
+ * no timer of the file's runs on the loop; base carries the Redis Stream
+ * copy only, and may be NULL without one.
  */
 struct audit *
 audit_open(const struct scrim_config *cfg, struct event_base *base,
@@ -1092,7 +1144,6 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	bool have_tail, have_anchor;
 	int rc;
 
-	(void)base;
 	a = xcalloc(1, sizeof(*a));
 	a->fd = a->anchor_fd = -1;
 	a->path = xstrdup(cfg->audit_file);
@@ -1107,6 +1158,7 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	a->max_items = cfg->audit_queue > 0 ? (size_t)cfg->audit_queue : 10000;
 	buf_init(&a->batch, AUDIT_MAX_RECORD + AUDIT_BATCH_BYTES + 4096);
 	atomic_init(&a->healthy, true);
+	atomic_init(&a->block, cfg->audit_block == 0);
 	pthread_mutex_init(&a->mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1157,10 +1209,11 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	auditchain_keyring_wipe(&kr);
 	a->chain.epoch_start_ms = mono_ms();
 	a->ckpt_event = "open";
-	if (cfg->audit_redis_stream != NULL && *cfg->audit_redis_stream)
-		log_warn("audit: redis_stream is not supported yet; records go "
-		         "to %s%s only",
-		         a->path, a->use_syslog ? " and syslog" : "");
+	if (cfg->audit_redis_stream != NULL && *cfg->audit_redis_stream) {
+		a->redis = auditredis_new(base, cfg, a->boot, err, errlen);
+		if (a->redis == NULL)
+			goto fail;
+	}
 	if (a->use_syslog)
 		auditsyslog_open();
 
@@ -1189,6 +1242,39 @@ audit_healthy(const struct audit *a)
 }
 
 void
+audit_set_block(struct audit *a, bool block)
+{
+	if (a != NULL)
+		atomic_store(&a->block, block);
+}
+
+/*
+ * A refused request gets no record of its own: writing one needs the
+ * very log that cannot take it, and a client retrying in a loop would
+ * queue refusals without end and push out the records of the requests
+ * that were served. Nothing of it left the gateway, so what it says is
+ * a count: exact here (/metrics) and in the chain's next checkpoint.
+ */
+bool
+audit_admit(struct audit *a)
+{
+	bool room;
+
+	if (a == NULL || !atomic_load(&a->block))
+		return true;
+	if (atomic_load(&a->healthy)) {
+		pthread_mutex_lock(&a->mu);
+		room = a->nitems < a->max_items &&
+		       a->nbytes < AUDIT_QUEUE_MAX_BYTES;
+		pthread_mutex_unlock(&a->mu);
+		if (room)
+			return true;
+	}
+	atomic_fetch_add(&a->refused, 1);
+	return false;
+}
+
+void
 audit_reopen(struct audit *a)
 {
 	if (a == NULL)
@@ -1200,7 +1286,7 @@ audit_reopen(struct audit *a)
 }
 
 void
-audit_get_stats(const struct audit *a, struct audit_stats *st)
+audit_get_stats(struct audit *a, struct audit_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	if (a == NULL)
@@ -1208,6 +1294,19 @@ audit_get_stats(const struct audit *a, struct audit_stats *st)
 	st->written = atomic_load(&a->written);
 	st->failed = atomic_load(&a->failed);
 	st->dropped = atomic_load(&a->dropped);
+	st->refused = atomic_load(&a->refused);
+	pthread_mutex_lock(&a->mu);
+	st->queued = a->nitems;
+	pthread_mutex_unlock(&a->mu);
+}
+
+bool
+audit_get_redis_stats(struct audit *a, struct auditredis_stats *st)
+{
+	if (a == NULL || a->redis == NULL)
+		return false;
+	auditredis_get_stats(a->redis, st);
+	return true;
 }
 
 void
@@ -1234,6 +1333,9 @@ audit_close(struct audit *a)
 		log_error("audit: %zu records could not be written to %s before "
 		          "closing",
 		          left, a->path);
+	/* The writer is gone: the last lines (the close checkpoint) are all
+	 * pushed, and the loop has stopped. */
+	auditredis_flush(a->redis, AUDIT_REDIS_CLOSE_MS);
 	if (a->use_syslog)
 		auditsyslog_close();
 	audit_free(a);

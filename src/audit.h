@@ -63,14 +63,28 @@ struct audit *audit_open(const struct scrim_config *cfg,
                          struct event_base *base, char *err, size_t errlen);
 
 /*
- * Queue a record. Never blocks: when the queue is full or writing fails,
- * returns false and counts the loss (the caller decides per on_failure).
+ * Queue a record. Never blocks. Returns false and counts the record as
+ * dropped when it cannot be taken: out of memory, the log closed, or,
+ * under on_failure = continue only, the queue full. Under block the
+ * record of an admitted request is queued even past the cap, so none is
+ * lost while the disk is full.
  */
 bool audit_write(struct audit *a, const struct audit_record *r);
 
-/* False while writes are failing (disk full...): with on_failure = block
- * new requests get 503 until it recovers by itself. */
+/* False while writes are failing (disk full...); true again once a write
+ * works. */
 bool audit_healthy(const struct audit *a);
+
+/*
+ * May a new request be served? Always under on_failure = continue.
+ * Under block, false (and the refusal counted) while writes fail or the
+ * queue is at its cap: the caller answers 503 and writes no record for
+ * it. Loop thread.
+ */
+bool audit_admit(struct audit *a);
+
+/* on_failure, which a reload may change: block (true) or continue. */
+void audit_set_block(struct audit *a, bool block);
 
 /* Reopen the file (SIGHUP, after logrotate moved it) with a checkpoint. */
 void audit_reopen(struct audit *a);
@@ -79,11 +93,20 @@ void audit_reopen(struct audit *a);
 void audit_close(struct audit *a);
 
 struct audit_stats {
-	uint64_t written, failed, dropped;
+	uint64_t written;  /* records in the file */
+	uint64_t failed;   /* write or fsync attempts that failed */
+	uint64_t dropped;  /* records lost: never queued, never written */
+	uint64_t refused;  /* requests refused with 503 (block) */
+	uint64_t queued;   /* records waiting for the disk, now */
 };
-void audit_get_stats(const struct audit *a, struct audit_stats *st);
+void audit_get_stats(struct audit *a, struct audit_stats *st);
 
-/* `scrim audit verify FILE...` and `scrim audit forget --key ID FILE...`
+/* The Redis Stream copy's counters (auditredis.h); false when
+ * redis_stream is not set. */
+struct auditredis_stats;
+bool audit_get_redis_stats(struct audit *a, struct auditredis_stats *st);
+
+/* `scrim audit verify FILE... and `scrim audit forget --key ID FILE...`
  * (auditcmd.c); return the process exit status. */
 int audit_cmd(int argc, char **argv);
 

@@ -1001,6 +1001,11 @@ validate(struct loader *ld)
 	} else {
 		relative_to_file(c, &c->audit_key_file);
 	}
+	/* The stream goes to the [redis] server, on a connection of its own. */
+	if (*c->audit_redis_stream && *c->redis_url == '\0')
+		complain(ld, 0, "[audit] redis_stream needs a [redis] url");
+	if (strlen(c->audit_redis_stream) > 256)
+		complain(ld, 0, "[audit] redis_stream: a key of at most 256 bytes");
 	if (strcmp(c->proxy_mode, "on") == 0)
 		c->proxy_on = true;
 	else if (strcmp(c->proxy_mode, "off") != 0)

@@ -276,8 +276,8 @@ limits_new(struct event_base *base, const struct scrim_config *cfg)
 	struct limits *l = xcalloc(1, sizeof(*l));
 
 	l->base = base;
-	l->redis = redis_new(base, cfg->redis_url, cfg->redis_password,
-	                     cfg->redis_timeout_ms);
+	l->redis = redis_new(base, "limits", cfg->redis_url,
+	                     cfg->redis_password, cfg->redis_timeout_ms);
 	if (l->redis == NULL) {
 		free(l);
 		return NULL;

@@ -56,8 +56,6 @@ static const struct {
 	{"scrim_rate_limited_total", "counter", "Requests refused with 429"},
 	{"scrim_errors_total", "counter", "Requests failed by scrim, by code"},
 	{"scrim_key_requests_total", "counter", "Requests, by client key id"},
-	{"scrim_audit_dropped_total", "counter",
-	 "Audit records the writer could not take (queue full)"},
 	{"scrim_key_tokens_total", "counter",
 	 "Tokens reported by providers, by client key id and direction"},
 };

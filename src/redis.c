@@ -39,6 +39,7 @@ struct redis_call {
 };
 
 struct scrim_redis {
+	const char *name;      /* whose connection, for the log: static */
 	struct event_base *base;
 	redisAsyncContext *ac;
 	bool connected;
@@ -113,7 +114,8 @@ on_connect(const redisAsyncContext *ac, int status)
 
 	if (status != REDIS_OK) {
 		/* hiredis frees the context after this callback. */
-		log_warn("redis: cannot connect to %s: %s", r->host, ac->errstr);
+		log_warn("redis (%s): cannot connect to %s: %s", r->name, r->host,
+		         ac->errstr);
 		r->ac = NULL;
 		r->connected = false;
 		schedule_retry(r);
@@ -121,7 +123,7 @@ on_connect(const redisAsyncContext *ac, int status)
 	}
 	r->connected = true;
 	r->backoff_ms = REDIS_BACKOFF_MIN_MS;
-	log_info("redis: connected to %s", r->host);
+	log_info("redis (%s): connected to %s", r->name, r->host);
 }
 
 static void
@@ -132,7 +134,7 @@ on_disconnect(const redisAsyncContext *ac, int status)
 	(void)status;
 	if (r == NULL)
 		return;
-	log_warn("redis: disconnected from %s%s%s", r->host,
+	log_warn("redis (%s): disconnected from %s%s%s", r->name, r->host,
 	         ac->errstr[0] ? ": " : "", ac->errstr);
 	r->ac = NULL;
 	r->connected = false;
@@ -156,7 +158,7 @@ connect_now(struct scrim_redis *r)
 	                            : redisAsyncConnect(r->host, r->port);
 
 	if (ac == NULL || ac->err) {
-		log_warn("redis: cannot connect to %s: %s", r->host,
+		log_warn("redis (%s): cannot connect to %s: %s", r->name, r->host,
 		         ac ? ac->errstr : "out of memory");
 		if (ac != NULL)
 			redisAsyncFree(ac);
@@ -176,11 +178,12 @@ connect_now(struct scrim_redis *r)
 }
 
 struct scrim_redis *
-redis_new(struct event_base *base, const char *url, const char *password,
-          long timeout_ms)
+redis_new(struct event_base *base, const char *name, const char *url,
+          const char *password, long timeout_ms)
 {
 	struct scrim_redis *r = xcalloc(1, sizeof(*r));
 
+	r->name = name;
 	if (!redis_parse_url(url, r->host, sizeof(r->host), &r->port, &r->db,
 	                     &r->unix_socket)) {
 		free(r);
@@ -260,8 +263,8 @@ timeout_cb(evutil_socket_t fd, short what, void *arg)
 	r->timeouts_in_a_row = 0;
 	if (r->ac != NULL) {
 		redisAsyncContext *ac = r->ac;
-		log_warn("redis: no answer within %ld ms; reconnecting",
-		         r->timeout_ms);
+		log_warn("redis (%s): no answer within %ld ms; reconnecting",
+		         r->name, r->timeout_ms);
 		r->ac = NULL;
 		r->connected = false;
 		ac->data = NULL; /* our reconnect, not on_disconnect's */

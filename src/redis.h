@@ -20,8 +20,11 @@ struct redis_call;
  * callback returns. */
 typedef void (*redis_cb)(void *arg, struct redisReply *reply);
 
-struct scrim_redis *redis_new(struct event_base *base, const char *url,
-                              const char *password, long timeout_ms);
+/* name says whose connection it is in the log ("limits"); a string
+ * that lives as long as the connection. */
+struct scrim_redis *redis_new(struct event_base *base, const char *name,
+                              const char *url, const char *password,
+                              long timeout_ms);
 void redis_free(struct scrim_redis *r);
 
 /* Send a command (argv form). Returns a handle the caller may cancel

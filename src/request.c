@@ -212,7 +212,10 @@ write_audit(struct scrim_req *r, uint64_t now)
 	size_t plen;
 	struct timespec wall;
 
-	if (a == NULL)
+	/* Refused because the log cannot take records: counted by
+	 * audit_admit and in the chain's next checkpoint, not queued (a
+	 * retrying client would fill the queue with refusals). */
+	if (a == NULL || r->err == ERR_AUDIT_UNAVAILABLE)
 		return;
 	memset(&rec, 0, sizeof(rec));
 	clock_gettime(CLOCK_REALTIME, &wall);
@@ -282,11 +285,9 @@ write_audit(struct scrim_req *r, uint64_t now)
 			rec.scrubbed_response_len = r->whole.len;
 		}
 	}
-	if (!audit_write(a, &rec)) {
-		metrics_add(r->srv->metrics, "scrim_audit_dropped_total", "", 1);
-		log_error("req %s: audit record dropped (queue full)",
-		          r->conn->req_id);
-	}
+	/* audit.c counts it (scrim_audit_records_total{result="dropped"})
+	 * and logs it, rate-limited. */
+	(void)audit_write(a, &rec);
 }
 
 static void
@@ -1583,8 +1584,7 @@ req_start(struct scrim_conn *c)
 	r->target_len = h->target_len;
 	/* An enterprise must not serve unaudited traffic: while records
 	 * cannot be written, new requests wait outside (on_failure block). */
-	if (r->srv->audit != NULL && r->cfg->audit_block == 0 &&
-	    !audit_healthy(r->srv->audit)) {
+	if (!audit_admit(r->srv->audit)) {
 		req_fail_hdrs(r, ERR_AUDIT_UNAVAILABLE, NULL, "retry-after: 1\r\n");
 		return;
 	}

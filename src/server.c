@@ -148,8 +148,10 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	srv->reloads++;
 	log_min_level = next->log_level;
 	/* logrotate moved the file: start a new one, linked by a checkpoint. */
-	if (srv->audit != NULL)
+	if (srv->audit != NULL) {
+		audit_set_block(srv->audit, next->audit_block == 0);
 		audit_reopen(srv->audit);
+	}
 	log_info("reload: %s applied (%zu providers, %zu routes, %zu keys, "
 	         "%zu rules)", next->path, next->nproviders, next->nroutes,
 	         next->nkeys, rules->nrules);
@@ -247,6 +249,10 @@ server_run(const char *config_path)
 	               sizeof(srv.req_id_salt)) != 1)
 		srv.req_id_salt = (uint32_t)getpid();
 	signal(SIGPIPE, SIG_IGN);
+	/* A file size limit (LimitFSIZE=, ulimit -f) must reach the audit
+	 * writer as EFBIG, a write error its on_failure policy handles, not
+	 * kill the gateway with every request in flight. */
+	signal(SIGXFSZ, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("libcurl failed to initialise");
 		goto out;

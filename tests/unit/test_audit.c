@@ -669,9 +669,13 @@ test_forget(void)
 	      "forget refuses a tampered file: %s", out);
 }
 
-/* /dev/full: every write fails with ENOSPC until the path works again. */
+/*
+ * /dev/full: every write fails with ENOSPC until the path works again.
+ * on_failure = continue: the queue keeps 16, the rest is dropped and
+ * counted exactly, and the next checkpoint says how many.
+ */
 static void
-test_full_disk(void)
+test_full_disk_continue(void)
 {
 	struct scrim_config c;
 	struct audit_stats st;
@@ -686,34 +690,104 @@ test_full_disk(void)
 	unlink(f);
 	CHECK(symlink("/dev/full", f) == 0, "symlink: %s", strerror(errno));
 	make_cfg(&c, f);
+	c.audit_block = 1;
 	c.audit_queue = 16;
 	a = audit_open(&c, NULL, err, sizeof(err));
 	CHECK(a != NULL, "open on /dev/full: %s", err);
 	if (a == NULL)
 		return;
 	for (int i = 0; i < 20; i++) {
+		CHECK(audit_admit(a), "continue admits every request");
 		fill(&r, i, "alice");
 		accepted += audit_write(a, &r);
 	}
 	CHECK(accepted == 16, "the queue holds 16 (%d)", accepted);
 	WAIT_FOR(a, st, st.failed >= 2 && !audit_healthy(a));
-	CHECK(st.failed >= 2 && st.written == 0 && st.dropped == 4,
-	      "failures counted, nothing written, 4 dropped (%" PRIu64 "/%" PRIu64
-	      "/%" PRIu64 ")",
-	      st.written, st.failed, st.dropped);
+	CHECK(st.failed >= 2 && st.written == 0 && st.dropped == 4 &&
+	          st.queued == 16 && st.refused == 0,
+	      "failures counted, nothing written, 16 queued, 4 dropped (%" PRIu64
+	      "/%" PRIu64 "/%" PRIu64 "/%" PRIu64 ")",
+	      st.written, st.failed, st.queued, st.dropped);
 	CHECK(!audit_healthy(a), "unhealthy while the disk is full");
 
 	/* The operator makes room (here: a real file) and sends SIGHUP. */
 	unlink(f);
 	audit_reopen(a);
 	WAIT_FOR(a, st, st.written == 16 && audit_healthy(a));
-	CHECK(st.written == 16 && audit_healthy(a),
+	CHECK(st.written == 16 && audit_healthy(a) && st.queued == 0,
 	      "all 16 accepted records written after recovery (%" PRIu64 ")",
 	      st.written);
 	audit_close(a);
 	p = slurp(f, &n);
 	CHECK(p != NULL && count_of(p, "\"type\":\"request\"") == 16,
 	      "16 records in the file");
+	CHECK(p != NULL && count_of(p, "\"dropped\":4,") == 1 &&
+	          count_of(p, "\"refused\":") == 0,
+	      "one checkpoint says 4 were dropped");
+	free(p);
+	CHECK(run("verify", "--key", keypath, f, NULL) == 0, "verifies: %s", out);
+}
+
+/*
+ * The same disk under on_failure = block: once writes fail new requests
+ * are refused (counted, no record), and the records of requests already
+ * admitted are kept past the queue's cap, so none is lost.
+ */
+static void
+test_full_disk_block(void)
+{
+	struct scrim_config c;
+	struct audit_stats st;
+	struct audit *a;
+	char err[256];
+	const char *f = path_in("fullb.jsonl");
+	struct audit_record r;
+	size_t n;
+	char *p;
+	int admitted = 0, accepted = 0;
+
+	unlink(f);
+	CHECK(symlink("/dev/full", f) == 0, "symlink: %s", strerror(errno));
+	make_cfg(&c, f);
+	c.audit_block = 0;
+	c.audit_queue = 16;
+	a = audit_open(&c, NULL, err, sizeof(err));
+	CHECK(a != NULL, "open on /dev/full: %s", err);
+	if (a == NULL)
+		return;
+	/* 24 requests in flight, admitted before anything failed. */
+	for (int i = 0; i < 24; i++)
+		admitted += audit_admit(a);
+	CHECK(admitted == 24, "admitted while healthy (%d)", admitted);
+	for (int i = 0; i < 24; i++) {
+		fill(&r, i, "alice");
+		accepted += audit_write(a, &r);
+	}
+	CHECK(accepted == 24, "all 24 queued, past the cap of 16 (%d)",
+	      accepted);
+	WAIT_FOR(a, st, st.failed >= 1 && !audit_healthy(a));
+	admitted = 0;
+	for (int i = 0; i < 7; i++)
+		admitted += audit_admit(a);
+	audit_get_stats(a, &st);
+	CHECK(admitted == 0 && st.refused == 7 && st.dropped == 0 &&
+	          st.queued == 24,
+	      "new requests refused and counted, nothing dropped (%d/%" PRIu64
+	      "/%" PRIu64 "/%" PRIu64 ")",
+	      admitted, st.refused, st.dropped, st.queued);
+
+	unlink(f);
+	audit_reopen(a);
+	WAIT_FOR(a, st, st.written == 24 && audit_healthy(a));
+	CHECK(st.written == 24 && audit_healthy(a), "all 24 written (%" PRIu64
+	      ")", st.written);
+	audit_close(a);
+	p = slurp(f, &n);
+	CHECK(p != NULL && count_of(p, "\"type\":\"request\"") == 24,
+	      "24 records in the file");
+	CHECK(p != NULL && count_of(p, "\"refused\":7,") == 1 &&
+	          count_of(p, "\"dropped\":") == 0,
+	      "one checkpoint says 7 were refused");
 	free(p);
 	CHECK(run("verify", "--key", keypath, f, NULL) == 0, "verifies: %s", out);
 }
@@ -976,7 +1050,8 @@ main(void)
 	test_epoch_binding();
 	test_rotation_and_splice();
 	test_forget();
-	test_full_disk();
+	test_full_disk_continue();
+	test_full_disk_block();
 	test_short_write();
 	test_keys();
 	test_torn_restart();
