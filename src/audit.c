@@ -63,6 +63,10 @@
 #define AUDIT_RETRY_MAX_MS 1000
 /* audit_close waits this long for a failing disk before giving up. */
 #define AUDIT_CLOSE_TIMEOUT_MS 5000
+/* After writing a batch the writer naps this long before it looks again,
+ * and the loop does not wake it for records queued meanwhile: under load
+ * a futex wake-up per request cost the loop an eighth of its time. */
+#define AUDIT_NAP_MS 2
 /* ... and this long for the Redis stream to take the last lines. */
 #define AUDIT_REDIS_CLOSE_MS 2000
 
@@ -100,6 +104,7 @@ struct audit {
 	bool use_syslog;
 	struct auditredis *redis; /* the Redis Stream copy, or NULL */
 	size_t max_items;
+	bool napping;           /* the writer naps: do not signal */
 	char boot[33];          /* random per open: tells runs apart */
 
 	pthread_mutex_t mu;
@@ -445,7 +450,9 @@ audit_write(struct audit *a, const struct audit_record *r)
 	          ? "queue full (bytes)"
 	          : NULL;
 	if (why == NULL) {
-		wake = a->head == NULL;
+		/* A nap ends by itself; a queue filling up ends it early. */
+		wake = a->napping ? a->nitems + 1 >= a->max_items / 2
+		                  : a->head == NULL;
 		if (a->tail != NULL)
 			a->tail->next = it;
 		else
@@ -1044,7 +1051,7 @@ static void *
 writer_main(void *arg)
 {
 	struct audit *a = arg;
-	uint64_t stop_by = 0;
+	uint64_t stop_by = 0, nap_until = 0;
 
 	pthread_mutex_lock(&a->mu);
 	for (;;) {
@@ -1076,7 +1083,10 @@ writer_main(void *arg)
 			wake = earliest(wake, stop_by);
 		}
 		if (!reopen && !flush_due && !sync_due && !epoch_due) {
-			wait_until(a, wake);
+			a->napping = !stop && now < nap_until;
+			wait_until(a, a->napping ? earliest(wake, nap_until) : wake);
+			a->napping = false;
+			nap_until = 0;
 			continue;
 		}
 		a->reopen_req = false;
@@ -1085,8 +1095,10 @@ writer_main(void *arg)
 			writer_reopen(a);
 		if (epoch_due)
 			a->ckpt_event = "epoch";
-		if (flush_due || epoch_due)
+		if (flush_due || epoch_due) {
 			(void)writer_flush(a, AUDIT_BATCH_ITEMS);
+			nap_until = mono_ms() + AUDIT_NAP_MS;
+		}
 		if (sync_due && a->dirty)
 			(void)sync_now(a, mono_ms());
 		pthread_mutex_lock(&a->mu);
