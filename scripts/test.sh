@@ -89,7 +89,7 @@ else
   dpkg-deb -c "$deb" | awk '{print $6}' >/tmp/scrim-deb-files
   for f in ./usr/bin/scrim ./usr/lib/systemd/system/scrim.service \
     ./etc/scrim/scrim.conf ./etc/scrim/rules/contact.rules \
-    ./etc/logrotate.d/scrim ./usr/share/doc/scrim/deploy.md; do
+    ./etc/logrotate.d/scrim ./usr/share/doc/scrim/docs/deploy.md; do
     grep -qx "$f" /tmp/scrim-deb-files || { echo "missing from the .deb: $f"; bad=1; }
   done
   dpkg-deb -I "$deb" conffiles | grep -qx /etc/scrim/scrim.conf ||
