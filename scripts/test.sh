@@ -4,8 +4,9 @@
 # both, then the integration suite (real sockets, real TLS, the official
 # SDKs, a fake provider on loopback) against the sanitizer build, so a
 # leak or an undefined behaviour fails the run. Also: a second release
-# build elsewhere must be byte-identical, and every libFuzzer target runs
-# for SCRIM_FUZZ_SECONDS (default 30).
+# build elsewhere must be byte-identical, the Debian package (cpack) must
+# hold the binary, configuration, rules and unit, and every libFuzzer
+# target runs for SCRIM_FUZZ_SECONDS (default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -74,6 +75,34 @@ else
   count "verifiable build: the binaries differ" 1 0 1
 fi
 rm -rf "$vdir"
+set -e
+
+echo "== Debian package (cpack -G DEB: contents, conffiles, Depends, unit)"
+set +e
+rm -f build/scrim_*.deb
+(cd build && cpack -G DEB >/tmp/scrim-cpack.log 2>&1)
+deb=$(ls build/scrim_*.deb 2>/dev/null | head -1)
+bad=0
+if [ -z "$deb" ]; then
+  echo "no .deb (see /tmp/scrim-cpack.log)"; bad=1
+else
+  dpkg-deb -c "$deb" | awk '{print $6}' >/tmp/scrim-deb-files
+  for f in ./usr/bin/scrim ./usr/lib/systemd/system/scrim.service \
+    ./etc/scrim/scrim.conf ./etc/scrim/rules/contact.rules \
+    ./etc/logrotate.d/scrim ./usr/share/doc/scrim/docs/deploy.md; do
+    grep -qx "$f" /tmp/scrim-deb-files || { echo "missing from the .deb: $f"; bad=1; }
+  done
+  dpkg-deb -I "$deb" conffiles | grep -qx /etc/scrim/scrim.conf ||
+    { echo "scrim.conf is not a conffile"; bad=1; }
+  dpkg-deb -f "$deb" Depends | grep -q 'libpcre2-8-0' ||
+    { echo "Depends lacks the shared libraries (dpkg-shlibdeps)"; bad=1; }
+  dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/lib/systemd/system/scrim.service |
+    grep -qx 'ExecStart=/usr/bin/scrim serve -c /etc/scrim/scrim.conf' ||
+    { echo "the packaged unit does not run /usr/bin/scrim"; bad=1; }
+  dpkg-deb --fsys-tarfile "$deb" | tar -xOf - ./usr/bin/scrim | cmp -s - build/scrim ||
+    { echo "the packaged binary differs from build/scrim"; bad=1; }
+fi
+count "Debian package ${deb##*/}" "$bad" $((1 - bad)) "$bad"
 set -e
 
 echo "== fuzzing (${SCRIM_FUZZ_SECONDS:-30} s per target)"

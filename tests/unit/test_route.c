@@ -37,6 +37,11 @@ main(void)
 	CHECK(strcmp(url, "https://api.openai.com/v1/chat/completions?a=1") == 0,
 	      "openai url: %s", url);
 	free(url);
+	r = FIND("/v1/chat/completions", "claude-3-5-sonnet");
+	url = route_upstream_url(r, r->provider, "/v1/chat/completions", 20);
+	CHECK(strcmp(url, "https://api.anthropic.com/v1/chat/completions") == 0,
+	      "anthropic compat url: %s", url);
+	free(url);
 	r = FIND("/anthropic/v1/messages", NULL);
 	url = route_upstream_url(r, r->provider, "/anthropic/v1/messages", 22);
 	CHECK(strcmp(url, "https://api.anthropic.com/v1/messages") == 0,
