@@ -32,6 +32,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <event2/util.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,10 +139,41 @@ readyz(struct scrim_conn *c)
  * through it. The proxy address is the gateway listener's; put a
  * reachable name there when listening on all interfaces.
  */
+/*
+ * The gateway's address for the PAC file: the listen address, or, when
+ * that is a wildcard no client can use, the name the client reached the
+ * admin port by (its Host header, checked to be a plain host name or
+ * address, since it lands in JavaScript) with the gateway's port.
+ */
+static const char *
+pac_proxy(const struct scrim_conn *c, char *out, size_t cap)
+{
+	const char *l = c->srv->cfg->listen, *port = strrchr(l, ':');
+	const char *h = c->head.host;
+	size_t n = c->head.host_len, i;
+
+	if (port == NULL || !(strncmp(l, "0.0.0.0:", 8) == 0 ||
+	                      strncmp(l, "[::]:", 5) == 0 ||
+	                      strncmp(l, "*:", 2) == 0) ||
+	    h == NULL || n == 0)
+		return l;
+	/* Drop the admin port from the Host: after "]" for [v6]. */
+	for (i = n; i > 0 && h[i - 1] != ':' && h[i - 1] != ']'; i--)
+		;
+	if (i > 0 && h[i - 1] == ':')
+		n = i - 1;
+	for (i = 0; i < n; i++)
+		if (!(isalnum((unsigned char)h[i]) || strchr(".-[]:", h[i])))
+			return l;
+	snprintf(out, cap, "%.*s%s", (int)(n < 255 ? n : 255), h, port);
+	return out;
+}
+
 static void
 proxy_pac(struct scrim_conn *c)
 {
 	const struct scrim_config *cfg = c->srv->cfg;
+	char proxy[300];
 	struct buf b;
 
 	buf_init(&b, 1 << 20);
@@ -162,7 +194,7 @@ proxy_pac(struct scrim_conn *c)
 	                        "    if (shExpMatch(host, hosts[i]))\n"
 	                        "      return \"PROXY %s\";\n"
 	                        "  return \"DIRECT\";\n}\n",
-	                    cfg->listen);
+	                    pac_proxy(c, proxy, sizeof(proxy)));
 	if (!ok || !cfg->proxy_on) {
 		buf_free(&b);
 		conn_send_error(c, ERR_ROUTE_NOT_FOUND,

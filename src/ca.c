@@ -202,7 +202,7 @@ ca_free(struct scrim_ca *ca)
 }
 
 int
-ca_show(const char *dir)
+ca_show(const char *dir, const char *proxy)
 {
 	char err[512];
 	struct scrim_ca *ca = ca_load(dir, err, sizeof(err));
@@ -235,16 +235,18 @@ ca_show(const char *dir)
 	           "  Debian/Ubuntu:  cp %s /usr/local/share/ca-certificates/"
 	           "scrim.crt && update-ca-certificates\n"
 	           "  Node.js:        export NODE_EXTRA_CA_CERTS=%s\n"
-	           "  Python:         export SSL_CERT_FILE=%s   (requests: "
-	           "REQUESTS_CA_BUNDLE=%s)\n"
-	           "  curl:           curl --cacert %s -x http://127.0.0.1:8080 "
-	           "...\n"
+	           "  Python:         cat /etc/ssl/certs/ca-certificates.crt %s "
+	           "> bundle.pem\n"
+	           "                  export SSL_CERT_FILE=$PWD/bundle.pem "
+	           "REQUESTS_CA_BUNDLE=$PWD/bundle.pem\n"
+	           "                  (these replace the trust store: the bundle "
+	           "keeps the system's CAs)\n"
+	           "  curl:           curl --cacert %s -x http://%s ...\n"
 	           "  macOS:          security add-trusted-cert -d -r trustRoot "
 	           "-k /Library/Keychains/System.keychain %s\n"
 	           "  Windows:        certutil -addstore -f Root scrim-ca.pem\n"
-	           "Then point clients at the proxy: "
-	           "HTTPS_PROXY=http://127.0.0.1:8080\n",
-	           certp, certp, certp, certp, certp, certp);
+	           "Then point clients at the proxy: HTTPS_PROXY=http://%s\n",
+	           certp, certp, certp, certp, proxy, certp, proxy);
 	BIO_free(out);
 	free(certp);
 	ca_free(ca);

@@ -23,6 +23,7 @@ int ca_init(const char *dir, bool force);
 struct scrim_ca *ca_load(const char *dir, char *err, size_t errlen);
 void ca_free(struct scrim_ca *ca);
 /* `scrim ca show`: path, fingerprint, validity, how to trust it. */
-int ca_show(const char *dir);
+/* proxy: the address clients use for the gateway, as host:port. */
+int ca_show(const char *dir, const char *proxy);
 
 #endif

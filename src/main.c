@@ -159,7 +159,7 @@ static int
 cmd_ca(int argc, char **argv)
 {
 	const char *path = default_config(), *dir = NULL;
-	bool force = false;
+	bool force = false, have_path = false;
 	struct scrim_config *c = NULL;
 	bool help = false;
 	int rc;
@@ -183,9 +183,10 @@ cmd_ca(int argc, char **argv)
 	}
 	for (int i = 1; i < argc; i++) {
 		if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
-		    && i + 1 < argc)
+		    && i + 1 < argc) {
 			path = argv[++i];
-		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+			have_path = true;
+		} else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
 			dir = argv[++i];
 		else if (strcmp(argv[i], "--force") == 0 && argv[0][0] == 'i')
 			force = true;
@@ -195,13 +196,28 @@ cmd_ca(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (dir == NULL) {
+	if (dir == NULL || (argv[0][0] == 's' && have_path)) {
 		c = config_load(path, true);
 		if (c == NULL)
 			return 1;
-		dir = c->state_dir;
+		if (dir == NULL)
+			dir = c->state_dir;
 	}
-	rc = argv[0][0] == 'i' ? ca_init(dir, force) : ca_show(dir);
+	if (argv[0][0] == 'i') {
+		rc = ca_init(dir, force);
+	} else {
+		char proxy[300];
+		const char *l = c ? c->listen : "127.0.0.1:8080";
+		const char *port = strrchr(l, ':');
+		/* A wildcard listener has no address a client could use. */
+		if (port != NULL && (strncmp(l, "0.0.0.0:", 8) == 0 ||
+		                     strncmp(l, "[::]:", 5) == 0 ||
+		                     strncmp(l, "*:", 2) == 0))
+			snprintf(proxy, sizeof(proxy), "THIS-HOST%s", port);
+		else
+			snprintf(proxy, sizeof(proxy), "%s", l);
+		rc = ca_show(dir, proxy);
+	}
 	config_unref(c);
 	return rc;
 }

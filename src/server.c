@@ -28,6 +28,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -253,6 +254,13 @@ server_run(const char *config_path)
 	 * writer as EFBIG, a write error its on_failure policy handles, not
 	 * kill the gateway with every request in flight. */
 	signal(SIGXFSZ, SIG_IGN);
+	/* A core file would hold prompts, personal data and provider keys
+	 * in the clear, wherever the system puts cores: none. */
+	{
+		struct rlimit no_core = {0, 0};
+		if (setrlimit(RLIMIT_CORE, &no_core) != 0)
+			log_warn("cannot disable core dumps: %s", strerror(errno));
+	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("libcurl failed to initialise");
 		goto out;

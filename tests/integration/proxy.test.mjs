@@ -30,7 +30,7 @@ import { ProxyAgent, request as undiciRequest } from 'undici';
 import { startFakeProvider, PLACEHOLDER_RE } from '../fake_provider/provider.mjs';
 import {
   startScrim, configFor, makeTestPKI, makeLeaf, makeSelfSigned, execFile, tempDir,
-  parseResponses, rawRequest, httpGet, errorOf, chatStreamContent, parseSSE, show, waitFor, sleep,
+  parseResponses, rawRequest, httpGet, errorOf, chatStreamContent, parseSSE, show, waitFor, sleep, freePort,
   SCRIM_BIN, REPO, TEST_KEY, PROVIDER_KEY,
 } from './lib.mjs';
 
@@ -1048,6 +1048,33 @@ test('11. /proxy.pac on the admin port sends the listed hosts through the gatewa
   assert.equal(find('myco.openai.azure.com'), `PROXY 127.0.0.1:${scrim.port}`);
   assert.equal(find('www.example.org'), 'DIRECT');
   assert.equal(find('openai.com'), 'DIRECT');
+});
+
+test('11b. a gateway listening on all interfaces puts the name the client used in its PAC file, never a wildcard', async () => {
+  const port = await freePort();
+  const g = await startScrim({
+    env: { ANTHROPIC_TEST_KEY: ANTHROPIC_KEY },
+    config: await configFor({
+      providerUrl: fakes.plain.url,
+      anthropicProvider: { base_url: 'http://127.0.0.1:9' },
+      port,
+      gateway: { state_dir: stateDir, listen: `0.0.0.0:${port}` },
+      extra: proxySection() + `\n[audit]\nmode = off\n`,
+    }),
+  });
+  try {
+    const pac = async (host) => {
+      const r = await rawRequest(g.adminPort, `GET /proxy.pac HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      assert.equal(r.status, 200, r.raw);
+      return r.body;
+    };
+    assert.match(await pac('gw.corp.example:8081'), new RegExp(`"PROXY gw\\.corp\\.example:${port}"`));
+    assert.match(await pac('[fd00::1]:8081'), new RegExp(`"PROXY \\[fd00::1\\]:${port}"`));
+    assert.match(await pac('10.1.2.3'), new RegExp(`"PROXY 10\\.1\\.2\\.3:${port}"`));
+    assert.ok(!(await pac('gw.corp.example')).includes('0.0.0.0'));
+  } finally {
+    await g.kill();
+  }
 });
 
 // ---------------------------------------------------------------- 12. inside the tunnel
