@@ -297,6 +297,31 @@ struct digit_runs {
 	bool done;
 };
 
+/*
+ * The first digit at or after i (n if none), eight bytes at a time: with
+ * t = x ^ "00000000" a digit is a byte below 10, and "has a byte below
+ * 10" is the classic has-less bit trick (exact as to whether there is
+ * one; the byte loop then finds it). Prose is mostly letters, and this
+ * scan touches every byte of every request.
+ */
+static size_t
+skip_to_digit(const char *s, size_t i, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ULL, highs = ones * 0x80;
+
+	while (i + 8 <= n) {
+		uint64_t x, t;
+		memcpy(&x, s + i, 8);
+		t = x ^ (ones * '0');
+		if (((t - ones * 10) & ~t & highs) != 0)
+			break;
+		i += 8;
+	}
+	while (i < n && (unsigned char)(s[i] - '0') > 9)
+		i++;
+	return i;
+}
+
 static bool
 find_digit_runs(struct digit_runs *dr, const char *s, size_t n)
 {
@@ -307,8 +332,7 @@ find_digit_runs(struct digit_runs *dr, const char *s, size_t n)
 		size_t start, last;
 		unsigned digits = 0, gap = 0;
 		/* Skip to the next digit: most text has few. */
-		while (i < n && (unsigned char)(s[i] - '0') > 9)
-			i++;
+		i = skip_to_digit(s, i, n);
 		if (i >= n)
 			break;
 		start = last = i;
@@ -378,17 +402,25 @@ windows_for(struct windows *w, const char *s, size_t n, const struct rule *r,
 	case ANCHOR_DIGITS:
 		return true; /* handled above */
 	case ANCHOR_TOKEN: {
-		/* Long runs of letters and digits: keys, wallet addresses. */
-		size_t i = 0;
-		while (i < n) {
-			size_t st;
-			while (i < n && !is_alnum_byte((unsigned char)s[i]))
-				i++;
-			st = i;
-			while (i < n && is_alnum_byte((unsigned char)s[i]))
-				i++;
-			if (i - st >= r->anchor_digits && !win_add(w, s, n, st, i, r))
+		/* Long runs of letters and digits: keys, wallet addresses.
+		 * A run of at least N that starts in [i, i + N) covers byte
+		 * i + N - 1; when that one is not alphanumeric, skip N bytes
+		 * at once (prose has short words). */
+		size_t want = r->anchor_digits, i = 0;
+		while (want > 0 && i + want <= n) {
+			size_t st, e = i + want - 1;
+			if (!is_alnum_byte((unsigned char)s[e])) {
+				i = e + 1;
+				continue;
+			}
+			st = e;
+			while (st > i && is_alnum_byte((unsigned char)s[st - 1]))
+				st--;
+			for (e++; e < n && is_alnum_byte((unsigned char)s[e]); e++)
+				;
+			if (e - st >= want && !win_add(w, s, n, st, e, r))
 				return false;
+			i = e + 1;
 		}
 		return true;
 	}
