@@ -17,6 +17,7 @@
 #include "config.h"
 #include "conn.h"
 #include "context.h"
+#include "embed.h"
 #include "err.h"
 #include "http.h"
 #include "json.h"
@@ -1004,6 +1005,8 @@ stage_context(struct scrim_req *r)
 {
 	const struct cfg_route *rt = r->route;
 	const struct http_header *opt;
+	struct embed_conf emb[CONTEXT_MAX_INDEXES];
+	size_t nidx = 0;
 	struct buf q;
 
 	if (rt == NULL || !rt->context_on || r->body_len == 0)
@@ -1016,9 +1019,14 @@ stage_context(struct scrim_req *r)
 		buf_wipe(&q);
 		return STAGE_NEXT;
 	}
+	/* Each index is queried with the embedder the configuration in
+	 * force gives it (the worker copies what it needs). */
+	for (; nidx < rt->ncontext_index && nidx < CONTEXT_MAX_INDEXES; nidx++)
+		config_embed_conf(config_index(r->cfg, rt->context_index[nidx]),
+		                  true, &emb[nidx]);
 	r->in_stage_context = true;
 	r->ctx_job = context_retrieve(r->srv->context, q.p, rt->context_index,
-	                              rt->ncontext_index, (size_t)rt->context_top_k,
+	                              emb, nidx, (size_t)rt->context_top_k,
 	                              (size_t)rt->context_max_tokens,
 	                              context_answer, r);
 	r->in_stage_context = false;
