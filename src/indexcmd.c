@@ -15,6 +15,7 @@
 #include "chunk.h"
 #include "config.h"
 #include "embed.h"
+#include "pdf.h"
 #include "vindex.h"
 
 #include <curl/curl.h>
@@ -77,9 +78,10 @@ usage(FILE *f)
 	        "this machine: state_dir/index/NAME.db (mode 0600).\n"
 	        "\n"
 	        "add indexes files and folders (text, Markdown, Org, HTML, "
-	        "source code;\n"
-	        "hidden entries, binary files and PDF are skipped). Run it again "
-	        "to update:\n"
+	        "source code,\n"
+	        "PDF when built with poppler; hidden entries and binary files "
+	        "are skipped).\n"
+	        "Run it again to update:\n"
 	        "only changed files are read again, and files gone from an added "
 	        "folder\n"
 	        "leave the index. remove takes a file or a folder out. search "
@@ -495,6 +497,7 @@ struct adder {
 	int64_t bytes;
 	struct strset seen;     /* files present after this run, per folder */
 	bool broken;            /* the database failed: stop */
+	bool said_no_pdf;       /* told that PDF support is not built */
 };
 
 static void
@@ -665,6 +668,63 @@ read_file(const char *path, size_t size, size_t *n)
 	return p;
 }
 
+/* A PDF chunk's heading is the pages it comes from: its lines and bytes
+ * are positions in the text taken out, which no viewer shows. */
+static void
+page_titles(struct chunk_list *cl, const struct pdf_text *pt)
+{
+	for (size_t i = 0; i < cl->n; i++) {
+		struct chunk *c = &cl->v[i];
+		size_t first = 0, last = 0;
+		uint64_t end = c->byte_end > c->byte_start ? c->byte_end - 1
+		                                           : c->byte_start;
+
+		for (size_t p = 0; p < pt->npages; p++) {
+			if (pt->page_start[p] <= c->byte_start)
+				first = p;
+			if (pt->page_start[p] <= end)
+				last = p;
+		}
+		free(c->title);
+		c->title = first == last
+		                   ? xasprintf("page %zu", first + 1)
+		                   : xasprintf("pages %zu-%zu", first + 1, last + 1);
+	}
+}
+
+/* The chunks of a PDF; false when it is skipped or failed (counted). */
+static bool
+chunk_pdf(struct adder *a, const char *path, const char *data, size_t n,
+          bool was_indexed, struct chunk_list *cl)
+{
+	struct pdf_text pt;
+	char err[300];
+
+	switch (pdf_extract(data, n, (size_t)a->o->max_size, &pt, err,
+	                    sizeof(err))) {
+	case PDF_OK:
+		break;
+	case PDF_ENCRYPTED:
+	case PDF_UNSUPPORTED:
+		note(a, path, err);
+		a->skipped++;
+		drop_file(a, path, was_indexed);
+		return false;
+	case PDF_TOO_LARGE:
+	case PDF_FAILED:
+		fprintf(stderr, "%sscrim index: %s: %s\n", a->tty ? "\r\033[K" : "",
+		        path, err);
+		a->failed++;
+		if (was_indexed)
+			strset_add(&a->seen, path); /* keep what we had */
+		return false;
+	}
+	chunk_document(CHUNK_PDF, pt.text, pt.len, &a->co, cl);
+	page_titles(cl, &pt);
+	pdf_text_free(&pt);
+	return true;
+}
+
 static void
 index_file(struct adder *a, const char *path, const struct stat *st)
 {
@@ -690,6 +750,20 @@ index_file(struct adder *a, const char *path, const struct stat *st)
 	             st->st_mtim.tv_nsec;
 	if (kind == CHUNK_UNSUPPORTED) {
 		note(a, path, "skipped: format not supported");
+		a->skipped++;
+		drop_file(a, path, have == 1);
+		return;
+	}
+	if (kind == CHUNK_PDF && !pdf_supported()) {
+		/* Said once whatever -v says, so a PDF never vanishes
+		 * unexplained; each one with -v. */
+		if (!a->said_no_pdf && !a->o->verbose)
+			fprintf(stderr, "%sscrim index: %s: skipped: PDF support "
+			        "was not built into this scrim (it needs "
+			        "libpoppler-glib); -v names every PDF skipped\n",
+			        a->tty ? "\r\033[K" : "", path);
+		a->said_no_pdf = true;
+		note(a, path, "skipped: PDF support was not built");
 		a->skipped++;
 		drop_file(a, path, have == 1);
 		return;
@@ -732,7 +806,7 @@ index_file(struct adder *a, const char *path, const struct stat *st)
 		strset_add(&a->seen, path);
 		return;
 	}
-	if (chunk_is_binary(data, n)) {
+	if (kind != CHUNK_PDF && chunk_is_binary(data, n)) {
 		note(a, path, "skipped: binary");
 		a->skipped++;
 		free(data);
@@ -740,7 +814,14 @@ index_file(struct adder *a, const char *path, const struct stat *st)
 		return;
 	}
 	t = now_ns();
-	chunk_document(kind, data, n, &a->co, &cl);
+	if (kind == CHUNK_PDF) {
+		if (!chunk_pdf(a, path, data, n, have == 1, &cl)) {
+			free(data);
+			return;
+		}
+	} else {
+		chunk_document(kind, data, n, &a->co, &cl);
+	}
 	free(data);
 	a->index_ns += now_ns() - t;
 	a->pend[a->npend].path = xstrdup(path);
