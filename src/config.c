@@ -63,6 +63,7 @@ static const char *const block_continue[] = {"block", "continue", NULL};
 static const char *const addr_modes[] = {"full", "truncated", "none", NULL};
 /* In enum embed_kind's order. */
 static const char *const embedders[] = {"builtin", "openai", NULL};
+static const char *const optional_required[] = {"optional", "required", NULL};
 
 #define G(f) offsetof(struct scrim_config, f)
 /* Alphabetical, so `scrim check` and docs list keys in one order. */
@@ -167,6 +168,7 @@ static const struct cfg_def index_defs[] = {
 static const struct cfg_def route_defs[] = {
 	{"actions", T_WORDS, R(actions), 0, NULL, 0, 0, NULL},
 	{"context", T_STR, R(context), 0, "off", 0, 0, NULL},
+	{"context_grants", T_CHOICE, R(context_grants), 0, "optional", 0, 0, optional_required},
 	{"context_index", T_WORDS, R(context_index), 0, "default", 0, 0, NULL},
 	{"context_max_tokens", T_UINT, R(context_max_tokens), 0, "1500", 50, 100000, NULL},
 	{"context_top_k", T_UINT, R(context_top_k), 0, "4", 1, 32, NULL},

@@ -39,6 +39,8 @@ struct cfg_route {
 	struct cfg_provider *provider;
 	char *context;          /* "on" / "off": retrieval from local indexes */
 	bool context_on;
+	long context_grants;    /* 0 optional, 1 required: a request whose
+	                         * key has no index grant gets no context */
 	char **context_index;   /* index names in state_dir/index */
 	size_t ncontext_index;
 	long context_top_k;

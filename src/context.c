@@ -376,7 +376,8 @@ context_free(struct context *cx)
 }
 
 struct context_job *
-context_retrieve(struct context *cx, const char *query, char *const *indexes,
+context_retrieve(struct context *cx, const char *query,
+                 const char *const *indexes,
                  const struct embed_conf *embedders, size_t nindexes,
                  size_t k, size_t max_tokens, context_cb cb, void *arg)
 {
@@ -417,6 +418,83 @@ context_cancel(struct context_job *j)
 	/* Loop thread only; the worker never reads this flag. */
 	if (j != NULL)
 		j->cancelled = true;
+}
+
+/* ----------------------------- tenancy ----------------------------- */
+
+static bool
+grant_name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+bool
+context_grant_valid(const char *s, char *err, size_t errlen)
+{
+	size_t names = 0;
+
+	if (*s == '\0' || strcmp(s, "none") == 0)
+		return true;
+	for (const char *p = s;;) {
+		const char *e = p;
+
+		while (grant_name_char(*e))
+			e++;
+		if (e == p || e - p > 64 || (*e != ',' && *e != '\0')) {
+			if (err != NULL)
+				snprintf(err, errlen, "index names are letters, digits, "
+				         "'-' and '_' (at most 64), separated by commas");
+			return false;
+		}
+		if (++names > CONTEXT_MAX_INDEXES) {
+			if (err != NULL)
+				snprintf(err, errlen, "at most %d indexes",
+				         CONTEXT_MAX_INDEXES);
+			return false;
+		}
+		if (*e == '\0')
+			return true;
+		p = e + 1;
+	}
+}
+
+/* Is name one of the comma-separated names of grant? */
+static bool
+granted(const char *grant, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = grant; *p;) {
+		const char *e = strchr(p, ',');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+
+		if (len == n && memcmp(p, name, n) == 0)
+			return true;
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	return false;
+}
+
+size_t
+context_grant_apply(char *const *route, size_t n, const char *grant,
+                    bool require, const char **out)
+{
+	size_t k = 0;
+	bool have = grant != NULL && *grant != '\0';
+
+	/* The route names what may go to its provider; the key names whose
+	 * documents its holder may see. Both must allow an index, so a key
+	 * never widens a route, and a route never hands a key an index that
+	 * was not granted to it. */
+	if ((!have && require) || (have && strcmp(grant, "none") == 0))
+		return 0;
+	for (size_t i = 0; i < n && k < CONTEXT_MAX_INDEXES; i++)
+		if (!have || granted(grant, route[i]))
+			out[k++] = route[i];
+	return k;
 }
 
 /* ---------------------------- injection ---------------------------- */

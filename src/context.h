@@ -47,13 +47,31 @@ void context_free(struct context *cx);
  * (result owned by the callee until cb returns). NULL: not queued.
  */
 struct context_job *context_retrieve(struct context *cx, const char *query,
-                                     char *const *indexes,
+                                     const char *const *indexes,
                                      const struct embed_conf *embedders,
                                      size_t nindexes, size_t k,
                                      size_t max_tokens, context_cb cb,
                                      void *arg);
 /* The request is gone: its callback will not run. */
 void context_cancel(struct context_job *j);
+
+/*
+ * Tenancy. A virtual key may carry an index grant: "" (none: the route's
+ * indexes apply), "none" (no index at all), or index names separated by
+ * commas, at most CONTEXT_MAX_INDEXES of letters, digits, '-' and '_'.
+ * context_grant_valid says whether s is one (for `keys create` and the
+ * admin API); err (may be NULL) says what is wrong.
+ */
+bool context_grant_valid(const char *s, char *err, size_t errlen);
+
+/*
+ * The indexes a request may search: the route's (route[0..n)), narrowed
+ * to the key's grant when it has one. With require, a request without a
+ * grant (a key made without --indexes, a [keys] key, auth off) gets none.
+ * out receives pointers into route; returns how many (0: no context).
+ */
+size_t context_grant_apply(char *const *route, size_t n, const char *grant,
+                           bool require, const char **out);
 
 /*
  * Splice result text into a request body (OpenAI chat messages or

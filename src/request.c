@@ -1006,13 +1006,20 @@ stage_context(struct scrim_req *r)
 	const struct cfg_route *rt = r->route;
 	const struct http_header *opt;
 	struct embed_conf emb[CONTEXT_MAX_INDEXES];
-	size_t nidx = 0;
+	const char *idx[CONTEXT_MAX_INDEXES];
+	size_t nidx;
 	struct buf q;
 
 	if (rt == NULL || !rt->context_on || r->body_len == 0)
 		return STAGE_NEXT;
 	opt = http_head_get(&r->conn->head, "x-scrim-context");
 	if (opt != NULL && opt->value_len == 3 && strncasecmp(opt->value, "off", 3) == 0)
+		return STAGE_NEXT;
+	/* Tenancy: the route's indexes, narrowed to the key's grant. */
+	nidx = context_grant_apply(rt->context_index, rt->ncontext_index,
+	                           r->have_lim ? r->lim.indexes : NULL,
+	                           rt->context_grants == 1, idx);
+	if (nidx == 0)
 		return STAGE_NEXT;
 	buf_init(&q, 64 * 1024);
 	if (!context_query(r->body, r->body_len, &q)) {
@@ -1021,11 +1028,10 @@ stage_context(struct scrim_req *r)
 	}
 	/* Each index is queried with the embedder the configuration in
 	 * force gives it (the worker copies what it needs). */
-	for (; nidx < rt->ncontext_index && nidx < CONTEXT_MAX_INDEXES; nidx++)
-		config_embed_conf(config_index(r->cfg, rt->context_index[nidx]),
-		                  true, &emb[nidx]);
+	for (size_t i = 0; i < nidx; i++)
+		config_embed_conf(config_index(r->cfg, idx[i]), true, &emb[i]);
 	r->in_stage_context = true;
-	r->ctx_job = context_retrieve(r->srv->context, q.p, rt->context_index,
+	r->ctx_job = context_retrieve(r->srv->context, q.p, idx,
 	                              emb, nidx, (size_t)rt->context_top_k,
 	                              (size_t)rt->context_max_tokens,
 	                              context_answer, r);
