@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startFakeProvider } from '../fake_provider/provider.mjs';
 import {
-  startScrim, startRedis, configFor, execFile, request, tempDir, sleep, SCRIM_BIN, TEST_KEY, show,
+  startScrim, startRedis, configFor, execFile, request, tempDir, waitFor, SCRIM_BIN, TEST_KEY, show,
 } from './lib.mjs';
 
 const ADMIN_TOKEN = 'adm-tenancy-0123456789';
@@ -26,9 +26,9 @@ let state;
 let docs;
 const keys = {};
 
-async function config(route = {}) {
+async function config(route = {}, ports = {}) {
   return configFor({
-    providerUrl: provider.url,
+    providerUrl: provider.url, ...ports,
     gateway: { state_dir: state },
     redis: { url: redis.url, admin_token_env: 'SCRIM_ADMIN_TOKEN', fail_mode: 'open' },
     route: { context: 'on', context_index: 'alpha beta', context_top_k: 4, ...route },
@@ -126,10 +126,9 @@ test('the grant is shown, and a bad one is refused', async () => {
 });
 
 test('context_grants = required: a key without a grant gets no context', async () => {
-  scrim.reload(await config({ context_grants: 'required' }));
-  await sleep(500);
-  const open = await chat(keys.open);
-  assert.equal(JSON.parse(open).messages.length, 1, open);
+  scrim.reload(await config({ context_grants: 'required' }, { port: scrim.port, adminPort: scrim.adminPort }));
+  await waitFor(async () => JSON.parse(await chat(keys.open)).messages.length === 1,
+    { timeoutMs: 5000, what: 'the reload to apply context_grants = required' });
   const a = await chat(keys.a);
   assert.ok(a.includes(A_SECRET) && !a.includes(B_SECRET));
   // A [keys] key has no grant either.
