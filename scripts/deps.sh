@@ -11,6 +11,8 @@ pkgs=(
   build-essential cmake pkg-config ca-certificates curl openssl
   libevent-dev libssl-dev libcurl4-openssl-dev libjansson-dev libsystemd-dev
   libpcre2-dev libhiredis-dev libsqlite3-dev
+  # PDF text for `scrim index add` (optional at build time: CMake finds it).
+  libpoppler-glib-dev
 )
 if [ "${SCRIM_TEST_DEPS:-0}" = 1 ]; then
   # The test suite: a real Redis, Chromium to look at the status page,

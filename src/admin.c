@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "config.h"
 #include "conn.h"
+#include "context.h"
 #include "audit.h"
 #include "auditredis.h"
 #include "auth.h"
@@ -294,9 +295,11 @@ static void
 create_key(struct scrim_conn *c, enum scrim_err err)
 {
 	struct admin_op *o;
-	json_t *j, *models, *meta;
+	json_t *j, *models, *meta, *idx;
 	char h[65], id[32], created[24], rpm[24], tpm[24], tpd[24], budget[32],
-	    maxpar[24], expires[24], mbuf[512] = "";
+	    maxpar[24], expires[24], mbuf[512] = "", ibuf[600] = "",
+	    why[160] = "not a list of index names";
+	bool cut = false;
 	char *metas;
 	unsigned char rnd[5];
 	const char *name;
@@ -316,7 +319,36 @@ create_key(struct scrim_conn *c, enum scrim_err err)
 		                "Body: {\"name\": ..., \"rpm\", \"tpm\", "
 		                "\"tokens_per_day\", \"budget_usd_month\", "
 		                "\"max_parallel\", \"models\": [...], "
-		                "\"expires\": unix time, \"meta\": {...}}");
+		                "\"expires\": unix time, \"meta\": {...}, "
+		                "\"actions\", \"indexes\": [...]}");
+		return;
+	}
+	/* The key's index grant: ["a", "b"], "a,b" or "none". */
+	idx = json_object_get(j, "indexes");
+	for (size_t i = 0; json_is_array(idx) && i < json_array_size(idx); i++) {
+		const char *n = json_string_value(json_array_get(idx, i));
+		size_t il = strlen(ibuf);
+
+		/* A name with a comma is refused below, not split; a list cut
+		 * short could name another index, so it is refused too. */
+		int w = snprintf(ibuf + il, sizeof(ibuf) - il, "%s%s",
+		                 il ? "," : "", n && *n && !strchr(n, ',') ? n : "?");
+		cut = cut || w < 0 || (size_t)w >= sizeof(ibuf) - il;
+	}
+	if (json_is_string(idx) &&
+	    strlen(json_string_value(idx)) < sizeof(ibuf))
+		snprintf(ibuf, sizeof(ibuf), "%s", json_string_value(idx));
+	else if (json_is_string(idx))
+		cut = true;
+	if (cut || (idx != NULL && !json_is_array(idx) && !json_is_string(idx)) ||
+	    (json_is_array(idx) && json_array_size(idx) == 0) ||
+	    !context_grant_valid(ibuf, why, sizeof(why))) {
+		char msg[256];
+
+		json_decref(j);
+		snprintf(msg, sizeof(msg), "indexes: %s (a list of names, or "
+		         "\"none\")", why);
+		conn_send_error(c, ERR_INVALID_JSON, msg);
 		return;
 	}
 	models = json_object_get(j, "models");
@@ -359,7 +391,7 @@ create_key(struct scrim_conn *c, enum scrim_err err)
 		const char *acts = json_string_value(json_object_get(j, "actions"));
 		const char *args[] = {h,      id,     name,   created, rpm,
 		                      tpm,    tpd,    budget, maxpar,  mbuf,
-		                      expires, metas, acts ? acts : ""};
+		                      expires, metas, acts ? acts : "", ibuf};
 		op_start(c, o, args, SCRIM_ARRAY_LEN(args));
 	}
 	free(metas);

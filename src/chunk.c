@@ -92,7 +92,7 @@ static const struct kind_ext kind_exts[] = {
 	{"conf", CHUNK_CODE},     {"cfg", CHUNK_CODE},
 	{"cmake", CHUNK_CODE},    {"mk", CHUNK_CODE},
 	{"xml", CHUNK_CODE},      {"mjml", CHUNK_CODE},
-	{"pdf", CHUNK_UNSUPPORTED}, {"png", CHUNK_UNSUPPORTED},
+	{"pdf", CHUNK_PDF},       {"png", CHUNK_UNSUPPORTED},
 	{"jpg", CHUNK_UNSUPPORTED}, {"jpeg", CHUNK_UNSUPPORTED},
 	{"gif", CHUNK_UNSUPPORTED}, {"webp", CHUNK_UNSUPPORTED},
 	{"gz", CHUNK_UNSUPPORTED},  {"xz", CHUNK_UNSUPPORTED},
@@ -138,6 +138,8 @@ chunk_kind_name(enum chunk_kind k)
 		return "html";
 	case CHUNK_CODE:
 		return "code";
+	case CHUNK_PDF:
+		return "pdf";
 	case CHUNK_UNSUPPORTED:
 		break;
 	}
@@ -1024,6 +1026,7 @@ chunk_document(enum chunk_kind kind, const char *s, size_t n,
 		seg_blocks(s, n, SEG_CODE, &ss);
 		break;
 	case CHUNK_TEXT:
+	case CHUNK_PDF:
 	case CHUNK_UNSUPPORTED:
 		seg_blocks(s, n, SEG_PROSE, &ss);
 		break;

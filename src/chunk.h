@@ -3,8 +3,9 @@
  * headings start a section, paragraphs and code blocks are kept whole
  * when they fit, and a section longer than a chunk continues in the next
  * one with a little overlap. This file owns document formats (plain
- * text, Markdown, Org, HTML with tags stripped, source code) and chunk
- * boundaries; it reads no files and knows nothing of the index.
+ * text, Markdown, Org, HTML with tags stripped, source code; a PDF's
+ * text once pdf.c has taken it out) and chunk boundaries; it reads no
+ * files and knows nothing of the index.
  */
 #ifndef SCRIM_CHUNK_H
 #define SCRIM_CHUNK_H
@@ -17,7 +18,8 @@ enum chunk_kind {
 	CHUNK_ORG,
 	CHUNK_HTML,
 	CHUNK_CODE,
-	CHUNK_UNSUPPORTED,      /* a known binary format (PDF, images, ...) */
+	CHUNK_PDF,              /* given its text (pdf.c), cut as plain text */
+	CHUNK_UNSUPPORTED,      /* a known binary format (images, ...) */
 };
 
 /* Sizes in bytes of chunk text. */

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "alloc.h"
+#include "embed.h"
 #include "ini.h"
 #include "rules.h"
 
@@ -60,6 +61,9 @@ static const char *const closed_open[] = {"closed", "open", NULL};
 static const char *const fsync_modes[] = {"always", "interval", "never", NULL};
 static const char *const block_continue[] = {"block", "continue", NULL};
 static const char *const addr_modes[] = {"full", "truncated", "none", NULL};
+/* In enum embed_kind's order. */
+static const char *const embedders[] = {"builtin", "openai", NULL};
+static const char *const optional_required[] = {"optional", "required", NULL};
 
 #define G(f) offsetof(struct scrim_config, f)
 /* Alphabetical, so `scrim check` and docs list keys in one order. */
@@ -145,10 +149,26 @@ static const struct cfg_def provider_defs[] = {
 };
 #undef P
 
+#define X(f) offsetof(struct cfg_index, f)
+static const struct cfg_def index_defs[] = {
+	{"dim", T_UINT, X(dim), 0, "512", EMBED_MIN_DIM, EMBED_MAX_DIM, NULL},
+	{"embed_api_key_env", T_STR, X(embed_api_key_env), 0, "", 0, 0, NULL},
+	{"embed_api_key_file", T_STR, X(embed_api_key_file), 0, "", 0, 0, NULL},
+	{"embed_batch", T_UINT, X(embed_batch), 0, "32", 1, 256, NULL},
+	{"embed_model", T_STR, X(embed_model), 0, "", 0, 0, NULL},
+	{"embed_query_timeout", T_DURATION, X(embed_query_timeout_ms), 0, "2s", 10, 60000, NULL},
+	{"embed_remote", T_CHOICE, X(embed_remote), 0, "no", 0, 0, no_yes},
+	{"embed_timeout", T_DURATION, X(embed_timeout_ms), 0, "60s", 10, 3600000, NULL},
+	{"embed_url", T_STR, X(embed_url), 0, "", 0, 0, NULL},
+	{"embedder", T_CHOICE, X(embedder), 0, "builtin", 0, 0, embedders},
+};
+#undef X
+
 #define R(f) offsetof(struct cfg_route, f)
 static const struct cfg_def route_defs[] = {
 	{"actions", T_WORDS, R(actions), 0, NULL, 0, 0, NULL},
 	{"context", T_STR, R(context), 0, "off", 0, 0, NULL},
+	{"context_grants", T_CHOICE, R(context_grants), 0, "optional", 0, 0, optional_required},
 	{"context_index", T_WORDS, R(context_index), 0, "default", 0, 0, NULL},
 	{"context_max_tokens", T_UINT, R(context_max_tokens), 0, "1500", 50, 100000, NULL},
 	{"context_top_k", T_UINT, R(context_top_k), 0, "4", 1, 32, NULL},
@@ -174,7 +194,8 @@ struct loader {
 		SEC_AUDIT,
 		SEC_PRICES,
 		SEC_PROVIDER,
-		SEC_ROUTE
+		SEC_ROUTE,
+		SEC_INDEX
 	} sec;
 	void *obj;
 	const struct cfg_def *defs;
@@ -185,6 +206,7 @@ struct loader {
 	unsigned char proxy_seen[SCRIM_ARRAY_LEN(proxy_defs)];
 	unsigned char redis_seen[SCRIM_ARRAY_LEN(redis_defs)];
 	unsigned char audit_seen[SCRIM_ARRAY_LEN(audit_defs)];
+	bool index_seen;        /* an [index] section was read */
 };
 
 /* The list helpers write the count right after the array pointer. */
@@ -506,6 +528,20 @@ parse_hex32(const char *s, unsigned char out[32])
 	return s[64] == '\0';
 }
 
+/* Index names as `scrim index --index` takes them: they name files. */
+static bool
+index_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+			return false;
+	return true;
+}
+
 static bool
 valid_name(const char *s)
 {
@@ -565,6 +601,47 @@ start_section(struct loader *ld, int line, char *hdr)
 		ld->sec = SEC_PRICES;
 		return;
 	}
+	if (strcmp(kind, "index") == 0) {
+		struct cfg_index *ix = &c->index;
+
+		if (name == NULL && ld->index_seen) {
+			complain(ld, line, "[index] is defined twice (first at "
+			         "line %d)", c->index.line);
+			return;
+		}
+		if (name != NULL) {
+			if (!index_name_ok(name)) {
+				complain(ld, line, "[index NAME]: a name of letters, "
+				         "digits, '-' or '_' (at most 64)");
+				return;
+			}
+			for (size_t i = 0; i < c->nindexes; i++)
+				if (strcmp(c->indexes[i].name, name) == 0) {
+					complain(ld, line, "index '%s' is defined twice "
+					         "(first at line %d)", name,
+					         c->indexes[i].line);
+					return;
+				}
+			c->indexes = xrealloc(c->indexes, sizeof(*c->indexes) *
+			                                      (c->nindexes + 1));
+			ix = &c->indexes[c->nindexes++];
+			memset(ix, 0, sizeof(*ix));
+			ix->name = xstrdup(name);
+			/* A named index starts from the defaults, not from
+			 * [index]: each section says all that differs. */
+			apply_defaults(ld, ix, index_defs,
+			               SCRIM_ARRAY_LEN(index_defs));
+		} else {
+			ld->index_seen = true;
+		}
+		ix->line = line;
+		ld->sec = SEC_INDEX;
+		ld->obj = ix;
+		ld->defs = index_defs;
+		ld->ndefs = SCRIM_ARRAY_LEN(index_defs);
+		ld->seen = xcalloc(ld->ndefs, 1);
+		return;
+	}
 	if ((strcmp(kind, "provider") == 0 || strcmp(kind, "route") == 0)) {
 		if (name == NULL || !valid_name(name)) {
 			complain(ld, line,
@@ -618,8 +695,8 @@ start_section(struct loader *ld, int line, char *hdr)
 	}
 	complain(ld, line,
 	         "unknown section [%s%s%s] (expected [gateway], [keys], "
-	         "[proxy], [redis], [prices], [audit], [provider NAME] or "
-	         "[route NAME])",
+	         "[proxy], [redis], [prices], [audit], [index], [index NAME], "
+	         "[provider NAME] or [route NAME])",
 	         kind, name ? " " : "", name ? name : "");
 }
 
@@ -708,6 +785,12 @@ key_line(struct loader *ld, int line, const char *key, const char *val)
 	if (ld->sec == SEC_PROVIDER && strcmp(key, "api_key") == 0) {
 		complain(ld, line, "api_key: never write a provider key in the "
 		                   "config; use api_key_env or api_key_file");
+		return;
+	}
+	if (ld->sec == SEC_INDEX && strcmp(key, "embed_api_key") == 0) {
+		complain(ld, line, "embed_api_key: never write a key in the "
+		                   "config; use embed_api_key_env or "
+		                   "embed_api_key_file");
 		return;
 	}
 	for (size_t i = 0; i < ndefs; i++) {
@@ -938,6 +1021,94 @@ load_secret(struct loader *ld, const char *what, const char *env,
 	return true;
 }
 
+static bool
+host_is_loopback(const char *h)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strcmp(h, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, h, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, h, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* One [index] or [index NAME] section. */
+static void
+validate_index(struct loader *ld, struct cfg_index *ix)
+{
+	char what[96];
+	struct embed_spec sp;
+	char *host;
+
+	snprintf(what, sizeof(what), "[index%s%s]", ix->name ? " " : "",
+	         ix->name ? ix->name : "");
+	if (ix->embedder == EMBED_BUILTIN) {
+		if (!embed_hash_spec((unsigned)ix->dim, &sp))
+			complain(ld, ix->line, "%s dim: a power of two from %d to "
+			         "%d", what, EMBED_MIN_DIM, EMBED_MAX_DIM);
+		if (*ix->embed_url || *ix->embed_model)
+			warn(ld, ix->line, "%s: embed_url and embed_model are not "
+			     "used with embedder = builtin", what);
+		return;
+	}
+	if (strncmp(ix->embed_url, "http://", 7) != 0 &&
+	    strncmp(ix->embed_url, "https://", 8) != 0) {
+		complain(ld, ix->line, "%s: embedder = openai needs embed_url, "
+		         "the API's base URL (http://127.0.0.1:11434/v1 for "
+		         "Ollama)", what);
+		return;
+	}
+	host = url_host(ix->embed_url);
+	if (host == NULL)
+		complain(ld, ix->line, "%s embed_url: no host", what);
+	else if (!ix->embed_remote && !host_is_loopback(host))
+		/* Documents and prompts go there as they are, before any
+		 * scrubbing: only a machine the operator names on purpose. */
+		complain(ld, ix->line, "%s embed_url: %s is not this machine; "
+		         "documents and prompts are sent to it unscrubbed. Set "
+		         "embed_remote = yes if that is intended", what, host);
+	free(host);
+	if (*ix->embed_model == '\0' ||
+	    strlen(ix->embed_model) >= EMBED_MAX_MODEL)
+		complain(ld, ix->line, "%s: embed_model is required (at most "
+		         "%d bytes)", what, EMBED_MAX_MODEL - 1);
+	for (const char *m = ix->embed_model; *m; m++)
+		if ((unsigned char)*m <= 0x20 || *m == 0x7f) {
+			complain(ld, ix->line, "%s embed_model: no spaces or "
+			         "control characters", what);
+			break;
+		}
+	(void)load_secret(ld, what, ix->embed_api_key_env,
+	                  ix->embed_api_key_file, &ix->embed_api_key);
+}
+
+const struct cfg_index *
+config_index(const struct scrim_config *c, const char *name)
+{
+	for (size_t i = 0; name != NULL && i < c->nindexes; i++)
+		if (strcmp(c->indexes[i].name, name) == 0)
+			return &c->indexes[i];
+	return &c->index;
+}
+
+void
+config_embed_conf(const struct cfg_index *ix, bool query,
+                  struct embed_conf *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->kind = ix->embedder == 1 ? EMBED_OPENAI : EMBED_BUILTIN;
+	out->dim = (unsigned)ix->dim;
+	out->url = ix->embed_url;
+	out->model = ix->embed_model;
+	out->api_key = ix->embed_api_key;
+	out->timeout_ms = query ? ix->embed_query_timeout_ms
+	                        : ix->embed_timeout_ms;
+	out->batch = (size_t)ix->embed_batch;
+	out->verbose_errors = !query;
+}
+
 static void
 validate(struct loader *ld)
 {
@@ -1159,6 +1330,9 @@ validate(struct loader *ld)
 			         "local_provider: provider '%s' is not defined",
 			         c->local_provider);
 	}
+	validate_index(ld, &c->index);
+	for (size_t i = 0; i < c->nindexes; i++)
+		validate_index(ld, &c->indexes[i]);
 	if (c->nroutes == 0)
 		warn(ld, 0, "no [route] sections: every request will get 404");
 	if (!c->auth_off && c->nkeys == 0 && *c->redis_url == '\0')
@@ -1185,6 +1359,7 @@ config_load(const char *path, bool to_stderr)
 	apply_defaults(&ld, c, proxy_defs, SCRIM_ARRAY_LEN(proxy_defs));
 	apply_defaults(&ld, c, redis_defs, SCRIM_ARRAY_LEN(redis_defs));
 	apply_defaults(&ld, c, audit_defs, SCRIM_ARRAY_LEN(audit_defs));
+	apply_defaults(&ld, &c->index, index_defs, SCRIM_ARRAY_LEN(index_defs));
 
 	text = ini_read_file(path, CONFIG_MAX_FILE, &len, &err);
 	if (text == NULL) {
@@ -1228,6 +1403,17 @@ free_list(char **l, size_t n)
 	free(l);
 }
 
+static void
+index_free(struct cfg_index *ix)
+{
+	free(ix->name);
+	free(ix->embed_url);
+	free(ix->embed_model);
+	free(ix->embed_api_key_env);
+	free(ix->embed_api_key_file);
+	xfree_secret(ix->embed_api_key);
+}
+
 void
 config_unref(struct scrim_config *c)
 {
@@ -1260,6 +1446,10 @@ config_unref(struct scrim_config *c)
 		free_list(r->actions, r->nactions);
 	}
 	free(c->routes);
+	index_free(&c->index);
+	for (size_t i = 0; i < c->nindexes; i++)
+		index_free(&c->indexes[i]);
+	free(c->indexes);
 	for (size_t i = 0; i < c->nkeys; i++)
 		free(c->keys[i].id);
 	free(c->keys);

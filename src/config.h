@@ -39,6 +39,8 @@ struct cfg_route {
 	struct cfg_provider *provider;
 	char *context;          /* "on" / "off": retrieval from local indexes */
 	bool context_on;
+	long context_grants;    /* 0 optional, 1 required: a request whose
+	                         * key has no index grant gets no context */
 	char **context_index;   /* index names in state_dir/index */
 	size_t ncontext_index;
 	long context_top_k;
@@ -46,6 +48,24 @@ struct cfg_route {
 	char **actions;         /* "MATCH=action": overrides of rule actions */
 	size_t nactions;
 	struct cfg_action *action_v; /* parsed */
+};
+
+/* [index] (name NULL: every index) and [index NAME] (that index only):
+ * which embedder makes and queries an index's vectors. */
+struct cfg_index {
+	char *name;
+	int line;
+	long embedder;          /* enum embed_kind: builtin, openai */
+	long dim;               /* built in: dimensions of a new index */
+	char *embed_url;        /* openai: base URL, e.g. .../v1 */
+	char *embed_model;
+	char *embed_api_key_env;
+	char *embed_api_key_file;
+	char *embed_api_key;    /* resolved or NULL; wiped on free */
+	long embed_timeout_ms;  /* one request of `scrim index add` */
+	long embed_query_timeout_ms; /* one query of the gateway */
+	long embed_batch;       /* texts per request */
+	long embed_remote;      /* 0 no, 1 yes: a host not on loopback */
 };
 
 struct cfg_action {
@@ -152,6 +172,9 @@ struct scrim_config {
 	size_t nproviders;
 	struct cfg_route *routes;
 	size_t nroutes;
+	struct cfg_index index;         /* [index] */
+	struct cfg_index *indexes;      /* [index NAME] */
+	size_t nindexes;
 };
 
 /*
@@ -169,6 +192,16 @@ struct sockaddr_storage;
 bool config_parse_addr(const char *s, struct sockaddr_storage *ss,
                        int *socklen);
 bool config_addr_is_loopback(const char *s);
+
+/* The [index NAME] section for name, else [index]. */
+const struct cfg_index *config_index(const struct scrim_config *c,
+                                     const char *name);
+/* An embedder configuration for ix (strings borrowed from ix): for the
+ * gateway's queries (query: its own timeout, and the endpoint's error
+ * messages kept out of the log) or for the index command. */
+struct embed_conf;
+void config_embed_conf(const struct cfg_index *ix, bool query,
+                       struct embed_conf *out);
 
 /* Unit parsers, exported for tests. */
 bool config_parse_duration(const char *s, long *ms);

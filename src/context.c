@@ -3,7 +3,9 @@
  *
  * One worker thread owns every SQLite handle (opened read-only, reopened
  * when vindex_changed says the index was rebuilt, so a rebuild under load
- * drops no request). Jobs go to it through a mutex-protected queue; their
+ * drops no request) and every embedder (one per distinct configuration,
+ * kept so an endpoint's connection is reused; a reload that changes the
+ * configuration makes a new one). Jobs go to it through a mutex-protected queue; their
  * results come back through a pipe watched by the loop, so callbacks run
  * on the loop's thread like every other event. A cancelled job is still
  * carried through (the worker may be using it) but its callback is
@@ -16,6 +18,7 @@
 #include "context.h"
 
 #include "alloc.h"
+#include "embed.h"
 #include "json.h"
 #include "log.h"
 #include "vindex.h"
@@ -31,12 +34,19 @@
 #include <unistd.h>
 
 #define CONTEXT_MAX_QUEUE 1024
-#define CONTEXT_MAX_INDEXES 8
+#define CONTEXT_MAX_EMBEDDERS 8
+
+/* An embed_conf whose strings it owns (the api key is wiped). */
+struct own_conf {
+	struct embed_conf c;
+	char *url, *model, *api_key;
+};
 
 struct context_job {
 	struct context_job *next;
 	char *query;
 	char *indexes[CONTEXT_MAX_INDEXES];
+	struct own_conf emb[CONTEXT_MAX_INDEXES];
 	size_t nindexes, k, max_tokens;
 	context_cb cb;
 	void *arg;
@@ -47,6 +57,11 @@ struct context_job {
 struct open_index {
 	char name[64];
 	struct vindex *vx;
+};
+
+struct open_embedder {
+	struct own_conf conf;
+	struct embedder *e;
 };
 
 struct context {
@@ -64,16 +79,74 @@ struct context {
 	/* Worker thread only. */
 	struct open_index open[CONTEXT_MAX_INDEXES * 4];
 	size_t nopen;
+	struct open_embedder emb[CONTEXT_MAX_EMBEDDERS];
+	size_t nemb;
 };
+
+static void
+conf_copy(struct own_conf *o, const struct embed_conf *c)
+{
+	o->c = *c;
+	o->url = xstrdup(c->url ? c->url : "");
+	o->model = xstrdup(c->model ? c->model : "");
+	o->api_key = c->api_key ? xstrdup(c->api_key) : NULL;
+	o->c.url = o->url;
+	o->c.model = o->model;
+	o->c.api_key = o->api_key;
+}
+
+static void
+conf_free(struct own_conf *o)
+{
+	free(o->url);
+	free(o->model);
+	xfree_secret(o->api_key);
+	memset(o, 0, sizeof(*o));
+}
+
+static bool
+conf_same(const struct embed_conf *a, const struct embed_conf *b)
+{
+	return a->kind == b->kind && a->dim == b->dim &&
+	       a->timeout_ms == b->timeout_ms && a->batch == b->batch &&
+	       strcmp(a->url, b->url) == 0 && strcmp(a->model, b->model) == 0 &&
+	       (a->api_key == NULL) == (b->api_key == NULL) &&
+	       (a->api_key == NULL || strcmp(a->api_key, b->api_key) == 0);
+}
 
 static void
 job_free(struct context_job *j)
 {
 	free(j->query);
-	for (size_t i = 0; i < j->nindexes; i++)
+	for (size_t i = 0; i < j->nindexes; i++) {
 		free(j->indexes[i]);
+		conf_free(&j->emb[i]);
+	}
 	buf_wipe(&j->res.text);
 	free(j);
+}
+
+/* Worker side: the embedder for c, made on first use. */
+static struct embedder *
+embedder_for(struct context *cx, const struct embed_conf *c)
+{
+	struct open_embedder *oe;
+
+	for (size_t i = 0; i < cx->nemb; i++)
+		if (conf_same(&cx->emb[i].conf.c, c))
+			return cx->emb[i].e;
+	if (cx->nemb == CONTEXT_MAX_EMBEDDERS) {
+		/* Full: configurations changed by reloads; drop the oldest. */
+		embedder_free(cx->emb[0].e);
+		conf_free(&cx->emb[0].conf);
+		memmove(&cx->emb[0], &cx->emb[1],
+		        (CONTEXT_MAX_EMBEDDERS - 1) * sizeof(cx->emb[0]));
+		cx->nemb--;
+	}
+	oe = &cx->emb[cx->nemb++];
+	conf_copy(&oe->conf, c);
+	oe->e = embedder_new(&oe->conf.c);
+	return oe->e;
 }
 
 static struct vindex *
@@ -134,9 +207,23 @@ run_job(struct context *cx, struct context_job *j)
 		size_t n = 0;
 		struct vindex *vx = index_for(cx, j->indexes[i], j->res.err,
 		                              sizeof(j->res.err));
+		int rc;
+
 		if (vx == NULL)
 			continue;
-		if (vindex_search(vx, j->query, j->k, &hits, &n) != 0) {
+		vindex_set_embedder(vx, embedder_for(cx, &j->emb[i].c));
+		vindex_set_mode(vx, VINDEX_HYBRID);
+		rc = vindex_search(vx, j->query, j->k, &hits, &n);
+		if (rc == -2) {
+			/* The endpoint failed: the words still find passages. */
+			snprintf(j->res.err, sizeof(j->res.err), "index %s: %s; "
+			         "searched by words alone", j->indexes[i],
+			         vindex_error(vx));
+			vindex_set_mode(vx, VINDEX_BM25);
+			rc = vindex_search(vx, j->query, j->k, &hits, &n);
+			vindex_set_mode(vx, VINDEX_HYBRID);
+		}
+		if (rc != 0) {
 			snprintf(j->res.err, sizeof(j->res.err), "search failed: %s",
 			         vindex_error(vx));
 			continue;
@@ -202,6 +289,11 @@ worker(void *arg)
 	for (size_t i = 0; i < cx->nopen; i++)
 		vindex_close(cx->open[i].vx);
 	cx->nopen = 0;
+	for (size_t i = 0; i < cx->nemb; i++) {
+		embedder_free(cx->emb[i].e);
+		conf_free(&cx->emb[i].conf);
+	}
+	cx->nemb = 0;
 	return NULL;
 }
 
@@ -284,9 +376,10 @@ context_free(struct context *cx)
 }
 
 struct context_job *
-context_retrieve(struct context *cx, const char *query, char *const *indexes,
-                 size_t nindexes, size_t k, size_t max_tokens, context_cb cb,
-                 void *arg)
+context_retrieve(struct context *cx, const char *query,
+                 const char *const *indexes,
+                 const struct embed_conf *embedders, size_t nindexes,
+                 size_t k, size_t max_tokens, context_cb cb, void *arg)
 {
 	struct context_job *j;
 
@@ -294,8 +387,10 @@ context_retrieve(struct context *cx, const char *query, char *const *indexes,
 		return NULL;
 	j = xcalloc(1, sizeof(*j));
 	j->query = xstrdup(query);
-	for (size_t i = 0; i < nindexes && i < CONTEXT_MAX_INDEXES; i++)
+	for (size_t i = 0; i < nindexes && i < CONTEXT_MAX_INDEXES; i++) {
+		conf_copy(&j->emb[j->nindexes], &embedders[i]);
 		j->indexes[j->nindexes++] = xstrdup(indexes[i]);
+	}
 	j->k = k;
 	j->max_tokens = max_tokens;
 	j->cb = cb;
@@ -323,6 +418,83 @@ context_cancel(struct context_job *j)
 	/* Loop thread only; the worker never reads this flag. */
 	if (j != NULL)
 		j->cancelled = true;
+}
+
+/* ----------------------------- tenancy ----------------------------- */
+
+static bool
+grant_name_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+bool
+context_grant_valid(const char *s, char *err, size_t errlen)
+{
+	size_t names = 0;
+
+	if (*s == '\0' || strcmp(s, "none") == 0)
+		return true;
+	for (const char *p = s;;) {
+		const char *e = p;
+
+		while (grant_name_char(*e))
+			e++;
+		if (e == p || e - p > 64 || (*e != ',' && *e != '\0')) {
+			if (err != NULL)
+				snprintf(err, errlen, "index names are letters, digits, "
+				         "'-' and '_' (at most 64), separated by commas");
+			return false;
+		}
+		if (++names > CONTEXT_MAX_INDEXES) {
+			if (err != NULL)
+				snprintf(err, errlen, "at most %d indexes",
+				         CONTEXT_MAX_INDEXES);
+			return false;
+		}
+		if (*e == '\0')
+			return true;
+		p = e + 1;
+	}
+}
+
+/* Is name one of the comma-separated names of grant? */
+static bool
+granted(const char *grant, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = grant; *p;) {
+		const char *e = strchr(p, ',');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+
+		if (len == n && memcmp(p, name, n) == 0)
+			return true;
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	return false;
+}
+
+size_t
+context_grant_apply(char *const *route, size_t n, const char *grant,
+                    bool require, const char **out)
+{
+	size_t k = 0;
+	bool have = grant != NULL && *grant != '\0';
+
+	/* The route names what may go to its provider; the key names whose
+	 * documents its holder may see. Both must allow an index, so a key
+	 * never widens a route, and a route never hands a key an index that
+	 * was not granted to it. */
+	if ((!have && require) || (have && strcmp(grant, "none") == 0))
+		return 0;
+	for (size_t i = 0; i < n && k < CONTEXT_MAX_INDEXES; i++)
+		if (!have || granted(grant, route[i]))
+			out[k++] = route[i];
+	return k;
 }
 
 /* ---------------------------- injection ---------------------------- */

@@ -12,6 +12,10 @@
 #include "embed.h"
 
 #include "alloc.h"
+#include "embedapi.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +91,12 @@ embed_hash_spec(unsigned dim, struct embed_spec *out)
 }
 
 bool
+embed_is_hash(const struct embed_spec *spec)
+{
+	return strcmp(spec->name, EMBED_HASH_NAME) == 0;
+}
+
+bool
 embed_supported(const struct embed_spec *spec)
 {
 	struct embed_spec want;
@@ -96,10 +106,25 @@ embed_supported(const struct embed_spec *spec)
 	       spec->version == want.version;
 }
 
+bool
+embed_spec_equal(const struct embed_spec *a, const struct embed_spec *b)
+{
+	return strcmp(a->name, b->name) == 0 &&
+	       strcmp(a->model, b->model) == 0 && a->dim == b->dim &&
+	       a->version == b->version;
+}
+
 void
 embed_spec_format(const struct embed_spec *spec, char *out, size_t len)
 {
-	snprintf(out, len, "%s/%u v%u", spec->name, spec->dim, spec->version);
+	if (embed_is_hash(spec) || spec->model[0] == '\0')
+		snprintf(out, len, "%s/%u v%u", spec->name, spec->dim,
+		         spec->version);
+	else if (spec->dim == 0)
+		snprintf(out, len, "%s:%s", spec->name, spec->model);
+	else
+		snprintf(out, len, "%s:%s/%u", spec->name, spec->model,
+		         spec->dim);
 }
 
 /* ---- hashing ---------------------------------------------------------------- */
@@ -310,4 +335,118 @@ embed_text(const struct embed_spec *spec, const char *s, size_t n,
 		for (unsigned d = 0; d < spec->dim; d++)
 			out[d] *= inv;
 	}
+}
+
+/* ---- struct embedder ---------------------------------------------------- */
+
+struct embedder {
+	struct embed_spec spec; /* an endpoint's dim is 0 until known */
+	struct embedapi *api;   /* NULL: the built-in embedder */
+	/* The last single text an endpoint embedded, by its SHA-256 (not
+	 * the text: a prompt is kept no longer than its request), and its
+	 * vector: a request searching several indexes with one endpoint
+	 * asks it once. */
+	bool have_last;
+	unsigned char last_sha[32];
+	float *last_vec;
+};
+
+struct embedder *
+embedder_new(const struct embed_conf *c)
+{
+	struct embedder *e = xcalloc(1, sizeof(*e));
+
+	if (c->kind == EMBED_BUILTIN) {
+		/* config.c checked dim; a bad one gets the default. */
+		if (!embed_hash_spec(c->dim, &e->spec) &&
+		    !embed_hash_spec(EMBED_DEFAULT_DIM, &e->spec))
+			abort();
+		return e;
+	}
+	snprintf(e->spec.name, sizeof(e->spec.name), "%s", EMBED_OPENAI_NAME);
+	snprintf(e->spec.model, sizeof(e->spec.model), "%s", c->model);
+	e->api = embedapi_new(c->url, c->model, c->api_key, c->timeout_ms,
+	                      c->batch, c->verbose_errors);
+	return e;
+}
+
+void
+embedder_free(struct embedder *e)
+{
+	if (e == NULL)
+		return;
+	embedapi_free(e->api);
+	if (e->last_vec != NULL)
+		OPENSSL_cleanse(e->last_vec, sizeof(float) * e->spec.dim);
+	free(e->last_vec);
+	free(e);
+}
+
+bool
+embedder_is_builtin(const struct embedder *e)
+{
+	return e->api == NULL;
+}
+
+int
+embedder_spec(struct embedder *e, bool probe, struct embed_spec *out,
+              char *err, size_t errlen)
+{
+	if (e->api != NULL && e->spec.dim == 0 && probe) {
+		/* Any text will do: only the answer's length is wanted. */
+		static const char *const text[] = {"dimension probe"};
+		const size_t len[] = {15};
+		float *v = xmalloc(sizeof(float) * EMBED_MAX_DIM);
+		unsigned dim = 0;
+		int rc = embedapi_run(e->api, text, len, 1, v, &dim, err, errlen);
+
+		free(v);
+		if (rc < 0)
+			return -1;
+		e->spec.dim = dim;
+	}
+	*out = e->spec;
+	return 0;
+}
+
+void
+embedder_expect_dim(struct embedder *e, unsigned dim)
+{
+	if (e->spec.dim == 0)
+		e->spec.dim = dim;
+}
+
+int
+embedder_run(struct embedder *e, const char *const *texts, const size_t *lens,
+             size_t n, float *out, char *err, size_t errlen)
+{
+	unsigned char sha[32];
+	unsigned dim = e->spec.dim;
+
+	if (e->api == NULL) {
+		for (size_t i = 0; i < n; i++)
+			embed_text(&e->spec, texts[i], lens[i], out + i * dim);
+		return 0;
+	}
+	if (dim == 0) {
+		snprintf(err, errlen, "embedder: the dimension is not known yet");
+		return -1;
+	}
+	if (n == 1) {
+		EVP_Digest(texts[0], lens[0], sha, NULL, EVP_sha256(), NULL);
+		if (e->have_last && CRYPTO_memcmp(sha, e->last_sha, 32) == 0) {
+			memcpy(out, e->last_vec, sizeof(float) * dim);
+			return 0;
+		}
+	}
+	if (embedapi_run(e->api, texts, lens, n, out, &dim, err, errlen) < 0)
+		return -1;
+	if (n == 1) {
+		if (e->last_vec == NULL)
+			e->last_vec = xmalloc(sizeof(float) * dim);
+		memcpy(e->last_vec, out, sizeof(float) * dim);
+		memcpy(e->last_sha, sha, 32);
+		e->have_last = true;
+	}
+	return 0;
 }

@@ -5,7 +5,9 @@
  * what to skip (hidden entries, binary files, unsupported formats, files
  * over the size cap), and printing. Chunking is chunk.c's, storage and
  * retrieval vindex.c's. Indexes live in state_dir/index/NAME.db; the
- * folder is 0700 and the files 0600.
+ * folder is 0700 and the files 0600. The embedder is the configuration's
+ * ([index], [index NAME]); chunks of several files are embedded together,
+ * so that an endpoint gets full batches however small the files are.
  */
 #include "indexcmd.h"
 
@@ -13,8 +15,10 @@
 #include "chunk.h"
 #include "config.h"
 #include "embed.h"
+#include "pdf.h"
 #include "vindex.h"
 
+#include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -39,14 +43,17 @@
  * sees a long first indexing grow instead of waiting for its end. */
 #define INDEXCMD_COMMIT_NS (2LL * 1000 * 1000 * 1000)
 #define INDEXCMD_SNIPPET 240
+/* Files held back for one embedding batch, at most. */
+#define INDEXCMD_MAX_PENDING 256
 #define INDEXCMD_MAX_QUERY 8192
 
 struct idxopts {
 	const char *config;
+	bool config_given;      /* -c or $SCRIM_CONFIG */
 	const char *name;
 	const char *db;         /* --db FILE: an index file anywhere */
 	long max_size;
-	unsigned dim;
+	unsigned dim;           /* --dim; 0: the configuration's */
 	size_t k;
 	bool json;
 	bool verbose;
@@ -71,18 +78,21 @@ usage(FILE *f)
 	        "this machine: state_dir/index/NAME.db (mode 0600).\n"
 	        "\n"
 	        "add indexes files and folders (text, Markdown, Org, HTML, "
-	        "source code;\n"
-	        "hidden entries, binary files and PDF are skipped). Run it again "
-	        "to update:\n"
+	        "source code,\n"
+	        "PDF when built with poppler; hidden entries and binary files "
+	        "are skipped).\n"
+	        "Run it again to update:\n"
 	        "only changed files are read again, and files gone from an added "
 	        "folder\n"
 	        "leave the index. remove takes a file or a folder out. search "
 	        "prints the\n"
 	        "best chunks with their score, file, lines and a snippet.\n"
 	        "\n"
-	        "  -c, --config FILE  configuration, for state_dir (default "
-	        "$SCRIM_CONFIG,\n"
-	        "                     else %s)\n"
+	        "  -c, --config FILE  configuration: state_dir and the "
+	        "embedder ([index])\n"
+	        "                     (default $SCRIM_CONFIG, else %s;\n"
+	        "                     with --db and neither, the built-in "
+	        "embedder)\n"
 	        "  --index NAME       which index (default \"%s\"); letters, "
 	        "digits, - and _\n"
 	        "  --db FILE          an index file anywhere, instead of "
@@ -90,9 +100,9 @@ usage(FILE *f)
 	        "  --max-size SIZE    add: skip larger files (default 10M)\n"
 	        "  --dim N            add: dimensions of the built-in embedder, "
 	        "a power of\n"
-	        "                     two from %d to %d (default %d); fixed "
-	        "when an index\n"
-	        "                     is created\n"
+	        "                     two from %d to %d (default [index] dim, "
+	        "%d); fixed\n"
+	        "                     when an index is created\n"
 	        "  -v, --verbose      add: name every file skipped or indexed\n"
 	        "  -q, --quiet        add: no progress and no summary\n"
 	        "  -k N               search: how many chunks (default %d)\n"
@@ -142,9 +152,9 @@ parse_opts(int argc, char **argv, struct idxopts *o)
 
 	memset(o, 0, sizeof(*o));
 	o->config = e && *e ? e : INDEXCMD_DEFAULT_CONFIG;
+	o->config_given = e && *e;
 	o->name = INDEXCMD_DEFAULT_NAME;
 	o->max_size = INDEXCMD_DEFAULT_MAX_SIZE;
-	o->dim = EMBED_DEFAULT_DIM;
 	o->k = INDEXCMD_DEFAULT_K;
 	o->args = xcalloc((size_t)argc + 1, sizeof(char *));
 	for (int i = 0; i < argc; i++) {
@@ -185,6 +195,7 @@ parse_opts(int argc, char **argv, struct idxopts *o)
 		i++;
 		if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
 			o->config = v;
+			o->config_given = true;
 		} else if (strcmp(a, "--index") == 0) {
 			if (!valid_name(v)) {
 				fprintf(stderr, "scrim index: bad index name '%s' "
@@ -249,37 +260,49 @@ make_dir(const char *p)
 	return false;
 }
 
-/* state_dir/index from the configuration, created when create; owned. */
-static char *
-index_dir(const struct idxopts *o, bool create)
+/* The configuration, when there is one to read: always for a named
+ * index (it says where state_dir is), and with --db when one was given.
+ * *none is set when there is none to read (--db alone); NULL otherwise
+ * means it failed to load (reported). */
+static struct scrim_config *
+load_config(const struct idxopts *o, bool *none)
 {
-	struct scrim_config *c = config_load(o->config, true);
-	char *dir;
+	struct scrim_config *c;
 
-	if (c == NULL) {
+	*none = o->db != NULL && !o->config_given;
+	if (*none)
+		return NULL;
+	c = config_load(o->config, true);
+	if (c == NULL)
 		fprintf(stderr, "scrim index: %s: cannot load the configuration "
 		                "(or give --db FILE)\n",
 		        o->config);
-		return NULL;
-	}
-	dir = xasprintf("%s/index", c->state_dir);
+	return c;
+}
+
+/* state_dir/index from the configuration, created when create; owned. */
+static char *
+index_dir(const struct scrim_config *c, bool create)
+{
+	char *dir = xasprintf("%s/index", c->state_dir);
+
 	if (create && (!make_dir(c->state_dir) || !make_dir(dir))) {
 		free(dir);
 		dir = NULL;
 	}
-	config_unref(c);
 	return dir;
 }
 
 /* The index file for the options; owned. */
 static char *
-index_path(const struct idxopts *o, bool create)
+index_path(const struct idxopts *o, const struct scrim_config *c,
+           bool create)
 {
 	char *dir, *p;
 
 	if (o->db != NULL)
 		return xstrdup(o->db);
-	dir = index_dir(o, create);
+	dir = index_dir(c, create);
 	if (dir == NULL)
 		return NULL;
 	p = xasprintf("%s/%s.db", dir, o->name);
@@ -287,11 +310,39 @@ index_path(const struct idxopts *o, bool create)
 	return p;
 }
 
+/*
+ * The embedder the configuration gives this index (the built-in one at
+ * --dim or [index] dim when there is no configuration); NULL after
+ * saying why.
+ */
+static struct embedder *
+make_embedder(const struct idxopts *o, const struct scrim_config *c)
+{
+	struct embed_conf ec;
+
+	memset(&ec, 0, sizeof(ec));
+	ec.kind = EMBED_BUILTIN;
+	ec.dim = EMBED_DEFAULT_DIM;
+	if (c != NULL)
+		config_embed_conf(config_index(c, o->name), false, &ec);
+	if (o->dim != 0) {
+		if (ec.kind != EMBED_BUILTIN) {
+			fprintf(stderr, "scrim index: --dim is for the built-in "
+			                "embedder; this index's is an endpoint "
+			                "([index] embedder = openai)\n");
+			return NULL;
+		}
+		ec.dim = o->dim;
+	}
+	return embedder_new(&ec);
+}
+
 static struct vindex *
-open_index(const struct idxopts *o, bool readonly, char **pathp)
+open_index(const struct idxopts *o, const struct scrim_config *c,
+           bool readonly, char **pathp)
 {
 	char err[600];
-	char *path = index_path(o, !readonly);
+	char *path = index_path(o, c, !readonly);
 	struct vindex *vx;
 
 	if (path == NULL)
@@ -417,11 +468,27 @@ strset_free(struct strset *s)
 	memset(s, 0, sizeof(*s));
 }
 
+/* A file chunked, waiting for its vectors. */
+struct pending {
+	char *path;
+	struct vindex_file f;
+	enum chunk_kind kind;
+	struct chunk_list cl;
+	bool was_indexed;
+	size_t bytes;
+};
+
 struct adder {
 	const struct idxopts *o;
 	struct vindex *vx;
+	struct embedder *emb;
 	struct embed_spec spec;
 	struct chunk_opts co;
+	/* Files waiting to be embedded together: an endpoint gets requests
+	 * of embed_batch chunks, not one request per small file. */
+	struct pending pend[INDEXCMD_MAX_PENDING];
+	size_t npend, pend_chunks;
+	size_t batch;           /* chunks that make a flush */
 	bool tty;               /* progress on stderr */
 	int64_t t0, last_progress, last_commit;
 	int64_t index_ns;       /* time spent chunking, embedding, storing */
@@ -430,6 +497,7 @@ struct adder {
 	int64_t bytes;
 	struct strset seen;     /* files present after this run, per folder */
 	bool broken;            /* the database failed: stop */
+	bool said_no_pdf;       /* told that PDF support is not built */
 };
 
 static void
@@ -463,6 +531,68 @@ note(struct adder *a, const char *path, const char *what)
 	}
 }
 
+static void
+pending_clear(struct adder *a)
+{
+	for (size_t i = 0; i < a->npend; i++) {
+		free(a->pend[i].path);
+		chunk_list_free(&a->pend[i].cl);
+	}
+	a->npend = 0;
+	a->pend_chunks = 0;
+}
+
+/* Embed the chunks of every pending file in one go and store them. */
+static void
+flush(struct adder *a)
+{
+	char err[600];
+	const char **texts;
+	size_t *lens, k = 0, dim = a->spec.dim;
+	float *vecs;
+	int64_t t = now_ns();
+
+	if (a->npend == 0 || a->broken) {
+		pending_clear(a);
+		return;
+	}
+	texts = xcalloc(a->pend_chunks ? a->pend_chunks : 1, sizeof(*texts));
+	lens = xcalloc(a->pend_chunks ? a->pend_chunks : 1, sizeof(*lens));
+	vecs = xmalloc((a->pend_chunks ? a->pend_chunks : 1) * dim *
+	               sizeof(float));
+	for (size_t i = 0; i < a->npend; i++)
+		for (size_t c = 0; c < a->pend[i].cl.n; c++, k++)
+			texts[k] = vindex_embed_text(a->pend[i].path,
+			                             &a->pend[i].cl.v[c], &lens[k]);
+	if (embedder_run(a->emb, texts, lens, k, vecs, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%sscrim index: %s\n", a->tty ? "\n" : "", err);
+		a->broken = true;
+	}
+	k = 0;
+	for (size_t i = 0; i < a->npend && !a->broken; i++) {
+		struct pending *p = &a->pend[i];
+
+		if (vindex_file_put(a->vx, p->path, &p->f, chunk_kind_name(p->kind),
+		                    p->cl.v, p->cl.n, vecs + k * dim) < 0) {
+			fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
+			a->broken = true;
+			break;
+		}
+		k += p->cl.n;
+		note(a, p->path, p->was_indexed ? "updated" : "indexed");
+		a->indexed++;
+		a->chunks += (long)p->cl.n;
+		a->bytes += (int64_t)p->bytes;
+	}
+	for (size_t i = 0; i < a->pend_chunks; i++)
+		free((char *)texts[i]);
+	free(texts);
+	free(lens);
+	free(vecs);
+	pending_clear(a);
+	a->index_ns += now_ns() - t;
+}
+
 /* Commit now and then, so readers see progress and an interrupted run
  * keeps most of its work. */
 static void
@@ -471,6 +601,9 @@ maybe_commit(struct adder *a, bool force)
 	int64_t now = now_ns();
 
 	if (a->broken || (!force && now - a->last_commit < INDEXCMD_COMMIT_NS))
+		return;
+	flush(a);
+	if (a->broken)
 		return;
 	a->last_commit = now;
 	if (vindex_commit(a->vx) < 0 ||
@@ -535,6 +668,63 @@ read_file(const char *path, size_t size, size_t *n)
 	return p;
 }
 
+/* A PDF chunk's heading is the pages it comes from: its lines and bytes
+ * are positions in the text taken out, which no viewer shows. */
+static void
+page_titles(struct chunk_list *cl, const struct pdf_text *pt)
+{
+	for (size_t i = 0; i < cl->n; i++) {
+		struct chunk *c = &cl->v[i];
+		size_t first = 0, last = 0;
+		uint64_t end = c->byte_end > c->byte_start ? c->byte_end - 1
+		                                           : c->byte_start;
+
+		for (size_t p = 0; p < pt->npages; p++) {
+			if (pt->page_start[p] <= c->byte_start)
+				first = p;
+			if (pt->page_start[p] <= end)
+				last = p;
+		}
+		free(c->title);
+		c->title = first == last
+		                   ? xasprintf("page %zu", first + 1)
+		                   : xasprintf("pages %zu-%zu", first + 1, last + 1);
+	}
+}
+
+/* The chunks of a PDF; false when it is skipped or failed (counted). */
+static bool
+chunk_pdf(struct adder *a, const char *path, const char *data, size_t n,
+          bool was_indexed, struct chunk_list *cl)
+{
+	struct pdf_text pt;
+	char err[300];
+
+	switch (pdf_extract(data, n, (size_t)a->o->max_size, &pt, err,
+	                    sizeof(err))) {
+	case PDF_OK:
+		break;
+	case PDF_ENCRYPTED:
+	case PDF_UNSUPPORTED:
+		note(a, path, err);
+		a->skipped++;
+		drop_file(a, path, was_indexed);
+		return false;
+	case PDF_TOO_LARGE:
+	case PDF_FAILED:
+		fprintf(stderr, "%sscrim index: %s: %s\n", a->tty ? "\r\033[K" : "",
+		        path, err);
+		a->failed++;
+		if (was_indexed)
+			strset_add(&a->seen, path); /* keep what we had */
+		return false;
+	}
+	chunk_document(CHUNK_PDF, pt.text, pt.len, &a->co, cl);
+	page_titles(cl, &pt);
+	pdf_text_free(&pt);
+	return true;
+}
+
 static void
 index_file(struct adder *a, const char *path, const struct stat *st)
 {
@@ -560,6 +750,20 @@ index_file(struct adder *a, const char *path, const struct stat *st)
 	             st->st_mtim.tv_nsec;
 	if (kind == CHUNK_UNSUPPORTED) {
 		note(a, path, "skipped: format not supported");
+		a->skipped++;
+		drop_file(a, path, have == 1);
+		return;
+	}
+	if (kind == CHUNK_PDF && !pdf_supported()) {
+		/* Said once whatever -v says, so a PDF never vanishes
+		 * unexplained; each one with -v. */
+		if (!a->said_no_pdf && !a->o->verbose)
+			fprintf(stderr, "%sscrim index: %s: skipped: PDF support "
+			        "was not built into this scrim (it needs "
+			        "libpoppler-glib); -v names every PDF skipped\n",
+			        a->tty ? "\r\033[K" : "", path);
+		a->said_no_pdf = true;
+		note(a, path, "skipped: PDF support was not built");
 		a->skipped++;
 		drop_file(a, path, have == 1);
 		return;
@@ -602,7 +806,7 @@ index_file(struct adder *a, const char *path, const struct stat *st)
 		strset_add(&a->seen, path);
 		return;
 	}
-	if (chunk_is_binary(data, n)) {
+	if (kind != CHUNK_PDF && chunk_is_binary(data, n)) {
 		note(a, path, "skipped: binary");
 		a->skipped++;
 		free(data);
@@ -610,22 +814,27 @@ index_file(struct adder *a, const char *path, const struct stat *st)
 		return;
 	}
 	t = now_ns();
-	chunk_document(kind, data, n, &a->co, &cl);
-	free(data);
-	if (vindex_file_put(a->vx, path, &f, chunk_kind_name(kind), cl.v,
-	                    cl.n) < 0) {
-		fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
-		a->broken = true;
-		chunk_list_free(&cl);
-		return;
+	if (kind == CHUNK_PDF) {
+		if (!chunk_pdf(a, path, data, n, have == 1, &cl)) {
+			free(data);
+			return;
+		}
+	} else {
+		chunk_document(kind, data, n, &a->co, &cl);
 	}
+	free(data);
 	a->index_ns += now_ns() - t;
-	note(a, path, have == 1 ? "updated" : "indexed");
-	a->indexed++;
-	a->chunks += (long)cl.n;
-	a->bytes += (int64_t)n;
+	a->pend[a->npend].path = xstrdup(path);
+	a->pend[a->npend].f = f;
+	a->pend[a->npend].kind = kind;
+	a->pend[a->npend].cl = cl;
+	a->pend[a->npend].was_indexed = have == 1;
+	a->pend[a->npend].bytes = n;
+	a->npend++;
+	a->pend_chunks += cl.n;
 	strset_add(&a->seen, path);
-	chunk_list_free(&cl);
+	if (a->pend_chunks >= a->batch || a->npend == INDEXCMD_MAX_PENDING)
+		flush(a);
 	maybe_commit(a, false);
 	progress(a, false);
 }
@@ -708,10 +917,10 @@ drop_missing(struct adder *a, const char *dir)
 }
 
 static int
-cmd_add(const struct idxopts *o)
+cmd_add(const struct idxopts *o, const struct scrim_config *c)
 {
 	struct adder a;
-	char *path = NULL;
+	char *path = NULL, err[600];
 	double secs;
 	int64_t t;
 
@@ -724,14 +933,28 @@ cmd_add(const struct idxopts *o)
 	a.o = o;
 	a.tty = isatty(STDERR_FILENO) == 1;
 	chunk_opts_default(&a.co);
-	if (!embed_hash_spec(o->dim, &a.spec))
+	a.emb = make_embedder(o, c);
+	if (a.emb == NULL)
 		return 2;
-	a.vx = open_index(o, false, &path);
-	if (a.vx == NULL)
+	/* The built-in embedder has no requests to fill: a file at a time.
+	 * An endpoint learns its dimension here, before anything is read,
+	 * so that one that is down fails the run at once. */
+	a.batch = embedder_is_builtin(a.emb) ? 1
+	          : (size_t)config_index(c, o->name)->embed_batch;
+	if (embedder_spec(a.emb, true, &a.spec, err, sizeof(err)) < 0) {
+		fprintf(stderr, "scrim index: %s\n", err);
+		embedder_free(a.emb);
 		return 1;
+	}
+	a.vx = open_index(o, c, false, &path);
+	if (a.vx == NULL) {
+		embedder_free(a.emb);
+		return 1;
+	}
 	if (vindex_begin(a.vx, &a.spec) < 0) {
 		fprintf(stderr, "scrim index: %s\n", vindex_error(a.vx));
 		vindex_close(a.vx);
+		embedder_free(a.emb);
 		free(path);
 		return 1;
 	}
@@ -775,6 +998,7 @@ cmd_add(const struct idxopts *o)
 		}
 		free(p);
 	}
+	flush(&a);
 	if (!a.broken && vindex_refresh_terms(a.vx) < 0) {
 		fprintf(stderr, "scrim index: %s\n", vindex_error(a.vx));
 		a.broken = true;
@@ -795,7 +1019,9 @@ cmd_add(const struct idxopts *o)
 		       a.index_ns > 0 ? (double)a.chunks * 1e9 / (double)a.index_ns
 		                      : 0.0);
 	strset_free(&a.seen);
+	pending_clear(&a);
 	vindex_close(a.vx);
+	embedder_free(a.emb);
 	free(path);
 	return a.broken || a.failed > 0 ? 1 : 0;
 }
@@ -803,7 +1029,7 @@ cmd_add(const struct idxopts *o)
 /* ---- remove --------------------------------------------------------------------- */
 
 static int
-cmd_remove(const struct idxopts *o)
+cmd_remove(const struct idxopts *o, const struct scrim_config *c)
 {
 	struct vindex *vx;
 	char *path = NULL;
@@ -813,7 +1039,7 @@ cmd_remove(const struct idxopts *o)
 		fprintf(stderr, "scrim index remove: which files or folders?\n");
 		return 2;
 	}
-	vx = open_index(o, false, &path);
+	vx = open_index(o, c, false, &path);
 	if (vx == NULL)
 		return 1;
 	if (vindex_begin(vx, NULL) < 0) {
@@ -997,8 +1223,9 @@ print_json(const struct idxopts *o, const char *query,
 }
 
 static int
-cmd_search(const struct idxopts *o)
+cmd_search(const struct idxopts *o, const struct scrim_config *c)
 {
+	struct embedder *emb;
 	struct vindex *vx;
 	struct vindex_hit *hits = NULL;
 	char query[INDEXCMD_MAX_QUERY], snip[INDEXCMD_SNIPPET + 8];
@@ -1022,12 +1249,20 @@ cmd_search(const struct idxopts *o)
 		}
 		ql += (size_t)w;
 	}
-	vx = open_index(o, true, &path);
-	if (vx == NULL)
+	emb = make_embedder(o, c);
+	if (emb == NULL)
+		return 2;
+	vx = open_index(o, c, true, &path);
+	if (vx == NULL) {
+		embedder_free(emb);
 		return 1;
+	}
 	vindex_set_mode(vx, o->mode);
-	if (vindex_search(vx, query, o->k, &hits, &n) < 0) {
-		fprintf(stderr, "scrim index: %s\n", vindex_error(vx));
+	vindex_set_embedder(vx, emb);
+	rc = vindex_search(vx, query, o->k, &hits, &n);
+	if (rc < 0) {
+		fprintf(stderr, "scrim index: %s%s\n", vindex_error(vx),
+		        rc == -2 ? " (--mode bm25 searches by words alone)" : "");
 		rc = 1;
 	} else if (o->json) {
 		rc = print_json(o, query, hits, n);
@@ -1046,6 +1281,7 @@ cmd_search(const struct idxopts *o)
 	}
 	vindex_hits_free(hits, n);
 	vindex_close(vx);
+	embedder_free(emb);
 	free(path);
 	return rc;
 }
@@ -1070,14 +1306,14 @@ disk_bytes(const char *path)
 }
 
 static int
-cmd_stats(const struct idxopts *o)
+cmd_stats(const struct idxopts *o, const struct scrim_config *c)
 {
 	struct vindex *vx;
 	struct vindex_stats st;
-	char *path = NULL, emb[64] = "none yet";
+	char *path = NULL, emb[EMBED_SPEC_TEXT] = "none yet";
 	int rc = 0;
 
-	vx = open_index(o, true, &path);
+	vx = open_index(o, c, true, &path);
 	if (vx == NULL)
 		return 1;
 	if (vindex_stats(vx, &st) < 0) {
@@ -1132,15 +1368,18 @@ out:
 }
 
 static int
-cmd_list(const struct idxopts *o)
+cmd_list(const struct scrim_config *c)
 {
-	char *dir = index_dir(o, false);
+	char *dir = c != NULL ? index_dir(c, false) : NULL;
 	struct strset names = {0};
 	DIR *d;
 	struct dirent *e;
 
-	if (dir == NULL)
+	if (dir == NULL) {
+		fprintf(stderr, "scrim index list: needs the configuration "
+		                "(-c FILE), for state_dir\n");
 		return 1;
+	}
 	d = opendir(dir);
 	if (d == NULL) {
 		if (errno != ENOENT) {
@@ -1171,8 +1410,10 @@ cmd_list(const struct idxopts *o)
 int
 indexcmd_run(int argc, char **argv)
 {
+	struct scrim_config *cfg;
 	struct idxopts o;
 	const char *sub;
+	bool none;
 	int rc;
 
 	if (argc < 1 || strcmp(argv[0], "-h") == 0 ||
@@ -1187,24 +1428,36 @@ indexcmd_run(int argc, char **argv)
 		free(o.args);
 		return rc == 2 ? 0 : 2;
 	}
+	if (strcmp(sub, "add") != 0 && strcmp(sub, "search") != 0 &&
+	    strcmp(sub, "stats") != 0 && strcmp(sub, "remove") != 0 &&
+	    strcmp(sub, "rm") != 0 && strcmp(sub, "list") != 0) {
+		fprintf(stderr, "scrim index: unknown command '%s'\n\n", sub);
+		usage(stderr);
+		free(o.args);
+		return 2;
+	}
+	cfg = load_config(&o, &none);
+	if (cfg == NULL && !none) {
+		free(o.args);
+		return 1;
+	}
 	/* Index files and folders are the user's only: 0600 and 0700 from
 	 * the start (vindex.c also creates its file 0600 and chmods it). */
 	umask(077);
+	/* Single-threaded here, as curl_global_init wants. */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (strcmp(sub, "add") == 0)
-		rc = cmd_add(&o);
+		rc = cmd_add(&o, cfg);
 	else if (strcmp(sub, "search") == 0)
-		rc = cmd_search(&o);
+		rc = cmd_search(&o, cfg);
 	else if (strcmp(sub, "stats") == 0)
-		rc = cmd_stats(&o);
-	else if (strcmp(sub, "remove") == 0 || strcmp(sub, "rm") == 0)
-		rc = cmd_remove(&o);
+		rc = cmd_stats(&o, cfg);
 	else if (strcmp(sub, "list") == 0)
-		rc = cmd_list(&o);
-	else {
-		fprintf(stderr, "scrim index: unknown command '%s'\n\n", sub);
-		usage(stderr);
-		rc = 2;
-	}
+		rc = cmd_list(cfg);
+	else
+		rc = cmd_remove(&o, cfg);
+	curl_global_cleanup();
+	config_unref(cfg);
 	free(o.args);
 	return rc;
 }

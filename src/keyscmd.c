@@ -9,6 +9,7 @@
 #include "alloc.h"
 #include "auth.h"
 #include "config.h"
+#include "context.h"
 #include "redis.h"
 #include "rules.h"
 
@@ -33,8 +34,13 @@ usage(FILE *f)
 	        "[--models GLOB,...]\n"
 	        "         [--expires YYYY-MM-DD] [--meta k=v]... "
 	        "[--actions 'EMAIL=redact ...']\n"
+	        "         [--indexes NAME,...|none]\n"
 	        "                    make a key; it is printed once, Redis "
-	        "keeps its SHA-256\n"
+	        "keeps its SHA-256.\n"
+	        "                    --indexes: the only local indexes whose "
+	        "passages its\n"
+	        "                    requests may receive (of those its route "
+	        "names)\n"
 	        "  list              every key with its limits\n"
 	        "  show ID           one key\n"
 	        "  revoke ID         refuse the key from now on\n"
@@ -147,6 +153,7 @@ struct limits_opts {
 	double budget;
 	const char *models;
 	const char *actions;
+	const char *indexes;
 	long expires;
 	char meta[1024];
 };
@@ -201,7 +208,8 @@ write_record(redisContext *rc, const char *h, const char *id,
 		                      "maxpar", maxpar, "models",
 		                      o->models ? o->models : "", "expires", expires,
 		                      "meta", o->meta, "actions",
-		                      o->actions ? o->actions : ""};
+		                      o->actions ? o->actions : "", "indexes",
+		                      o->indexes ? o->indexes : ""};
 		if (!ok_reply(redisCommandArgv(rc, SCRIM_ARRAY_LEN(argv), argv, NULL),
 		              "HSET"))
 			return false;
@@ -241,6 +249,8 @@ cmd_create(redisContext *rc, int argc, char **argv)
 			o.models = v;
 		else if (strcmp(a, "--actions") == 0 && v)
 			o.actions = v;
+		else if (strcmp(a, "--indexes") == 0 && v && *v)
+			o.indexes = v;
 		else if (strcmp(a, "--expires") == 0 && v)
 			ok = parse_date(v, &o.expires);
 		else if (strcmp(a, "--meta") == 0 && v && strchr(v, '=')) {
@@ -277,6 +287,15 @@ cmd_create(redisContext *rc, int argc, char **argv)
 				                "RULE_OR_TYPE=action\n", tok);
 				return 2;
 			}
+		}
+	}
+	if (o.indexes != NULL) {
+		char why[120];
+
+		if (!context_grant_valid(o.indexes, why, sizeof(why))) {
+			fprintf(stderr, "scrim keys create: --indexes '%s': %s (or "
+			                "'none')\n", o.indexes, why);
+			return 2;
 		}
 	}
 	snprintf(o.meta + ml, sizeof(o.meta) - ml, "}");
@@ -385,6 +404,9 @@ cmd_show(redisContext *rc, const char *id)
 	r = record(rc, h);
 	print_record(r, true);
 	printf("meta: %s\ncreated: %s\n", field(r, "meta"), field(r, "created"));
+	printf("actions: %s\nindexes: %s\n",
+	       *field(r, "actions") ? field(r, "actions") : "(the route's)",
+	       *field(r, "indexes") ? field(r, "indexes") : "(the route's)");
 	freeReplyObject(r);
 	return 0;
 }
@@ -423,6 +445,7 @@ cmd_rotate(redisContext *rc, const char *id)
 	o.budget = strtod(field(r, "budget"), NULL) / 1e6;
 	o.models = field(r, "models");
 	o.actions = field(r, "actions");
+	o.indexes = field(r, "indexes");
 	o.expires = strtol(field(r, "expires"), NULL, 10);
 	snprintf(o.meta, sizeof(o.meta), "%s", field(r, "meta"));
 	key = auth_generate_key();

@@ -2,7 +2,8 @@
  * limits.c - see limits.h. Redis keys, all under the hash tag of the
  * key's SHA-256 so one key's data lives in one Redis Cluster slot:
  *
- *   scrim:{H}:key            hash: id, name, limits, models, revoked, ...
+ *   scrim:{H}:key            hash: id, name, limits, models, revoked,
+ *                            actions, indexes (the key's grant), ...
  *   scrim:{H}:rpm            request times, last minute (sliding log);
  *                            kept for every key, so `keys usage` counts
  *                            requests of keys with no rpm limit too
@@ -41,7 +42,8 @@
  * a check whose answer was lost can be refunded safely later. */
 static const char check_lua[] =
     "local r = redis.call('HMGET', KEYS[1], 'id', 'revoked', 'expires', "
-    "'rpm', 'tpm', 'tpd', 'budget', 'maxpar', 'models', 'actions')\n"
+    "'rpm', 'tpm', 'tpd', 'budget', 'maxpar', 'models', 'actions', "
+    "'indexes')\n"
     "if not r[1] then return {'unknown'} end\n"
     "if r[2] == '1' then return {'revoked', r[1]} end\n"
     "local now = tonumber(ARGV[1])\n"
@@ -104,7 +106,7 @@ static const char check_lua[] =
     "redis.call('PEXPIRE', KEYS[7], 3600000)\n"
     "return {'ok', r[1], r[9] or '', '', 0, rpm, rpm - used_rpm - 1, "
     "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5]), "
-    "r[10] or ''}\n";
+    "r[10] or '', r[11] or ''}\n";
 
 /* KEYS: tpm tpd usd par resv rpm; ARGV: member, token delta, micro-USD
  * delta, refund (1: give the reservation back, and the request does not
@@ -165,7 +167,7 @@ static const char admin_lua[] =
     "ARGV[4], 'created', ARGV[5], 'revoked', '0', 'rpm', ARGV[6], 'tpm', "
     "ARGV[7], 'tpd', ARGV[8], 'budget', ARGV[9], 'maxpar', ARGV[10], "
     "'models', ARGV[11], 'expires', ARGV[12], 'meta', ARGV[13], 'actions', "
-    "ARGV[14] or '')\n"
+    "ARGV[14] or '', 'indexes', ARGV[15] or '')\n"
     "  redis.call('SET', 'scrim:id:' .. id, h)\n"
     "  redis.call('SADD', 'scrim:keys', id)\n"
     "  return cjson.encode(rec(h))\n"
@@ -224,6 +226,11 @@ struct local_key {
 	char hash[65];
 	char id[64];
 	char models[512];
+	/* What the key may do, kept as Redis last said, so that fail-open
+	 * neither loosens its scrubbing nor widens its indexes. */
+	char actions[512];
+	char indexes[640];
+	bool grants_known;     /* an "ok" answer filled the two above */
 	long rpm;
 	uint64_t seen_ms;      /* when Redis last vouched for it */
 	uint64_t window_ms;
@@ -444,14 +451,17 @@ decide_locally(struct limits_pending *p, struct limits_result *res,
 		res->retry_after_ms = 1000;
 		return;
 	}
-	/* Only keys Redis vouched for within the hour get in. */
-	if (lk == NULL || now - lk->seen_ms > 3600000) {
+	/* Only keys Redis vouched for within the hour get in, and only
+	 * once it has said what they may do. */
+	if (lk == NULL || now - lk->seen_ms > 3600000 || !lk->grants_known) {
 		res->verdict = LIM_UNAVAILABLE;
 		res->retry_after_ms = 1000;
 		return;
 	}
 	snprintf(res->key_id, sizeof(res->key_id), "%s", lk->id);
 	snprintf(res->models, sizeof(res->models), "%s", lk->models);
+	snprintf(res->actions, sizeof(res->actions), "%s", lk->actions);
+	snprintf(res->indexes, sizeof(res->indexes), "%s", lk->indexes);
 	if (now - lk->window_ms >= 60000) {
 		lk->window_ms = now;
 		lk->count = 0;
@@ -536,6 +546,7 @@ check_reply(void *arg, redisReply *rep)
 		} else {
 			res.verdict = LIM_OK;
 			reply_str(rep, 11, res.actions, sizeof(res.actions));
+			reply_str(rep, 12, res.indexes, sizeof(res.indexes));
 			p->ticket->active = true;
 		}
 		/* Remember what Redis said, for fail-open. */
@@ -543,6 +554,15 @@ check_reply(void *arg, redisReply *rep)
 		if (lk != NULL) {
 			snprintf(lk->id, sizeof(lk->id), "%s", res.key_id);
 			snprintf(lk->models, sizeof(lk->models), "%s", res.models);
+			/* An "over" answer carries neither: keep what the last
+			 * "ok" said. */
+			if (res.verdict == LIM_OK) {
+				snprintf(lk->actions, sizeof(lk->actions), "%s",
+				         res.actions);
+				snprintf(lk->indexes, sizeof(lk->indexes), "%s",
+				         res.indexes);
+				lk->grants_known = true;
+			}
 			lk->rpm = res.rpm;
 			lk->seen_ms = now_ms();
 		}

@@ -36,6 +36,8 @@ struct limits_result {
 	char key_id[64];
 	char models[512];    /* comma-separated globs; "" = any */
 	char actions[512];   /* "MATCH=action ..." scrub overrides; "" none */
+	char indexes[640];   /* the key's index grant (context.h); "" none;
+	                      * room for the longest valid one */
 	const char *which;   /* LIM_OVER: requests, tokens, tokens_per_day,
 	                      * budget, parallel */
 	long retry_after_ms; /* LIM_OVER / LIM_UNAVAILABLE */

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "indexcmd.h"
 #include "log.h"
+#include "pdf.h"
 #include "rules.h"
 #include "keyscmd.h"
 #include "scrubcmd.h"
@@ -243,6 +244,8 @@ cmd_version(int argc, char **argv)
 	       cv->libz_version ? "" : "");
 	printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
 	printf("jansson %s\n", jansson_version_str());
+	printf("%s\n", pdf_reader_version() ? pdf_reader_version()
+	                                    : "PDF: not built (no poppler-glib)");
 	return 0;
 }
 

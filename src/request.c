@@ -17,6 +17,7 @@
 #include "config.h"
 #include "conn.h"
 #include "context.h"
+#include "embed.h"
 #include "err.h"
 #include "http.h"
 #include "json.h"
@@ -1005,6 +1006,9 @@ stage_context(struct scrim_req *r)
 {
 	const struct cfg_route *rt = r->route;
 	const struct http_header *opt;
+	struct embed_conf emb[CONTEXT_MAX_INDEXES];
+	const char *idx[CONTEXT_MAX_INDEXES];
+	size_t nidx;
 	struct buf q;
 
 	if (rt == NULL || !rt->context_on || r->body_len == 0)
@@ -1012,14 +1016,24 @@ stage_context(struct scrim_req *r)
 	opt = http_head_get(&r->conn->head, "x-scrim-context");
 	if (opt != NULL && opt->value_len == 3 && strncasecmp(opt->value, "off", 3) == 0)
 		return STAGE_NEXT;
+	/* Tenancy: the route's indexes, narrowed to the key's grant. */
+	nidx = context_grant_apply(rt->context_index, rt->ncontext_index,
+	                           r->have_lim ? r->lim.indexes : NULL,
+	                           rt->context_grants == 1, idx);
+	if (nidx == 0)
+		return STAGE_NEXT;
 	buf_init(&q, 64 * 1024);
 	if (!context_query(r->body, r->body_len, &q)) {
 		buf_wipe(&q);
 		return STAGE_NEXT;
 	}
+	/* Each index is queried with the embedder the configuration in
+	 * force gives it (the worker copies what it needs). */
+	for (size_t i = 0; i < nidx; i++)
+		config_embed_conf(config_index(r->cfg, idx[i]), true, &emb[i]);
 	r->in_stage_context = true;
-	r->ctx_job = context_retrieve(r->srv->context, q.p, rt->context_index,
-	                              rt->ncontext_index, (size_t)rt->context_top_k,
+	r->ctx_job = context_retrieve(r->srv->context, q.p, idx,
+	                              emb, nidx, (size_t)rt->context_top_k,
 	                              (size_t)rt->context_max_tokens,
 	                              context_answer, r);
 	r->in_stage_context = false;

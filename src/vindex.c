@@ -1,7 +1,8 @@
 /*
  * vindex.c - the on-disk index (see vindex.h). Schema:
  *
- *   meta(key, value)   schema version, embedder, generation, last update
+ *   meta(key, value)   schema version, embedder (name, model, dim,
+ *                      version), generation, last update
  *   file(id, path, size, mtime_ns, sha256, kind, nchunks, indexed_at)
  *   chunk(id, file_id, seq, lines, bytes, overlap, vec)
  *   sig(id, bits)      one sign bit per dimension of chunk id's vector
@@ -171,7 +172,10 @@ struct vindex {
 
 	bool has_spec;          /* the embedder the index records */
 	struct embed_spec spec;
-	bool vec_ok;            /* this build can embed queries for it */
+	bool vec_ok;            /* queries can be embedded for it: the
+	                         * built-in embedder of this version, or an
+	                         * endpoint (given with vindex_set_embedder) */
+	struct embedder *emb;   /* for queries; not owned; NULL built in */
 	int64_t gen_seen;       /* generation when last looked */
 
 	/* The sign-bit cache for vector candidates, valid for one
@@ -179,21 +183,20 @@ struct vindex {
 	bool sig_loaded;
 	int64_t sig_version;
 	size_t nsig;
-	size_t words;           /* uint64 words per signature: dim / 64 */
+	size_t words;           /* uint64 words per signature: dim / 64,
+	                         * rounded up (an endpoint's dimension need
+	                         * not be a multiple of 64) */
 	int64_t *sig_ids;
 	uint64_t *sig_bits;
 	uint16_t *cost;         /* scratch, nsig entries */
 	uint32_t *hist;         /* scratch, 2 * dim + 1 entries */
 
 	float *qv;              /* scratch vectors, dim floats */
+	unsigned qv_dim;        /* floats qv holds */
 	/* FTS5's own tokenizer, to see query words as the index stores them
 	 * (stemmed) when looking up how many chunks hold them. */
 	fts5_tokenizer tok;
 	Fts5Tokenizer *tokh;
-	struct chunk_scratch {
-		char *p;
-		size_t cap;
-	} text;                 /* scratch text to embed */
 };
 
 static void SCRIM_PRINTF(2, 3)
@@ -316,7 +319,7 @@ parse_i64(const char *s, int64_t *out)
 static int
 load_meta(struct vindex *vx)
 {
-	char name[64], dim[32], ver[32], gen[32];
+	char name[64], model[EMBED_MAX_MODEL + 1], dim[32], ver[32], gen[32];
 	int64_t d, v;
 	int rc;
 
@@ -332,21 +335,33 @@ load_meta(struct vindex *vx)
 		vx->has_spec = false;
 		return rc;
 	}
+	/* Indexes made before endpoints were supported have no model. */
+	rc = meta_get(vx, "embedder_model", model, sizeof(model));
+	if (rc < 0)
+		return -1;
+	if (rc == 0)
+		model[0] = '\0';
 	if (meta_get(vx, "dim", dim, sizeof(dim)) != 1 ||
 	    meta_get(vx, "embedder_version", ver, sizeof(ver)) != 1 ||
 	    !parse_i64(dim, &d) || !parse_i64(ver, &v) || d <= 0 ||
-	    d > EMBED_MAX_DIM || v < 0 || strlen(name) >= sizeof(vx->spec.name)) {
+	    d > EMBED_MAX_DIM || v < 0 || strlen(name) >= sizeof(vx->spec.name) ||
+	    strlen(model) >= sizeof(vx->spec.model)) {
 		set_err(vx, "%s: damaged embedder record", vx->path);
 		return -1;
 	}
 	memset(&vx->spec, 0, sizeof(vx->spec));
 	memcpy(vx->spec.name, name, strlen(name) + 1);
+	memcpy(vx->spec.model, model, strlen(model) + 1);
 	vx->spec.dim = (unsigned)d;
 	vx->spec.version = (unsigned)v;
 	vx->has_spec = true;
-	vx->vec_ok = embed_supported(&vx->spec);
-	if (vx->vec_ok && vx->qv == NULL)
-		vx->qv = xmalloc(sizeof(float) * vx->spec.dim);
+	vx->vec_ok = embed_is_hash(&vx->spec) ? embed_supported(&vx->spec)
+	                                      : true;
+	/* The query scratch follows the dimension. */
+	if (vx->qv_dim != vx->spec.dim) {
+		vx->qv = xrealloc(vx->qv, sizeof(float) * vx->spec.dim);
+		vx->qv_dim = vx->spec.dim;
+	}
 	return 0;
 }
 
@@ -510,7 +525,6 @@ vindex_close(struct vindex *vx)
 	sqlite3_close(vx->db);
 	drop_sig(vx);
 	free(vx->qv);
-	free(vx->text.p);
 	free(vx->path);
 	free(vx);
 }
@@ -519,6 +533,12 @@ void
 vindex_set_mode(struct vindex *vx, enum vindex_mode mode)
 {
 	vx->mode = mode;
+}
+
+void
+vindex_set_embedder(struct vindex *vx, struct embedder *e)
+{
+	vx->emb = e;
 }
 
 bool
@@ -542,7 +562,7 @@ vindex_changed(struct vindex *vx)
 int
 vindex_begin(struct vindex *vx, const struct embed_spec *spec)
 {
-	char have[64], want[64], num[32];
+	char have[EMBED_SPEC_TEXT], want[EMBED_SPEC_TEXT], num[32];
 
 	if (vx->readonly) {
 		set_err(vx, "%s: opened read-only", vx->path);
@@ -555,9 +575,11 @@ vindex_begin(struct vindex *vx, const struct embed_spec *spec)
 		vx->in_txn = true;
 		return 0;
 	}
-	if (!embed_supported(spec)) {
+	if (embed_is_hash(spec) ? !embed_supported(spec)
+	                        : spec->dim == 0 || spec->dim > EMBED_MAX_DIM) {
 		embed_spec_format(spec, want, sizeof(want));
-		set_err(vx, "embedder %s is not built in", want);
+		set_err(vx, "embedder %s: %s", want, embed_is_hash(spec)
+		        ? "not built in" : "no dimension, or more than 4096");
 		return -1;
 	}
 	if (exec(vx, "BEGIN IMMEDIATE") < 0)
@@ -567,9 +589,7 @@ vindex_begin(struct vindex *vx, const struct embed_spec *spec)
 	if (load_meta(vx) < 0)
 		goto fail;
 	if (vx->has_spec) {
-		if (strcmp(vx->spec.name, spec->name) != 0 ||
-		    vx->spec.dim != spec->dim ||
-		    vx->spec.version != spec->version) {
+		if (!embed_spec_equal(&vx->spec, spec)) {
 			embed_spec_format(&vx->spec, have, sizeof(have));
 			embed_spec_format(spec, want, sizeof(want));
 			set_err(vx, "%s was built with embedder %s; this run uses "
@@ -583,6 +603,7 @@ vindex_begin(struct vindex *vx, const struct embed_spec *spec)
 	}
 	snprintf(num, sizeof(num), "%u", spec->dim);
 	if (meta_set(vx, "embedder", spec->name) < 0 ||
+	    meta_set(vx, "embedder_model", spec->model) < 0 ||
 	    meta_set(vx, "dim", num) < 0)
 		goto fail;
 	snprintf(num, sizeof(num), "%u", spec->version);
@@ -685,8 +706,16 @@ vindex_file_touch(struct vindex *vx, const char *path,
 	return step_done(vx, s, "update file");
 }
 
+/* uint64 words of a signature of dim bits. */
+static size_t
+sig_words(unsigned dim)
+{
+	return ((size_t)dim + 63) / 64;
+}
+
 /* Vector blob: a float scale, then dim int8 values; value i is
- * q[i] * scale. Signature: bit i set when value i is positive. */
+ * q[i] * scale. Signature: bit i set when value i is positive; the bits
+ * past dim in the last word are 0. */
 static void
 quantise(const float *v, unsigned dim, unsigned char *blob, uint64_t *bits)
 {
@@ -701,7 +730,7 @@ quantise(const float *v, unsigned dim, unsigned char *blob, uint64_t *bits)
 	scale = maxabs > 0 ? maxabs / 127.0f : 1.0f;
 	inv = 1.0f / scale;
 	memcpy(blob, &scale, sizeof(scale));
-	memset(bits, 0, dim / 8);
+	memset(bits, 0, sig_words(dim) * 8);
 	for (unsigned i = 0; i < dim; i++) {
 		float x = v[i] * inv;
 		int r = (int)(x < 0 ? x - 0.5f : x + 0.5f);
@@ -728,48 +757,41 @@ doc_name(const char *path)
 	return prev ? prev + 1 : last + 1;
 }
 
-/* Append n bytes to the scratch text, up to VINDEX_MAX_EMBED in all. */
-static void
-text_add(struct vindex *vx, size_t *len, const char *s, size_t n)
+char *
+vindex_embed_text(const char *path, const struct chunk *c, size_t *len)
 {
-	if (n > VINDEX_MAX_EMBED - *len)
-		n = VINDEX_MAX_EMBED - *len;
-	if (vx->text.cap < *len + n) {
-		vx->text.cap = *len + n > 4096 ? *len + n : 4096;
-		vx->text.p = xrealloc(vx->text.p, vx->text.cap);
-	}
-	memcpy(vx->text.p + *len, s, n);
-	*len += n;
-}
+	/* A chunk's vector is of the document's name, its heading path and
+	 * its text: a passage of a licence that never says "Apache" is
+	 * still about the Apache licence. */
+	const char *name = doc_name(path);
+	size_t nl = strlen(name), tl = strlen(c->title), n = c->len;
+	char *p;
 
-/* A chunk's vector is of the document's name, its heading path and its
- * text: a passage of a licence that never says "Apache" is still about
- * the Apache licence. */
-static void
-embed_chunk(struct vindex *vx, const char *name, const struct chunk *c,
-            float *out)
-{
-	size_t len = 0;
-
-	text_add(vx, &len, name, strlen(name));
-	text_add(vx, &len, "\n", 1);
-	text_add(vx, &len, c->title, strlen(c->title));
-	text_add(vx, &len, "\n", 1);
-	text_add(vx, &len, c->text, c->len);
-	embed_text(&vx->spec, vx->text.p, len, out);
+	if (nl + tl + 2 > VINDEX_MAX_EMBED)
+		tl = nl = 0;
+	if (n > VINDEX_MAX_EMBED - nl - tl - 2)
+		n = VINDEX_MAX_EMBED - nl - tl - 2;
+	p = xmalloc(nl + tl + n + 3);
+	memcpy(p, name, nl);
+	p[nl] = '\n';
+	memcpy(p + nl + 1, c->title, tl);
+	p[nl + 1 + tl] = '\n';
+	memcpy(p + nl + tl + 2, c->text, n);
+	*len = nl + tl + 2 + n;
+	p[*len] = '\0';
+	return p;
 }
 
 int
 vindex_file_put(struct vindex *vx, const char *path,
                 const struct vindex_file *f, const char *kind,
-                const struct chunk *chunks, size_t n)
+                const struct chunk *chunks, size_t n, const float *vecs)
 {
 	unsigned dim = vx->spec.dim;
-	size_t bloblen = sizeof(float) + dim;
+	size_t bloblen = sizeof(float) + dim, sigbytes = sig_words(dim) * 8;
 	const char *name = doc_name(path);
 	unsigned char *blob = NULL;
 	uint64_t *bits = NULL;
-	float *v = NULL;
 	sqlite3_stmt *s;
 	int64_t fid;
 	int ret = -1;
@@ -800,14 +822,12 @@ vindex_file_put(struct vindex *vx, const char *path,
 	vx->dirty = true;
 
 	blob = xmalloc(bloblen);
-	bits = xmalloc(dim / 8);
-	v = xmalloc(sizeof(float) * dim);
+	bits = xmalloc(sigbytes);
 	for (size_t i = 0; i < n; i++) {
 		const struct chunk *c = &chunks[i];
 		int64_t cid;
 
-		embed_chunk(vx, name, c, v);
-		quantise(v, dim, blob, bits);
+		quantise(vecs + i * dim, dim, blob, bits);
 		if ((s = stmt(vx, ST_CHUNK_INS)) == NULL)
 			goto out;
 		sqlite3_bind_int64(s, 1, fid);
@@ -824,7 +844,7 @@ vindex_file_put(struct vindex *vx, const char *path,
 		if ((s = stmt(vx, ST_SIG_INS)) == NULL)
 			goto out;
 		sqlite3_bind_int64(s, 1, cid);
-		sqlite3_bind_blob(s, 2, bits, (int)(dim / 8), SQLITE_STATIC);
+		sqlite3_bind_blob(s, 2, bits, (int)sigbytes, SQLITE_STATIC);
 		if (step_done(vx, s, "insert signature") < 0)
 			goto out;
 		if ((s = stmt(vx, ST_FTS_INS)) == NULL)
@@ -838,7 +858,6 @@ vindex_file_put(struct vindex *vx, const char *path,
 	}
 	ret = 0;
 out:
-	free(v);
 	free(bits);
 	free(blob);
 	return ret;
@@ -963,7 +982,7 @@ refresh(struct vindex *vx)
 	vx->sig_loaded = true;
 	if (!vx->has_spec || !vx->vec_ok)
 		return 0;
-	words = vx->spec.dim / 64;
+	words = sig_words(vx->spec.dim);
 	vx->words = words;
 	if ((s = stmt(vx, ST_SIG_ALL)) == NULL)
 		return -1;
@@ -1356,6 +1375,50 @@ fill_hit(struct vindex *vx, const struct cand *c, struct vindex_hit *h)
 	return 1;
 }
 
+/*
+ * The query's vector, in vx->qv, by the embedder the index was built
+ * with: the built-in one computes it here, an endpoint is asked through
+ * the embedder given with vindex_set_embedder, which must be that same
+ * endpoint and model. 0; -1 when the embedder configured is another
+ * (vectors of two embedders cannot be compared); -2 when the endpoint
+ * failed.
+ */
+static int
+query_vector(struct vindex *vx, const char *q, size_t n)
+{
+	char have[EMBED_SPEC_TEXT], want[EMBED_SPEC_TEXT];
+	struct embed_spec es;
+
+	if (embed_is_hash(&vx->spec)) {
+		if (vx->emb != NULL && !embedder_is_builtin(vx->emb))
+			goto mismatch;
+		embed_text(&vx->spec, q, n, vx->qv);
+		return 0;
+	}
+	if (vx->emb == NULL || embedder_is_builtin(vx->emb) ||
+	    embedder_spec(vx->emb, false, &es, vx->err, sizeof(vx->err)) < 0 ||
+	    strcmp(es.name, vx->spec.name) != 0 ||
+	    strcmp(es.model, vx->spec.model) != 0 ||
+	    (es.dim != 0 && es.dim != vx->spec.dim))
+		goto mismatch;
+	embedder_expect_dim(vx->emb, vx->spec.dim);
+	if (embedder_run(vx->emb, &q, &n, 1, vx->qv, vx->err,
+	                 sizeof(vx->err)) < 0)
+		return -2;
+	return 0;
+mismatch:
+	embed_spec_format(&vx->spec, have, sizeof(have));
+	if (vx->emb == NULL || embedder_is_builtin(vx->emb))
+		snprintf(want, sizeof(want), "the built-in embedder");
+	else if (embedder_spec(vx->emb, false, &es, want, sizeof(want)) == 0)
+		embed_spec_format(&es, want, sizeof(want));
+	set_err(vx, "%s was built with embedder %s, but %s is configured for "
+	        "it: vectors of two embedders cannot be compared. Configure %s "
+	        "for this index ([index] in scrim.conf), or rebuild it",
+	        vx->path, have, want, have);
+	return -1;
+}
+
 int
 vindex_search(struct vindex *vx, const char *query, size_t k,
               struct vindex_hit **hits, size_t *n)
@@ -1416,7 +1479,12 @@ vindex_search(struct vindex *vx, const char *query, size_t k,
 		}
 	}
 	if (use_vec) {
-		embed_text(&vx->spec, query, qlen, vx->qv);
+		int qr = query_vector(vx, query, qlen);
+
+		if (qr < 0) {
+			ret = qr;
+			goto out;
+		}
 		nc = vector_candidates(vx, vx->qv, want, c, nc);
 	}
 

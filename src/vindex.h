@@ -5,7 +5,9 @@
  * hybrid: BM25's ranking and the vectors' ranking are fused by reciprocal
  * rank. This file owns the schema, the embedder check, incremental
  * bookkeeping and retrieval; it does not walk folders or read files
- * (indexcmd.c does) and does not make vectors (embed.c does).
+ * (indexcmd.c does) and does not make vectors (embed.c does: chunk
+ * vectors come in with vindex_file_put, and a query's come from the
+ * embedder given with vindex_set_embedder).
  *
  * Threads: there is no global state. A struct vindex is one SQLite
  * connection and its caches, to be used by one thread at a time; a
@@ -87,23 +89,32 @@ bool vindex_changed(struct vindex *vx);
 /*
  * The k best chunks for query, best first. On success returns 0 with
  * *hits (free with vindex_hits_free) and *n <= k; an empty index or a
- * query with nothing to match gives 0 hits. -1 on a database error
- * (vindex_error). Never writes.
+ * query with nothing to match gives 0 hits. -1 on a database error, or
+ * when the embedder configured is not the one the index was built with;
+ * -2 when the embeddings endpoint failed, so that the caller may search
+ * again by words alone (VINDEX_BM25). Messages in vindex_error. Never
+ * writes.
  */
 int vindex_search(struct vindex *vx, const char *query, size_t k,
                   struct vindex_hit **hits, size_t *n) SCRIM_MUSTCHECK;
 void vindex_hits_free(struct vindex_hit *hits, size_t n);
 void vindex_set_mode(struct vindex *vx, enum vindex_mode mode);
+/* The embedder for queries (not owned; NULL, the default: built in). An
+ * index built by the built-in embedder computes its query vectors
+ * itself, whatever its dimension; one built by an endpoint needs that
+ * endpoint and model here, and any other is refused. */
+void vindex_set_embedder(struct vindex *vx, struct embedder *e);
 
 int vindex_stats(struct vindex *vx, struct vindex_stats *st) SCRIM_MUSTCHECK;
 
 /* ---- writing (read-write handles; the `scrim index` command) ------------- */
 
 /*
- * Start a write transaction made with embedder spec. A new index records
- * spec; an index built by another embedder is refused, with a message
- * naming both. spec may be NULL for a transaction that only removes.
- * Returns 0 or -1 (vindex_error).
+ * Start a write transaction made with embedder spec (its dimension
+ * known). A new index records spec; an index built by another embedder
+ * (name, model, dimension or version) is refused, with a message naming
+ * both. spec may be NULL for a transaction that only removes. Returns 0
+ * or -1 (vindex_error).
  */
 int vindex_begin(struct vindex *vx, const struct embed_spec *spec)
 	SCRIM_MUSTCHECK;
@@ -120,10 +131,18 @@ void vindex_rollback(struct vindex *vx);
 /* 1 and *out when path is indexed, 0 when not, -1 on error. */
 int vindex_file_get(struct vindex *vx, const char *path,
                     struct vindex_file *out) SCRIM_MUSTCHECK;
-/* Replace path's chunks with chunks[0..n) (embedded here). */
+/* The text a chunk's vector is made of (the document's name, the
+ * heading path and the text, at most 64 KiB); owned by the caller,
+ * NUL-terminated, *len bytes. */
+char *vindex_embed_text(const char *path, const struct chunk *c,
+                        size_t *len);
+/* Replace path's chunks with chunks[0..n), whose vectors are vecs (n
+ * times the transaction's dim floats, of vindex_embed_text's texts, by
+ * the embedder given to vindex_begin). */
 int vindex_file_put(struct vindex *vx, const char *path,
                     const struct vindex_file *f, const char *kind,
-                    const struct chunk *chunks, size_t n) SCRIM_MUSTCHECK;
+                    const struct chunk *chunks, size_t n, const float *vecs)
+	SCRIM_MUSTCHECK;
 /* Record a new size/mtime for a file whose content did not change. */
 int vindex_file_touch(struct vindex *vx, const char *path,
                       const struct vindex_file *f) SCRIM_MUSTCHECK;

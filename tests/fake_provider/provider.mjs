@@ -28,6 +28,12 @@
 //
 // Chat completions honour `n` (n choices, interleaved when streaming).
 //
+// Embeddings: by default EMBEDDING_DIMS floats from a hash of the whole
+// input. A model named fake-bow-N (fake-bow: 96) gets a bag of words
+// instead: N dimensions, each lower-cased word adds +1 or -1 at a place
+// hashed from it (not normalised), so texts that share words are near,
+// as with a real embedding model, and vector search can be tested.
+//
 // Every request is recorded ({method, path, headers, body, aborted, time});
 // the record is also available over HTTP at GET /__fake/requests, and
 // POST /__fake/reset clears it.
@@ -464,8 +470,22 @@ async function openaiCompletions(req, res, body) {
   w.end();
 }
 
+/** The fake-bow-N bag-of-words embedding of a text (see the header). */
+export function bowEmbedding(text, dims = 96) {
+  const v = new Array(dims).fill(0);
+  for (const w of String(text).toLowerCase().match(/[a-z0-9]+/g) || []) {
+    const h = crypto.createHash('sha256').update(w).digest();
+    v[h.readUInt32BE(0) % dims] += h[4] & 1 ? 1 : -1;
+  }
+  return v;
+}
+
 function openaiEmbeddings(req, res, body) {
   const model = body.model || 'text-embedding-3-small';
+  const bow = /^fake-bow(?:-(\d+))?$/.exec(model);
+  if (bow && !(Array.isArray(body.input) || typeof body.input === 'string')) {
+    return sendJSON(res, 400, openaiErrorBody(400, "'input' is required", 'invalid_input'));
+  }
   let inputs;
   if (typeof body.input === 'string') inputs = [body.input];
   else if (Array.isArray(body.input) && body.input.length > 0 && body.input.every((x) => typeof x === 'number')) inputs = [body.input];
@@ -475,7 +495,7 @@ function openaiEmbeddings(req, res, body) {
   let tokens = 0;
   const data = inputs.map((inp, index) => {
     tokens += typeof inp === 'string' ? countTokens(inp) : Array.isArray(inp) ? inp.length : 0;
-    const vec = embeddingFor(inp);
+    const vec = bow ? bowEmbedding(inp, Number(bow[1] || 96)) : embeddingFor(inp);
     let embedding = vec;
     if (b64) {
       const buf = Buffer.alloc(vec.length * 4);

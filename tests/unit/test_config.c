@@ -3,6 +3,7 @@
  * kind of mistake is refused with its line, ${VAR} expansion, units.
  */
 #include "config.h"
+#include "embed.h"
 #include "harness.h"
 
 #include <stdio.h>
@@ -113,6 +114,71 @@ test_bad(void)
 	}
 }
 
+/* [index] and [index NAME]: the embedder of each index. */
+static void
+test_index(void)
+{
+	char text[2048];
+	struct scrim_config *c;
+	const struct cfg_index *ix;
+	struct embed_conf ec;
+	static const char *const bad[] = {
+	    "[index]\nembedder = openai\n",                      /* no url */
+	    "[index]\nembedder = openai\nembed_url = http://127.0.0.1:1/v1\n",
+	    "[index]\nembedder = openai\nembed_model = m\n"
+	    "embed_url = http://10.1.2.3:1/v1\n",               /* not local */
+	    "[index]\nembedder = openai\nembed_model = m\n"
+	    "embed_url = ftp://127.0.0.1/\n",
+	    "[index]\nembedder = openai\nembed_model = a b\n"
+	    "embed_url = http://127.0.0.1:1/v1\n",
+	    "[index]\nembedder = word2vec\n",
+	    "[index]\ndim = 500\n",
+	    "[index]\nembed_api_key = sk-plain\n",
+	    "[index]\n[index]\n",
+	    "[index a.b]\n",
+	    "[index t]\n[index t]\n",
+	};
+
+	snprintf(text, sizeof(text), "%s[index]\ndim = 256\n"
+	         "[index team]\nembedder = openai\n"
+	         "embed_url = http://localhost:11434/v1/\nembed_model = "
+	         "nomic-embed-text:latest\nembed_batch = 8\n"
+	         "embed_query_timeout = 500ms\n"
+	         "[index far]\nembedder = openai\nembed_remote = yes\n"
+	         "embed_url = https://embed.example/v1\nembed_model = m\n"
+	         "embed_api_key_env = SCRIM_T_KEY\n", base);
+	setenv("SCRIM_T_KEY", "sk-test-abc", 1);
+	c = load_text(text);
+	CHECK(c != NULL, "[index] sections load");
+	if (c == NULL)
+		return;
+	ix = config_index(c, "default");
+	CHECK(ix == &c->index && ix->embedder == EMBED_BUILTIN && ix->dim == 256,
+	      "an index without a section takes [index]");
+	ix = config_index(c, "team");
+	CHECK(ix != &c->index && ix->embedder == EMBED_OPENAI &&
+	      ix->embed_batch == 8 && ix->dim == 512,
+	      "[index team] starts from the defaults");
+	config_embed_conf(ix, true, &ec);
+	CHECK(ec.kind == EMBED_OPENAI && ec.timeout_ms == 500 &&
+	      !ec.verbose_errors && ec.api_key == NULL &&
+	      strcmp(ec.model, "nomic-embed-text:latest") == 0,
+	      "query embed conf");
+	config_embed_conf(ix, false, &ec);
+	CHECK(ec.timeout_ms == 60000 && ec.verbose_errors, "index embed conf");
+	ix = config_index(c, "far");
+	CHECK(ix->embed_api_key != NULL &&
+	      strcmp(ix->embed_api_key, "sk-test-abc") == 0,
+	      "embed_remote = yes takes a remote endpoint, key from env");
+	config_unref(c);
+	for (size_t i = 0; i < SCRIM_ARRAY_LEN(bad); i++) {
+		snprintf(text, sizeof(text), "%s%s", base, bad[i]);
+		c = load_text(text);
+		CHECK(c == NULL, "bad [index] %zu refused", i);
+		config_unref(c);
+	}
+}
+
 static void
 test_units(void)
 {
@@ -167,6 +233,7 @@ main(void)
 	test_good();
 	test_bad();
 	test_units();
+	test_index();
 	test_secret_file();
 	unlink(path);
 	return harness_done();

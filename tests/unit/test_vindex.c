@@ -422,7 +422,8 @@ test_chunk_sizes(void)
 	      chunk_kind_of("x.htm") == CHUNK_HTML &&
 	      chunk_kind_of("Makefile") == CHUNK_CODE &&
 	      chunk_kind_of("COPYING") == CHUNK_TEXT &&
-	      chunk_kind_of("paper.pdf") == CHUNK_UNSUPPORTED,
+	      chunk_kind_of("paper.pdf") == CHUNK_PDF &&
+	      chunk_kind_of("photo.png") == CHUNK_UNSUPPORTED,
 	      "kinds by name");
 }
 
