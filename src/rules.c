@@ -523,6 +523,12 @@ build_word_index(struct ruleset *rs)
 				ref->rule = (uint32_t)i;
 				ref->word = (uint16_t)k;
 				ref->len = (uint16_t)strlen(r->anchor_words[k]);
+				ref->text = r->anchor_words[k];
+				for (unsigned b = 0; b < 4 && b < ref->len; b++) {
+					ref->head |= (uint32_t)fold1(ref->text[b])
+					             << (8 * b);
+					ref->mask |= 0xffu << (8 * b);
+				}
 				wi->bits[key >> 6] |= 1ULL << (key & 63);
 			}
 		}

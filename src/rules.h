@@ -82,6 +82,10 @@ struct word_ref {
 	uint32_t rule;
 	uint16_t word;
 	uint16_t len;
+	/* The word's first four bytes, folded, little-endian, and which of
+	 * them it has: one compare turns most candidates away. */
+	uint32_t head, mask;
+	const char *text; /* the word itself (the rule owns it) */
 };
 
 struct word_index {

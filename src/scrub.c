@@ -265,20 +265,26 @@ word_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
 		if (!(wi->bits[key >> 6] & (1ULL << (key & 63))))
 			continue;
 		uint32_t a = wi->start[key], b = wi->start[key + 1];
+		/* The text's next four bytes, folded (zero past the end). */
+		uint32_t head = key >> 8 | (key & 0xff) << 8;
+		if (i + 2 < n)
+			head |= (uint32_t)fold[u[i + 2]] << 16;
+		if (i + 3 < n)
+			head |= (uint32_t)fold[u[i + 3]] << 24;
 		for (uint32_t k = a; k < b; k++) {
 			const struct word_ref *ref = &wi->refs[k];
-			const struct rule *r = &rs->rules[ref->rule];
-			const char *w = r->anchor_words[ref->word];
 			size_t wl = ref->len, j;
 
+			if ((head & ref->mask) != ref->head || wl > n - i)
+				continue;
 			if (only >= 0 && ref->rule != (uint32_t)only)
 				continue;
-			if (wl > n - i)
-				continue;
-			for (j = 2; j < wl && fold[u[i + j]] == fold[(unsigned char)w[j]];
+			for (j = 4; j < wl &&
+			            fold[u[i + j]] == fold[(unsigned char)ref->text[j]];
 			     j++)
 				;
-			if (j == wl && !win_add(&wins[ref->rule], s, n, i, i + wl, r))
+			if (j >= wl && !win_add(&wins[ref->rule], s, n, i, i + wl,
+			                        &rs->rules[ref->rule]))
 				return false;
 		}
 	}
