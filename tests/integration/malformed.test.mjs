@@ -156,14 +156,15 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /**
  * Parse `buf` strictly as the HTTP/1.1 responses of one connection.
- * `method` is the first request's (a HEAD answer has no body). Returns
+ * `methods` are the requests' methods in order (a HEAD answer has no
+ * body; CONNECT's 2xx starts a tunnel). Returns
  * {responses: [{status, headers}], problem (null when well-formed),
  * incomplete (the last one was cut)}.
  */
-function parseStrict(buf, method) {
+function parseStrict(buf, methods) {
   const responses = [];
   let off = 0;
-  let first = true;
+  let finals = 0;
   while (off < buf.length) {
     const end = buf.indexOf('\r\n\r\n', off);
     if (end < 0) return { responses, problem: 'a response head without its end', incomplete: true };
@@ -187,10 +188,11 @@ function parseStrict(buf, method) {
     const r = { status, headers };
     responses.push(r);
     if (status >= 100 && status < 200) continue;
-    const noBody = status === 204 || status === 304 || (first && method === 'HEAD');
-    first = false;
+    const method = methods[finals++];
+    r.method = method;
+    const noBody = status === 204 || status === 304 || method === 'HEAD';
     if (noBody) continue;
-    if (method === 'CONNECT' && responses.length === 1 && status >= 200 && status < 300) {
+    if (method === 'CONNECT' && status >= 200 && status < 300) {
       r.tunnel = true;
       return { responses, problem: null }; // what follows is the tunnel
     }
@@ -264,7 +266,7 @@ test(`malformed requests (seed ${SEED}, ${COUNT} cases): well-formed answers or 
       if (res.raw.length === 0) {
         if (res.error) { outcomes.resetWithoutAnswer++; key = `reset (${res.error})`; } else { outcomes.closedWithoutAnswer++; key = 'closed'; }
       } else {
-        const p = parseStrict(res.raw, c.method);
+        const p = parseStrict(res.raw, c.methods);
         if (p.problem && !(p.incomplete && c.fin)) {
           failures.push(`${where}: ${p.problem}; got ${JSON.stringify(res.raw.toString('latin1').slice(0, 300))}`);
           if (caseLog) caseLog.push(`${i}\t${c.template}\t${c.mutation}\t${c.fin ? 'fin' : '-'}\tBAD`);
@@ -282,7 +284,7 @@ test(`malformed requests (seed ${SEED}, ${COUNT} cases): well-formed answers or 
           if (!r.tunnel && r.status >= 200 && !r.headers['x-request-id']) {
             failures.push(`${where}: a ${r.status} without x-request-id`);
           }
-          if (r.status >= 400 && r.body !== undefined && r.headers['content-type'] === 'application/json') {
+          if (r.status >= 400 && r.method !== 'HEAD' && r.body !== undefined && r.headers['content-type'] === 'application/json') {
             let e;
             try { e = JSON.parse(r.body).error; } catch { /* checked below */ }
             if (!e || typeof e.code !== 'string' || typeof e.message !== 'string' || typeof e.type !== 'string') {

@@ -408,11 +408,14 @@ export function generateCase(seed, index, ctx) {
   if (q.cutAt !== undefined) bytes = bytes.subarray(0, Math.floor(bytes.length * q.cutAt));
   // A CONNECT that got its 200 would wait for a TLS handshake: hang up.
   const fin = q.fin !== undefined ? q.fin : (tpl === 'connect' || r.chance(0.15));
-  const firstLine = bytes.toString('latin1', 0, 64).replace(/^(\r\n)+/, '');
+  const methodAt = (at) => bytes.toString('latin1', at, at + 64).replace(/^(\r\n)+/, '').split(/[ \r\n]/)[0];
+  const methods = [methodAt(0)];
+  if (q.prefix) methods.push(methodAt(q.prefix.length));
   return {
     index, template: tpl, mutation, bytes, fin,
     pieces: q.pieces || 1,
-    method: firstLine.split(' ')[0],
+    method: methods[0],
+    methods, // of the requests in the bytes, as far as known (HEAD answers have no body)
   };
 }
 
