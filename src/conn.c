@@ -22,8 +22,11 @@
 
 #include "admin.h"
 #include "alloc.h"
+#include "audit.h"
 #include "config.h"
+#include "err.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "request.h"
 #include "server.h"
@@ -284,6 +287,54 @@ conn_send_error_hdrs(struct scrim_conn *c, enum scrim_err err,
 	                 extra);
 }
 
+/*
+ * Refuse a request whose head could not be read (bad framing, a request
+ * line or header block over its cap, the header deadline). It never
+ * becomes a scrim_req, so its audit record and metrics are written here;
+ * the head is not trusted, so no method, path or key goes in the record.
+ */
+static void
+conn_reject_head(struct scrim_conn *c, enum scrim_err err)
+{
+	const struct err_info *ei = err_info(err);
+	struct scrim_server *srv = c->srv;
+	char lbl[128];
+
+	if (c->kind == CONN_GATEWAY) {
+		struct audit_record rec;
+		struct timespec wall;
+
+		if (c->req_id[0] == '\0')
+			server_next_req_id(srv, c->req_id);
+		snprintf(lbl, sizeof(lbl),
+		         "route=\"none\",provider=\"none\",code=\"%d\"", ei->status);
+		metrics_add(srv->metrics, "scrim_requests_total", lbl, 1);
+		snprintf(lbl, sizeof(lbl), "code=\"%s\"", ei->code);
+		metrics_add(srv->metrics, "scrim_errors_total", lbl, 1);
+		if (srv->audit != NULL) {
+			memset(&rec, 0, sizeof(rec));
+			clock_gettime(CLOCK_REALTIME, &wall);
+			rec.time_ms = (uint64_t)wall.tv_sec * 1000 +
+			              (uint64_t)wall.tv_nsec / 1000000;
+			rec.request_id = c->req_id;
+			rec.client_addr = c->peer;
+			rec.way_in = c->intercepted ? "intercept" : NULL;
+			rec.status = ei->status;
+			rec.decision = "refused";
+			rec.reason = ei->code;
+			rec.tokens_in = rec.tokens_out = -1;
+			rec.cost_usd = -1;
+			if (!audit_write(srv->audit, &rec)) {
+				metrics_add(srv->metrics, "scrim_audit_dropped_total", "",
+				            1);
+				log_error("req %s: audit record dropped (queue full)",
+				          c->req_id);
+			}
+		}
+	}
+	conn_send_error(c, err, NULL);
+}
+
 void
 conn_swap_bev(struct scrim_conn *c, struct bufferevent *bev)
 {
@@ -504,7 +555,7 @@ head_complete(struct scrim_conn *c, size_t head_len)
 	server_next_req_id(c->srv, c->req_id);
 	err = http_head_parse(buf, head_len, &lim, &c->head);
 	if (err != ERR_NONE) {
-		conn_send_error(c, err, NULL);
+		conn_reject_head(c, err);
 		return;
 	}
 	c->have_head = true;
@@ -567,7 +618,7 @@ process_input(struct scrim_conn *c)
 			c->in_seen = n;
 			return;
 		case HTTP_SCAN_ERROR:
-			conn_send_error(c, err, NULL);
+			conn_reject_head(c, err);
 			return;
 		case HTTP_SCAN_DONE:
 			head_complete(c, head_len);
@@ -799,7 +850,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, "idle");
 		return;
 	case CONN_READ_HEAD:
-		conn_send_error(c, ERR_REQUEST_TIMEOUT, NULL);
+		conn_reject_head(c, ERR_REQUEST_TIMEOUT);
 		return;
 	case CONN_READ_BODY:
 		c->state = CONN_BUSY;

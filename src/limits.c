@@ -11,6 +11,10 @@
  *   scrim:{H}:tpd:DAY        tokens in that UTC day
  *   scrim:{H}:usd:MONTH      micro-USD in that UTC month
  *   scrim:{H}:par            requests in flight
+ *   scrim:{H}:resv           reservations by request id, until settled
+ *   scrim:{H}:gone:REQID     a refund that found no reservation (an hour):
+ *                            that request's check, if it runs later,
+ *                            reserves nothing
  *
  * Window names come from this host's clock: instances sharing a Redis
  * need NTP, as any distributed limiter does.
@@ -36,11 +40,15 @@
 #include <sys/time.h>
 #include <time.h>
 
-/* KEYS: rec rpm tpm tpd usd par resv; ARGV: now_ms member tokens micros
- * minute_reset_ms day_reset_ms month_reset_ms. The reservation is also
- * recorded under the request's id (resv), so settling is idempotent and
- * a check whose answer was lost can be refunded safely later. */
+/* KEYS: rec rpm tpm tpd usd par resv gone; ARGV: now_ms member tokens
+ * micros minute_reset_ms day_reset_ms month_reset_ms. The reservation is
+ * also recorded under the request's id (resv), so settling is idempotent
+ * and a check whose answer was lost can be refunded safely later. A check
+ * can also run after its refund (sent on a newer connection while the old
+ * one still held the check, late): the refund left a tombstone (gone),
+ * and the check then reserves nothing. */
 static const char check_lua[] =
+    "if redis.call('EXISTS', KEYS[8]) == 1 then return {'cancelled'} end\n"
     "local r = redis.call('HMGET', KEYS[1], 'id', 'revoked', 'expires', "
     "'rpm', 'tpm', 'tpd', 'budget', 'maxpar', 'models', 'actions', "
     "'indexes')\n"
@@ -108,14 +116,19 @@ static const char check_lua[] =
     "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5]), "
     "r[10] or '', r[11] or ''}\n";
 
-/* KEYS: tpm tpd usd par resv rpm; ARGV: member, token delta, micro-USD
- * delta, refund (1: give the reservation back, and the request does not
- * count against requests per minute either). Nothing happens unless
- * the reservation is still on record: settling twice, or refunding a
- * check that never ran, changes nothing. */
+/* KEYS: tpm tpd usd par resv rpm gone; ARGV: member, token delta,
+ * micro-USD delta, refund (1: give the reservation back, and the request
+ * does not count against requests per minute either). Nothing happens
+ * unless the reservation is still on record: settling twice changes
+ * nothing. A refund that finds no record leaves a tombstone for an hour,
+ * so the check, should it run after all, reserves nothing. */
 static const char settle_lua[] =
     "local r = redis.call('HGET', KEYS[5], ARGV[1])\n"
-    "if not r then return 0 end\n"
+    "if not r then\n"
+    "  if ARGV[4] == '1' then redis.call('SET', KEYS[7], '1', 'PX', 3600000) "
+    "end\n"
+    "  return 0\n"
+    "end\n"
     "redis.call('HDEL', KEYS[5], ARGV[1])\n"
     "local rt, ru = string.match(r, '(-?%d+):(-?%d+)')\n"
     "local d, u = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
@@ -513,6 +526,15 @@ check_reply(void *arg, redisReply *rep)
 	}
 	reply_str(rep, 0, verdict, sizeof(verdict));
 	reply_str(rep, 1, res.key_id, sizeof(res.key_id));
+	if (strcmp(verdict, "cancelled") == 0) {
+		/* Refunded before it ran: it reserved nothing. Only a check we
+		 * gave up on is ever refunded, so this answer should not reach
+		 * a caller; if it does, it is not a yes. */
+		decide_locally(p, &res, current_cfg);
+		p->cb(p->arg, &res);
+		pending_free(p);
+		return;
+	}
 	if (strcmp(verdict, "unknown") == 0 || strcmp(verdict, "revoked") == 0 ||
 	    strcmp(verdict, "expired") == 0) {
 		struct local_key *lk = local_find(p->l, p->ticket->hash, false);
@@ -650,7 +672,7 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	p->ticket = t;
 	pend_arg(p, "EVALSHA");
 	pend_arg(p, "%s", l->check_sha);
-	pend_arg(p, "7");
+	pend_arg(p, "8");
 	pend_arg(p, "scrim:{%s}:key", t->hash);
 	pend_arg(p, "scrim:{%s}:rpm", t->hash);
 	pend_arg(p, "%s", t->tpm_key);
@@ -658,6 +680,7 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	pend_arg(p, "%s", t->usd_key);
 	pend_arg(p, "scrim:{%s}:par", t->hash);
 	pend_arg(p, "scrim:{%s}:resv", t->hash);
+	pend_arg(p, "scrim:{%s}:gone:%s", t->hash, t->member);
 	pend_arg(p, "%llu", (unsigned long long)now);
 	pend_arg(p, "%s", request_id);
 	pend_arg(p, "%ld", tokens);
@@ -719,37 +742,39 @@ static bool
 send_settle(struct limits *l, const struct limits_ticket *t, long dt,
             long du, bool refund)
 {
-	char d[32], u[32], par[128], resv[128], rpm[128];
-	const char *argv[13];
-	size_t len[13];
+	char d[32], u[32], par[128], resv[128], rpm[128], gone[160];
+	const char *argv[14];
+	size_t len[14];
 
 	snprintf(d, sizeof(d), "%ld", dt);
 	snprintf(u, sizeof(u), "%ld", du);
 	snprintf(par, sizeof(par), "scrim:{%s}:par", t->hash);
 	snprintf(resv, sizeof(resv), "scrim:{%s}:resv", t->hash);
 	snprintf(rpm, sizeof(rpm), "scrim:{%s}:rpm", t->hash);
+	snprintf(gone, sizeof(gone), "scrim:{%s}:gone:%s", t->hash, t->member);
 	/* EVAL, not EVALSHA: settling is off the hot path, and this way it
 	 * needs no NOSCRIPT retry. */
 	argv[0] = "EVAL";
 	argv[1] = settle_lua;
-	argv[2] = "6";
+	argv[2] = "7";
 	argv[3] = t->tpm_key;
 	argv[4] = t->tpd_key;
 	argv[5] = t->usd_key;
 	argv[6] = par;
 	argv[7] = resv;
 	argv[8] = rpm;
-	argv[9] = t->member;
-	argv[10] = d;
-	argv[11] = u;
-	argv[12] = refund ? "1" : "0";
-	for (int i = 0; i < 13; i++)
+	argv[9] = gone;
+	argv[10] = t->member;
+	argv[11] = d;
+	argv[12] = u;
+	argv[13] = refund ? "1" : "0";
+	for (int i = 0; i < 14; i++)
 		len[i] = strlen(argv[i]);
 	struct settle_arg *sa = xcalloc(1, sizeof(*sa));
 	sa->l = l;
 	sa->t = *t;
 	sa->refund = refund;
-	if (redis_call(l->redis, settle_reply, sa, 13, argv, len) == NULL) {
+	if (redis_call(l->redis, settle_reply, sa, 14, argv, len) == NULL) {
 		free(sa);
 		return false;
 	}
@@ -759,7 +784,8 @@ send_settle(struct limits *l, const struct limits_ticket *t, long dt,
 /*
  * A check whose answer never came (timeout, client gone) may still have
  * reserved when Redis ran it: refund it once Redis is back. The refund is
- * harmless if the check never ran (the settle script finds no record).
+ * harmless if the check never ran (the settle script finds no record),
+ * and wins if the check runs after it (the tombstone it leaves).
  */
 static void
 queue_refund(struct limits *l, const struct limits_ticket *t, bool served)

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startFakeProvider } from '../fake_provider/provider.mjs';
 import {
-  startScrim, configFor, execFile, request, auth, chatBody, tempDir, sleep,
+  startScrim, configFor, execFile, request, rawRequest, auth, chatBody, tempDir, sleep,
   SCRIM_BIN, TEST_KEY, PROVIDER_KEY, show, httpGet, waitFor,
 } from './lib.mjs';
 
@@ -331,6 +331,52 @@ test('a full disk under on_failure = block: requests in flight keep their record
     assert.equal(v.code, 0, v.out);
   } finally {
     await fileSizeLimit(g, 'unlimited').catch(() => {});
+    await g.stop();
+  }
+});
+
+test('requests refused before their head parses (bad framing, 414, 431, 505, header deadline) get an audit record and a metric', async () => {
+  const st = tempDir('scrim-audit-framing-');
+  const g = await startScrim({
+    config: await configFor({ providerUrl: provider.url, gateway: { state_dir: st, header_timeout: '1s' } }),
+  });
+  try {
+    const AUTHZ = `Authorization: Bearer ${TEST_KEY}\r\n`;
+    const cases = [
+      [`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n${AUTHZ}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400, 'bad_request'],
+      [`GET /v1/models HTTP/1.1\nHost: x\n\n`, 400, 'bad_request'],
+      [`GET /v1/models?q=${'u'.repeat(9000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 414, 'uri_too_long'],
+      [`GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(17000)}\r\n\r\n`, 431, 'headers_too_large'],
+      [`GET /v1/models HTTP/9.9\r\nHost: x\r\n\r\n`, 505, 'http_version_not_supported'],
+      [`GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: `, 408, 'request_timeout'],
+    ];
+    const ids = [];
+    for (const [raw, status, code] of cases) {
+      const r = await rawRequest(g.port, raw, { timeoutMs: 4000 });
+      assert.equal(r.status, status, show(r));
+      assert.ok(r.headers['x-request-id'], show(r));
+      ids.push([r.headers['x-request-id'], status, code]);
+    }
+    let recs = [];
+    for (let i = 0; i < 50; i++) {
+      recs = fs.readFileSync(path.join(st, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'request');
+      if (recs.length >= ids.length) break;
+      await sleep(100);
+    }
+    for (const [id, status, code] of ids) {
+      const rec = recs.find((x) => x.request_id === id);
+      assert.ok(rec, `no audit record for the ${status} ${code} (request ${id}): ${JSON.stringify(recs)}`);
+      assert.equal(rec.status, status);
+      assert.equal(rec.decision, 'refused');
+      assert.equal(rec.reason, code);
+    }
+    const m = await request(g.adminPort, { path: '/metrics' });
+    for (const code of ['bad_request', 'uri_too_long', 'headers_too_large', 'http_version_not_supported', 'request_timeout']) {
+      assert.match(m.body, new RegExp(`^scrim_errors_total\\{code="${code}"\\} [1-9]`, 'm'), `no ${code} in /metrics`);
+    }
+    const v = await verify([path.join(st, 'audit.jsonl')], path.join(st, 'audit.key'));
+    assert.equal(v.code, 0, v.out);
+  } finally {
     await g.stop();
   }
 });

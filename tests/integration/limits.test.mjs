@@ -14,6 +14,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
+import net from 'node:net';
 import { startFakeProvider, countTokens } from '../fake_provider/provider.mjs';
 import {
   startScrim, startRedis, configFor, execFile, request, auth, chatBody, parseSSE, chatStreamContent,
@@ -663,6 +664,71 @@ test('6d. a check that timed out while Redis was paused leaves nothing reserved 
   assert.equal(r.status, 200, `${show(r)}\n${u.text}`);
   assert.equal(u.inFlight, 0, u.text);
   assert.equal(u.requests, 1, `the refused request must not count: ${u.text}`);
+});
+
+/**
+ * A TCP relay to Redis that can hold back what one connection sends
+ * (as a stalled network path or a paused Redis reading one socket late
+ * would), while later connections pass straight through.
+ */
+async function holdingRelay(target) {
+  const st = { conns: [] };
+  st.server = net.createServer((c) => {
+    const u = net.connect({ host: '127.0.0.1', port: target });
+    const conn = { held: st.holdNew ? [] : null, u, clientEnded: false };
+    st.conns.push(conn);
+    c.on('data', (d) => { if (conn.held) conn.held.push(d); else u.write(d); });
+    c.on('end', () => { conn.clientEnded = true; if (!conn.held) u.end(); });
+    u.on('data', (d) => { if (!c.destroyed) c.write(d); });
+    c.on('error', () => {});
+    u.on('error', () => {});
+    u.on('close', () => c.destroy());
+  });
+  await new Promise((resolve) => st.server.listen(0, '127.0.0.1', resolve));
+  st.port = st.server.address().port;
+  /** Hold back what the connections open now send, from here on. */
+  st.holdCurrent = () => { for (const c of st.conns) if (!c.held) c.held = []; };
+  /** Deliver what was held (in order), as late as that. */
+  st.release = () => {
+    for (const c of st.conns) {
+      if (!c.held) continue;
+      for (const d of c.held) c.u.write(d);
+      c.held = null;
+      if (c.clientEnded) c.u.end();
+    }
+  };
+  st.close = () => { for (const c of st.conns) c.u.destroy(); st.server.close(); };
+  return st;
+}
+
+test('6e. a refund that reaches Redis before its check (sent on an older connection, delivered late) still wins: nothing stays reserved', async () => {
+  const relay = await holdingRelay(redis.port);
+  const g = await newGateway({ redis: { url: `redis://127.0.0.1:${relay.port}`, fail_mode: 'closed', timeout: '50ms' } });
+  try {
+    const k = await createKey(g.configPath, { maxParallel: 3, rpm: 1000 });
+    assert.equal((await chat(g.port, k.key, chatBody('pre', { max_tokens: 5 }))).status, 200);
+    await waitFor(async () => (await usageOf(g.configPath, k.id)).inFlight === 0, { timeoutMs: 2000, what: 'settled' });
+    // The connection stalls: checks time out (503) and their refunds are
+    // queued; after five timeouts scrim reconnects, and the refunds go out
+    // on the new connection, ahead of the checks still held on the old one.
+    relay.holdCurrent();
+    for (let i = 0; i < 6; i++) {
+      const r = await chat(g.port, k.key, chatBody(`stalled ${i}`, { max_tokens: 5 }));
+      assert.equal(r.status, 503, show(r));
+    }
+    await waitFor(() => relay.conns.length >= 2, { timeoutMs: 3000, what: 'scrim to reconnect' });
+    await sleep(500); // the refunds run on the new connection
+    relay.release(); // now the old checks run, late
+    await sleep(500);
+    const u = await usageOf(g.configPath, k.id);
+    assert.equal(u.inFlight, 0, `checks that ran after their refund kept their reservation:\n${u.text}`);
+    // And the key's three parallel slots are all there.
+    const rs = await Promise.all([1, 2, 3].map((i) => chat(g.port, k.key, chatBody(`after ${i}`, { max_tokens: 5 }),
+      { headers: { 'x-fake-delay-ms': '300' } })));
+    assert.deepEqual(rs.map((r) => r.status), [200, 200, 200], rs.map(show).join('\n'));
+  } finally {
+    relay.close();
+  }
 });
 
 // ------------------------------------------------ the end
