@@ -91,16 +91,19 @@ openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
 printf 'subjectAltName=DNS:api.openai.com\nextendedKeyUsage=serverAuth\n' >"$work/openai.ext"
 openssl x509 -req -in "$work/openai.csr" -CA "$work/testca.pem" -CAkey "$work/testca.key" \
   -CAcreateserial -days 7 -sha256 -extfile "$work/openai.ext" -out "$work/openai.pem" >/dev/null 2>&1
-provider() { # name [tls args...]
+provider() { # name [tls args...]; started here, not in a subshell, so cleanup sees its pid
   local name=$1; shift
   node "$ROOT/tests/fake_provider/provider.mjs" --port 0 --no-record "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
   wait_line "$work/$name.log" '^listening' 10
-  sed -n 's/^listening \([0-9]*\).*/\1/p' "$work/$name.log" | head -1
 }
-pplain=$(provider plain)
-panth=$(provider anthropic)
-ptls=$(provider tls --tls-cert "$work/openai.pem" --tls-key "$work/openai.key")
+port_of() { sed -n 's/^listening \([0-9]*\).*/\1/p' "$work/$1.log" | head -1; }
+provider plain
+provider anthropic
+provider tls --tls-cert "$work/openai.pem" --tls-key "$work/openai.key"
+pplain=$(port_of plain)
+panth=$(port_of anthropic)
+ptls=$(port_of tls)
 
 # ---- scrim
 sport=$(free_port)
