@@ -126,6 +126,9 @@ struct audit {
 	struct buf batch;
 	bool dirty;             /* written since the last fsync */
 	uint64_t last_sync_ms, retry_at_ms, retry_ms;
+	size_t batch_max;       /* records a batch may take: halved after a
+	                         * failed write, so what fits in the room left
+	                         * goes out; doubled back after a good one */
 
 	atomic_bool healthy;
 	atomic_bool block;      /* on_failure = block; follows reloads */
@@ -775,6 +778,9 @@ note_failure(struct audit *a, int err, uint64_t now)
 	if (a->retry_ms > AUDIT_RETRY_MAX_MS)
 		a->retry_ms = AUDIT_RETRY_MAX_MS;
 	a->retry_at_ms = now + a->retry_ms;
+	/* A disk with some room left takes a smaller batch. */
+	if (a->batch_max > 1)
+		a->batch_max /= 2;
 }
 
 /*
@@ -941,6 +947,8 @@ writer_flush(struct audit *a, size_t max)
 		e = ENOMEM;
 		goto failed;
 	}
+	if (max > a->batch_max)
+		max = a->batch_max;
 	pthread_mutex_lock(&a->mu);
 	it = a->head;
 	avail = a->nitems < max ? a->nitems : max;
@@ -969,6 +977,8 @@ writer_flush(struct audit *a, size_t max)
 	if (!file_append(a, a->batch.p, a->batch.len, &e))
 		goto failed;
 	commit(a, &w, n, now);
+	if (n == avail && a->batch_max < AUDIT_BATCH_ITEMS)
+		a->batch_max *= 2;
 	OPENSSL_cleanse(&w, sizeof(w));
 	return (long)n;
 failed:
@@ -1169,6 +1179,7 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	a->use_syslog = cfg->audit_syslog != 0;
 	a->max_items = cfg->audit_queue > 0 ? (size_t)cfg->audit_queue : 10000;
 	buf_init(&a->batch, AUDIT_MAX_RECORD + AUDIT_BATCH_BYTES + 4096);
+	a->batch_max = AUDIT_BATCH_ITEMS;
 	atomic_init(&a->healthy, true);
 	atomic_init(&a->block, cfg->audit_block == 0);
 	pthread_mutex_init(&a->mu, NULL);

@@ -5,7 +5,8 @@
  * two lines swapped, a line cut short, files spliced, an old record
  * re-sealed with a later epoch's key); rotation links files; forget
  * re-seals with a tombstone; a full disk (/dev/full, RLIMIT_FSIZE) makes
- * the log unhealthy and loses nothing once it recovers.
+ * the log unhealthy and loses nothing once it recovers, even with room
+ * for only part of what is queued.
  */
 #include "audit.h"
 #include "auditchain.h"
@@ -840,6 +841,59 @@ test_short_write(void)
 	CHECK(run("verify", "--key", keypath, f, NULL) == 0, "verifies: %s", out);
 }
 
+/*
+ * Room for part of the queue only (a disk that stays nearly full after a
+ * cleanup): the records that fit go out in smaller batches, instead of
+ * the same whole batch failing again and again.
+ */
+static void
+test_partial_room(void)
+{
+	struct scrim_config c;
+	struct audit_stats st;
+	struct rlimit old, lim;
+	struct stat sb;
+	struct audit *a;
+	char err[256];
+	const char *f = path_in("partial.jsonl");
+	size_t n;
+	char *p;
+
+	unlink(f);
+	make_cfg(&c, f);
+	a = audit_open(&c, NULL, err, sizeof(err));
+	CHECK(a != NULL, "open: %s", err);
+	if (a == NULL)
+		return;
+	write_n(a, 0, 5, "alice");
+	WAIT_FOR(a, st, st.written == 5);
+	CHECK(stat(f, &sb) == 0, "stat");
+	signal(SIGXFSZ, SIG_IGN);
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = (rlim_t)sb.st_size + 100; /* not even one record */
+	CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0, "setrlimit");
+	write_n(a, 5, 60, "alice"); /* about 40 KiB */
+	WAIT_FOR(a, st, st.failed >= 3);
+	CHECK(st.written == 5 && !audit_healthy(a), "the disk is full (%" PRIu64
+	      " written)", st.written);
+	lim.rlim_cur = (rlim_t)sb.st_size + 16 * 1024; /* room for some */
+	CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0, "setrlimit");
+	WAIT_FOR(a, st, st.written > 5);
+	CHECK(st.written > 5 && st.written < 65,
+	      "the records that fit are written (%" PRIu64 " of 65)", st.written);
+	setrlimit(RLIMIT_FSIZE, &old);
+	WAIT_FOR(a, st, st.written == 65 && audit_healthy(a));
+	CHECK(st.written == 65 && audit_healthy(a), "recovered, all 65 written");
+	audit_close(a);
+	signal(SIGXFSZ, SIG_DFL);
+	p = slurp(f, &n);
+	CHECK(p != NULL && count_of(p, "\"type\":\"request\"") == 65,
+	      "65 records, none twice");
+	free(p);
+	CHECK(run("verify", "--key", keypath, f, NULL) == 0, "verifies: %s", out);
+}
+
 static void
 test_keys(void)
 {
@@ -1053,6 +1107,7 @@ main(void)
 	test_full_disk_continue();
 	test_full_disk_block();
 	test_short_write();
+	test_partial_room();
 	test_keys();
 	test_torn_restart();
 	test_epoch_roll();
