@@ -15,6 +15,7 @@ enum scrim_err {
 	ERR_INVALID_API_KEY,     /* missing or unknown client key */
 	ERR_ROUTE_NOT_FOUND,     /* no route for this path / model */
 	ERR_METHOD_NOT_ALLOWED,  /* e.g. CONNECT while proxy mode is off */
+	ERR_NOT_IMPLEMENTED,     /* a method no provider API uses */
 	ERR_REQUEST_TIMEOUT,     /* header deadline or slow body */
 	ERR_BODY_TOO_LARGE,      /* over max_body_size */
 	ERR_URI_TOO_LONG,        /* request line over max_request_line */

@@ -1602,6 +1602,13 @@ req_start(struct scrim_conn *c)
 		req_fail_hdrs(r, ERR_AUDIT_UNAVAILABLE, NULL, "retry-after: 1\r\n");
 		return;
 	}
+	/* A method outside the known set (lowercase "post", "BREW") is no
+	 * provider API's: answer it here rather than forward it (RFC 9110
+	 * §9.1: 501 for a method the server does not implement). */
+	if (h->method == HTTP_OTHER) {
+		req_fail(r, ERR_NOT_IMPLEMENTED, NULL);
+		return;
+	}
 	if (c->intercepted) {
 		r->mode = MODE_INTERCEPT;
 		r->up_https = true;

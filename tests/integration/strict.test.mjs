@@ -179,6 +179,13 @@ test('13.21 a truncated body and then the client hangs up: scrim survives, the n
   assert.equal(provider.requests.length, 1, 'only the good request reached the provider');
 });
 
+test('13.21b a method no provider API uses (lowercase post, BREW): 501, nothing forwarded', async () => {
+  for (const m of ['post', 'BREW', 'PROPFIND']) {
+    await expectReject(`${m} /v1/chat/completions HTTP/1.1\r\nHost: x\r\n${AUTH}Content-Type: application/json\r\nContent-Length: ${BODY.length}\r\nConnection: close\r\n\r\n${BODY}`,
+      501, { code: 'method_not_implemented', close: true });
+  }
+});
+
 test('13.22 after all of the above, scrim is alive and serving', async () => {
   assert.ok(scrim.alive());
   const ok = await request(scrim.port, { path: '/v1/models', headers: auth() });
