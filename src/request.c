@@ -52,6 +52,9 @@ enum req_mode {
 	MODE_ABSOLUTE,  /* plain-HTTP proxy request: POST http://host/... */
 };
 
+/* The most of a non-stream answer held back before it is sent. */
+#define REQ_HOLD_MAX (4 * 1024 * 1024)
+
 struct scrim_req {
 	struct scrim_conn *conn;
 	enum req_mode mode;
@@ -114,6 +117,12 @@ struct scrim_req {
 	bool ctx_answered, in_stage_context;
 	uint64_t limits_start_us, limits_us;
 	struct buf rout;          /* restored bytes ready for the client */
+	/* A non-stream answer is held until it is complete (up to
+	 * REQ_HOLD_MAX), so one that breaks midway becomes a clean 502
+	 * rather than a 200 that ends early. */
+	bool holding;
+	int held_status;
+	struct buf held_head, held;
 
 	struct upstream_xfer *xfer;
 	bool head_sent;
@@ -153,6 +162,8 @@ req_free(struct scrim_req *r)
 	buf_wipe(&r->injected);
 	OPENSSL_cleanse(r->vkey, sizeof(r->vkey));
 	buf_wipe(&r->rout);
+	buf_free(&r->held_head);
+	buf_wipe(&r->held);
 	buf_wipe(&r->scrubbed);
 	scrub_hits_free(&r->hits);
 	vault_free(r->scrub.vault);
@@ -1455,7 +1466,14 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 		buf_init(&r->rout, (size_t)r->cfg->max_response_size * 2);
 	}
 	ok = evbuffer_get_length(eb) < 65536;
-	if (ok) {
+	if (ok && !r->sse) {
+		size_t len = evbuffer_get_length(eb);
+		buf_init(&r->held_head, 65536);
+		buf_init(&r->held, REQ_HOLD_MAX);
+		ok = buf_add(&r->held_head, evbuffer_pullup(eb, -1), len);
+		r->held_status = status;
+		r->holding = ok;
+	} else if (ok) {
 		size_t len = evbuffer_get_length(eb);
 		conn_send_head(r->conn, status,
 		               (const char *)evbuffer_pullup(eb, -1), len);
@@ -1463,6 +1481,36 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 	}
 	evbuffer_free(eb);
 	return ok;
+}
+
+/* Send what was held: the head, then the body so far. */
+static void
+release(struct scrim_req *r)
+{
+	if (!r->holding)
+		return;
+	r->holding = false;
+	conn_send_head(r->conn, r->held_status, r->held_head.p,
+	               r->held_head.len);
+	r->head_sent = true;
+	if (r->held.len > 0)
+		(void)conn_send_data(r->conn, r->held.p, r->held.len);
+	buf_wipe(&r->held);
+}
+
+/* Bytes for the client: held while the answer is held, else sent. */
+static bool
+emit(struct scrim_req *r, const char *p, size_t n)
+{
+	if (n == 0)
+		return true;
+	if (r->holding) {
+		if (buf_add(&r->held, p, n))
+			return true;
+		/* Too large to hold: from here on it streams. */
+		release(r);
+	}
+	return conn_send_data(r->conn, p, n);
 }
 
 static int
@@ -1496,7 +1544,7 @@ up_data(void *arg, const char *p, size_t n)
 		p = r->rout.p;
 		n = r->rout.len;
 	}
-	if (n > 0 && !conn_send_data(r->conn, p, n))
+	if (!emit(r, p, n))
 		return UPSTREAM_DATA_ABORT;
 	r->bytes_out += n;
 	return UPSTREAM_DATA_OK;
@@ -1517,9 +1565,9 @@ up_done(void *arg, enum scrim_err err, const char *detail)
 				buf_reset(&r->rout);
 				if (restore_feed(r->restore, r->tout.p, r->tout.len,
 				                 &r->rout))
-					(void)conn_send_data(c, r->rout.p, r->rout.len);
+					(void)emit(r, r->rout.p, r->rout.len);
 			} else {
-				(void)conn_send_data(c, r->tout.p, r->tout.len);
+				(void)emit(r, r->tout.p, r->tout.len);
 			}
 		}
 	}
@@ -1531,18 +1579,26 @@ up_done(void *arg, enum scrim_err err, const char *detail)
 			err = ERR_UPSTREAM_ERROR;
 			detail = "answer could not be restored";
 		} else if (r->rout.len > 0) {
-			(void)conn_send_data(c, r->rout.p, r->rout.len);
+			(void)emit(r, r->rout.p, r->rout.len);
 			r->bytes_out += r->rout.len;
 		}
 	}
-	if (err == ERR_NONE && r->detail_buf[0] != '\0' && r->head_sent) {
+	if (err == ERR_NONE && r->detail_buf[0] != '\0' &&
+	    (r->head_sent || r->holding)) {
 		/* We stopped the transfer ourselves (restore failed). */
 		err = ERR_UPSTREAM_ERROR;
 	}
 	if (err == ERR_NONE) {
+		release(r);
 		req_finish(r);
 		conn_send_end(c);
 		return;
+	}
+	if (r->holding) {
+		/* Nothing of it went out: the client gets a clean error. */
+		r->holding = false;
+		buf_wipe(&r->held);
+		r->bytes_out = 0;
 	}
 	snprintf(r->detail_buf, sizeof(r->detail_buf), "%s", detail ? detail : "");
 	r->err_detail = r->detail_buf;

@@ -129,8 +129,13 @@ for (const [name, mode] of Object.entries(MODES)) {
         { timeoutMs: 15_000 });
       assert.ok(r.closed, `no answer or close within 15 s (upstream timeout is 5 s): ${show(r)}`);
       assert.ok(r.status, `no HTTP answer at all: ${JSON.stringify(r.raw.slice(0, 200))}`);
+      // A non-stream answer is held until complete, so one that breaks
+      // is a clean 502, never a 200 that ends early.
+      if (!String(mode.send[0]).includes('text/event-stream')) {
+        assert.ok(r.status !== 200, `a broken non-stream answer went out as 200: ${show(r)}`);
+      }
       if (r.status === 200) {
-        // The provider's 200 head went out before its body broke (as
+        // A stream's 200 head went out before its body broke (as
         // nginx does): the body must visibly end early.
         assert.ok(mode.send[0].startsWith('HTTP/1.1 200 OK'), `200 for an answer that had no valid head: ${show(r)}`);
         assert.ok(!r.body.includes('[DONE]'), `a broken stream looks finished: ${r.body.slice(-200)}`);
