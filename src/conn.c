@@ -274,6 +274,29 @@ conn_send_error_hdrs(struct scrim_conn *c, enum scrim_err err,
 	int n;
 
 	c->srv->stats.errors++;
+	if (c->kind == CONN_GATEWAY && c->have_head && !c->intercepted &&
+	    c->head.method == HTTP_CONNECT) {
+		/* A CONNECT never becomes a scrim_req: its refusal (bad
+		 * target, no key, port, policy, target unreachable) is
+		 * audited here, with the target it asked for. */
+		char host[300];
+		snprintf(host, sizeof(host), "%.*s",
+		         (int)(c->head.target_len < 255 ? c->head.target_len : 255),
+		         c->head.target);
+		conn_audit(c, &(struct conn_audit_info){
+		                  .way_in = "proxy",
+		                  .method = "CONNECT",
+		                  .host = host,
+		                  .key_id = c->proxy_key_id[0] ? c->proxy_key_id
+		                                               : NULL,
+		                  .status = ei->status,
+		                  .decision = ei->status == 502 || ei->status == 504
+		                                  ? "upstream_error"
+		                              : ei->status >= 500 ? "error"
+		                                                  : "refused",
+		                  .reason = ei->code,
+		              });
+	}
 	json_escape(msg, sizeof(msg), message ? message : ei->message);
 	n = snprintf(body, sizeof(body),
 	             "{\"error\":{\"message\":\"%s\",\"type\":\"%s\","
@@ -301,9 +324,6 @@ conn_reject_head(struct scrim_conn *c, enum scrim_err err)
 	char lbl[128];
 
 	if (c->kind == CONN_GATEWAY) {
-		struct audit_record rec;
-		struct timespec wall;
-
 		if (c->req_id[0] == '\0')
 			server_next_req_id(srv, c->req_id);
 		snprintf(lbl, sizeof(lbl),
@@ -311,28 +331,48 @@ conn_reject_head(struct scrim_conn *c, enum scrim_err err)
 		metrics_add(srv->metrics, "scrim_requests_total", lbl, 1);
 		snprintf(lbl, sizeof(lbl), "code=\"%s\"", ei->code);
 		metrics_add(srv->metrics, "scrim_errors_total", lbl, 1);
-		if (srv->audit != NULL) {
-			memset(&rec, 0, sizeof(rec));
-			clock_gettime(CLOCK_REALTIME, &wall);
-			rec.time_ms = (uint64_t)wall.tv_sec * 1000 +
-			              (uint64_t)wall.tv_nsec / 1000000;
-			rec.request_id = c->req_id;
-			rec.client_addr = c->peer;
-			rec.way_in = c->intercepted ? "intercept" : NULL;
-			rec.status = ei->status;
-			rec.decision = "refused";
-			rec.reason = ei->code;
-			rec.tokens_in = rec.tokens_out = -1;
-			rec.cost_usd = -1;
-			if (!audit_write(srv->audit, &rec)) {
-				metrics_add(srv->metrics, "scrim_audit_dropped_total", "",
-				            1);
-				log_error("req %s: audit record dropped (queue full)",
-				          c->req_id);
-			}
-		}
+		conn_audit(c, &(struct conn_audit_info){
+		                  .status = ei->status,
+		                  .decision = "refused",
+		                  .reason = ei->code,
+		              });
 	}
 	conn_send_error(c, err, NULL);
+}
+
+void
+conn_audit(struct scrim_conn *c, const struct conn_audit_info *ai)
+{
+	struct scrim_server *srv = c->srv;
+	struct audit_record rec;
+	struct timespec wall;
+
+	if (srv->audit == NULL)
+		return;
+	if (c->req_id[0] == '\0')
+		server_next_req_id(srv, c->req_id);
+	memset(&rec, 0, sizeof(rec));
+	clock_gettime(CLOCK_REALTIME, &wall);
+	rec.time_ms = (uint64_t)wall.tv_sec * 1000 +
+	              (uint64_t)wall.tv_nsec / 1000000;
+	rec.request_id = c->req_id;
+	rec.client_addr = c->peer;
+	rec.way_in = ai->way_in ? ai->way_in : c->intercepted ? "intercept" : NULL;
+	rec.key_id = ai->key_id;
+	rec.host = ai->host;
+	rec.method = ai->method;
+	rec.status = ai->status;
+	rec.decision = ai->decision;
+	rec.reason = ai->reason;
+	rec.bytes_in = ai->bytes_in;
+	rec.bytes_out = ai->bytes_out;
+	rec.ms_total = ai->ms_total;
+	rec.tokens_in = rec.tokens_out = -1;
+	rec.cost_usd = -1;
+	if (!audit_write(srv->audit, &rec)) {
+		metrics_add(srv->metrics, "scrim_audit_dropped_total", "", 1);
+		log_error("req %s: audit record dropped (queue full)", c->req_id);
+	}
 }
 
 void

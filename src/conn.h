@@ -89,6 +89,15 @@ struct scrim_conn {
 /* Replace the connection's bufferevent (TLS after CONNECT); the new one
  * owns the old. */
 void conn_swap_bev(struct scrim_conn *c, struct bufferevent *bev);
+/* An audit record for what never becomes a scrim_req: heads that did
+ * not parse, CONNECT refusals and blind tunnels. */
+struct conn_audit_info {
+	const char *way_in, *method, *host, *key_id, *decision, *reason;
+	int status;
+	uint64_t bytes_in, bytes_out, ms_total;
+};
+void conn_audit(struct scrim_conn *c, const struct conn_audit_info *ai);
+
 /* Hand writing back to the bufferevent (tunnels, TLS): from now on it
  * drives both directions. */
 void conn_direct_off(struct scrim_conn *c);

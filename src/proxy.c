@@ -48,6 +48,8 @@ struct proxy_tunnel {
 	bool client_paused;         /* client reads stopped: peer is full */
 	bool peer_paused;           /* peer reads stopped: client is full */
 	bool client_eof;            /* client shut its side: pass it on */
+	bool opened;                /* relaying: audited when it ends */
+	uint64_t opened_ms, up, down; /* bytes client -> target, and back */
 };
 
 bool
@@ -280,6 +282,26 @@ proxy_tunnel_free(struct proxy_tunnel *t)
 {
 	if (t == NULL)
 		return;
+	if (t->opened && t->c != NULL) {
+		/* A blind tunnel leaves one record: where, whose, how much. */
+		struct scrim_conn *c = t->c;
+		char host[300];
+		snprintf(host, sizeof(host), "%s:%u", c->tunnel_host,
+		         c->tunnel_port);
+		conn_audit(c, &(struct conn_audit_info){
+		                  .way_in = "proxy",
+		                  .method = "CONNECT",
+		                  .host = host,
+		                  .key_id = c->proxy_key_id[0] ? c->proxy_key_id
+		                                               : NULL,
+		                  .status = 200,
+		                  .decision = "tunneled",
+		                  .bytes_in = t->up,
+		                  .bytes_out = t->down,
+		                  .ms_total = conn_now_ms() - t->opened_ms,
+		              });
+		t->opened = false;
+	}
 	if (t->peer != NULL)
 		bufferevent_free(t->peer);
 	t->peer = NULL;
@@ -302,6 +324,7 @@ peer_read(struct bufferevent *bev, void *arg)
 	if (c == NULL)
 		return;
 	out = bufferevent_get_output(c->bev);
+	t->down += evbuffer_get_length(bufferevent_get_input(bev));
 	evbuffer_add_buffer(out, bufferevent_get_input(bev));
 	if (evbuffer_get_length(out) >= TUNNEL_HIGH) {
 		/* The client reads slower than the target sends. */
@@ -342,6 +365,7 @@ proxy_tunnel_client_read(struct scrim_conn *c)
 	if (t == NULL || t->peer == NULL)
 		return;
 	out = bufferevent_get_output(t->peer);
+	t->up += evbuffer_get_length(bufferevent_get_input(c->bev));
 	evbuffer_add_buffer(out, bufferevent_get_input(c->bev));
 	if (evbuffer_get_length(out) >= TUNNEL_HIGH) {
 		bufferevent_disable(c->bev, EV_READ);
@@ -389,6 +413,8 @@ peer_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	if (what & BEV_EVENT_CONNECTED) {
 		bufferevent_set_timeouts(t->peer, NULL, NULL);
+		t->opened = true;
+		t->opened_ms = conn_now_ms();
 		c->state = CONN_TUNNEL;
 		c->close_after = false;
 		bufferevent_setwatermark(c->bev, EV_READ, 0, 0);

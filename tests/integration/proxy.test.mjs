@@ -826,6 +826,29 @@ test('8a. blind tunnel: bytes both ways unchanged (binary, 5 MiB each way at onc
   assert.ok(ended, 'the tunnel did not close after both sides ended');
 });
 
+test('8a2. CONNECT refusals and blind tunnels are in the audit log (target, key, bytes), never their contents', async () => {
+  const file = path.join(stateDir, 'audit-main.jsonl');
+  const connects = () => fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+    .filter((r) => r.type === 'request' && r.method === 'CONNECT');
+  await waitFor(() => connects().some((r) => r.decision === 'tunneled' && r.host === 'example.test:443'), { timeoutMs: 10_000, what: 'the tunnel record' });
+  const recs = connects();
+  const refused = recs.find((r) => r.host === 'not-listed.example:443');
+  assert.ok(refused, `no record of the refused CONNECT: ${JSON.stringify(recs.slice(0, 5))}`);
+  assert.equal(refused.status, 403);
+  assert.equal(refused.decision, 'refused');
+  assert.equal(refused.reason, 'target_not_allowed');
+  assert.equal(refused.way_in, 'proxy');
+  const port = recs.find((r) => r.host === 'example.test:22');
+  assert.ok(port && port.status === 403, 'the refused port is recorded too');
+  const tun = recs.find((r) => r.decision === 'tunneled' && r.host === 'example.test:443' && r.bytes_in >= 5 * 1024 * 1024);
+  assert.ok(tun, `no record of the 5 MiB blind tunnel: ${JSON.stringify(recs.filter((r) => r.decision === 'tunneled'))}`);
+  assert.equal(tun.status, 200);
+  assert.ok(tun.bytes_out >= 5 * 1024 * 1024, JSON.stringify(tun));
+  assert.equal(tun.key_id, 'test');
+  const text = fs.readFileSync(file, 'utf8');
+  assert.ok(!text.includes(TEST_KEY), 'a key in the audit log');
+});
+
 test('8b. blind tunnel closes when the target closes, after delivering what it sent', async () => {
   const c = await connectVia(scrim.port, 'closer.test:443', { headers: proxyAuth() });
   assert.equal(c.status, 200, show(c));
