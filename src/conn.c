@@ -369,10 +369,9 @@ conn_audit(struct scrim_conn *c, const struct conn_audit_info *ai)
 	rec.ms_total = ai->ms_total;
 	rec.tokens_in = rec.tokens_out = -1;
 	rec.cost_usd = -1;
-	if (!audit_write(srv->audit, &rec)) {
-		metrics_add(srv->metrics, "scrim_audit_dropped_total", "", 1);
+	/* A drop is counted by audit.c (scrim_audit_records_total). */
+	if (!audit_write(srv->audit, &rec))
 		log_error("req %s: audit record dropped (queue full)", c->req_id);
-	}
 }
 
 void

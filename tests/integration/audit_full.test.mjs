@@ -109,7 +109,7 @@ for (const onFailure of ['block', 'continue']) {
       await waitFor(async () => (await metric(s, 'scrim_audit_healthy')) === 0, { timeoutMs: 15_000, intervalMs: 50, what: 'the audit disk to fill up' });
       phase = 'full';
       await sleep(1500);
-      const failedWhileFull = await metric(s, 'scrim_audit_records_total{result="failed"}');
+      const failedWhileFull = await metric(s, 'scrim_audit_write_failures_total');
       fs.rmSync(`${s.disk}/filler`);
       phase = 'freed';
       await waitFor(async () => (await metric(s, 'scrim_audit_healthy')) === 1, { timeoutMs: 10_000, intervalMs: 50, what: 'the audit log to be written again' });
