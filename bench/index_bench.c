@@ -360,7 +360,7 @@ cmd_query(const char *db, const char *qpath, const char *mode)
 	}
 	fclose(qf);
 	t0 = now_us();
-	vx = vindex_open(db, true, err, sizeof(err));
+	vx = vindex_open(db, true, NULL, err, sizeof(err));
 	if (vx == NULL) {
 		fprintf(stderr, "index_bench: %s\n", err);
 		return 1;
