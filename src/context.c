@@ -246,7 +246,10 @@ run_job(struct context *cx, struct context_job *j)
 		nall += n;
 		free(hits); /* the strings now belong to all */
 	}
-	qsort(all, nall, sizeof(*all), hit_cmp);
+	/* all is NULL when no index answered (missing, refused): qsort must
+	 * not be given it, even for zero elements. */
+	if (nall > 1)
+		qsort(all, nall, sizeof(*all), hit_cmp);
 	if (nall > 0)
 		(void)buf_addf(&j->res.text,
 		               "Context from the user's own documents, retrieved by "
