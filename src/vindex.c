@@ -82,12 +82,6 @@
 #define VINDEX_MAX_QUERY 8192
 /* Text embedded per chunk: title, newline, body. */
 #define VINDEX_MAX_EMBED (64 * 1024)
-/* Pseudo-terms remembered while indexing: words are Zipf-distributed,
- * so a small cache saves most of the MACs (one per word of every
- * chunk). Words longer than the slot are MACed every time. */
-#define VINDEX_TERM_CACHE 8192
-#define VINDEX_TERM_WORD 31
-
 /* ST_STATS of an encrypted index counts text bytes from the sealed
  * bodies' lengths. */
 _Static_assert(VCRYPT_OVERHEAD == 28, "ST_STATS of an encrypted index");
@@ -264,13 +258,6 @@ static const char schema_enc_sql[] =
 	"'), ('encryption', '" VINDEX_ENCRYPTION "'), "
 	"('generation', '0'), ('updated', '0');";
 
-/* One slot of the pseudo-term cache; len 0 is empty. */
-struct term_slot {
-	unsigned char len;
-	char word[VINDEX_TERM_WORD];
-	char term[VCRYPT_TERM_LEN];
-};
-
 struct vindex {
 	sqlite3 *db;
 	char *path;
@@ -322,7 +309,6 @@ struct vindex {
 	bool terms_failed;
 	unsigned char *ptext;   /* pseudo-terms joined, for FTS5 */
 	size_t ptext_cap;
-	struct term_slot *tcache; /* VINDEX_TERM_CACHE slots, on first use */
 };
 
 static void SCRIM_PRINTF(2, 3)
@@ -494,41 +480,6 @@ bind_path(struct vindex *vx, sqlite3_stmt *s, int i, const char *path)
 
 /* ---- pseudo-terms ------------------------------------------------------------- */
 
-static uint32_t
-word_hash(const char *w, size_t n)
-{
-	/* FNV-1a: for the cache slot only, in memory. */
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)w[i]) * 16777619u;
-	return h;
-}
-
-/* The pseudo-term of a stemmed word, through the cache. */
-static bool
-pseudo_term(struct vindex *vx, const char *w, size_t n,
-            char out[VCRYPT_TERM_LEN])
-{
-	struct term_slot *sl;
-
-	if (n > VINDEX_TERM_WORD)
-		return vcrypt_term(vx->vc, w, n, out);
-	if (vx->tcache == NULL)
-		vx->tcache = xcalloc(VINDEX_TERM_CACHE, sizeof(*vx->tcache));
-	sl = &vx->tcache[word_hash(w, n) & (VINDEX_TERM_CACHE - 1)];
-	if (sl->len == n && memcmp(sl->word, w, n) == 0) {
-		memcpy(out, sl->term, VCRYPT_TERM_LEN);
-		return true;
-	}
-	if (!vcrypt_term(vx->vc, w, n, out))
-		return false;
-	sl->len = (unsigned char)n;
-	memcpy(sl->word, w, n);
-	memcpy(sl->term, out, VCRYPT_TERM_LEN);
-	return true;
-}
-
 static int
 on_doc_token(void *ctx, int flags, const char *tok, int n, int start,
              int end)
@@ -546,7 +497,9 @@ on_doc_token(void *ctx, int flags, const char *tok, int n, int start,
 		vx->terms = xrealloc(vx->terms,
 		                     vx->terms_cap * sizeof(vx->terms[0]));
 	}
-	if (!pseudo_term(vx, tok, (size_t)n, vx->terms[vx->nterms])) {
+	/* One MAC per word: a cache of them measured no faster at 10k
+	 * chunks (bench/INDEX.md), and would keep words in memory. */
+	if (!vcrypt_term(vx->vc, tok, (size_t)n, vx->terms[vx->nterms])) {
 		vx->terms_failed = true;
 		return SQLITE_ERROR;
 	}
@@ -996,10 +949,6 @@ vindex_close(struct vindex *vx)
 	free(vx->sealed);
 	free(vx->terms);
 	free(vx->ptext);
-	if (vx->tcache != NULL)
-		OPENSSL_cleanse(vx->tcache,
-		                VINDEX_TERM_CACHE * sizeof(*vx->tcache));
-	free(vx->tcache);
 	free(vx);
 }
 
