@@ -853,6 +853,31 @@ top_ids(struct vindex *vx, const char *q, char *out, size_t len)
 	vindex_hits_free(h, n);
 }
 
+/* Terms in an index's full-text index (its fts_vocab), after FTS5's own
+ * integrity check; -1 when that fails. An encrypted index deletes from
+ * its contentless FTS5 table by giving the terms again: a wrong one
+ * would leave terms behind or break the check. */
+static long
+vocab_terms(const char *db)
+{
+	sqlite3 *h = NULL;
+	sqlite3_stmt *s = NULL;
+	long n = -1;
+
+	if (sqlite3_open(db, &h) == SQLITE_OK &&
+	    sqlite3_exec(h, "INSERT INTO fts(fts) VALUES('integrity-check')",
+	                 NULL, NULL, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(h, "SELECT count(*) FROM fts_vocab", -1, &s,
+	                       NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		n = (long)sqlite3_column_int64(s, 0);
+	else
+		fprintf(stderr, "vocab_terms: %s\n", sqlite3_errmsg(h));
+	sqlite3_finalize(s);
+	sqlite3_close(h);
+	return n;
+}
+
 static void
 test_encrypted(void)
 {
@@ -958,6 +983,53 @@ test_encrypted(void)
 	               "100K", docs, NULL);
 	CHECK(rc == 0 && summary("indexed") == 0 && summary("unchanged") > 30,
 	      "encrypted second add: nothing to do: %s%s", cmd_out, cmd_err);
+
+	/* Updates: a changed file's old terms leave, its new ones come;
+	 * a removed folder's terms all leave. */
+	{
+		char extra[400], f1[600];
+		long before = vocab_terms(encpath), mid, after;
+		static const char v1[] = "# Aviary\n\nThe aviary houses "
+		                         "lorikeets and a cassowary.\n";
+		static const char v2[] = "# Aviary\n\nThe aviary now houses "
+		                         "toucans and a hornbill.\n";
+
+		snprintf(extra, sizeof(extra), "%s/extra", dir);
+		mkdir(extra, 0700);
+		snprintf(f1, sizeof(f1), "%s/aviary.md", extra);
+		write_file(f1, v1, sizeof(v1) - 1);
+		CHECK(run_index("add", "-c", confpath, "--db", encpath, extra,
+		                NULL) == 0,
+		      "add extra: %s", cmd_err);
+		write_file(f1, v2, sizeof(v2) - 1);
+		CHECK(run_index("add", "-c", confpath, "--db", encpath, extra,
+		                NULL) == 0 && summary("indexed") == 1,
+		      "update extra: %s%s", cmd_out, cmd_err);
+		vx = vindex_open(encpath, true, &key, err, sizeof(err));
+		vindex_set_mode(vx, VINDEX_BM25);
+		CHECK(search_count(vx, "hornbill toucans", "hornbill") == 1 &&
+		      search_count(vx, "cassowary lorikeets", "cassowary") == 0,
+		      "the update replaced the text");
+		vindex_close(vx);
+		mid = vocab_terms(encpath);
+		CHECK(mid > before, "terms %ld -> %ld", before, mid);
+		CHECK(run_index("remove", "-c", confpath, "--db", encpath, extra,
+		                NULL) == 0,
+		      "remove extra: %s", cmd_err);
+		after = vocab_terms(encpath);
+		CHECK(before > 0 && after == before,
+		      "terms back to %ld after the folder left: %ld", before,
+		      after);
+		/* Every file out: no term left at all. */
+		CHECK(run_index("remove", "-c", confpath, "--db", encpath, docs,
+		                NULL) == 0,
+		      "remove all: %s", cmd_err);
+		CHECK(vocab_terms(encpath) == 0, "no term left in an empty index");
+		CHECK(run_index("add", "-c", confpath, "--db", encpath, "--max-size",
+		                "100K", docs, NULL) == 0 &&
+		      vocab_terms(encpath) == before,
+		      "added again: %ld terms", before);
+	}
 
 	/* Refused: no key, another key, a key for a plain index. */
 	vx = vindex_open(encpath, true, NULL, err, sizeof(err));
