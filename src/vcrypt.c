@@ -71,11 +71,12 @@ vcrypt_key_load(const char *spec, struct vcrypt_key *out, char *err,
 	char path[PATH_MAX];
 	struct stat st;
 	size_t n = 0;
-	bool ok = false;
+	bool ok = false, cred = strncmp(spec, VCRYPT_CREDENTIAL_PREFIX, plen) == 0;
+	mode_t refused;
 	int fd;
 
 	memset(out, 0, sizeof(*out));
-	if (strncmp(spec, VCRYPT_CREDENTIAL_PREFIX, plen) == 0) {
+	if (cred) {
 		const char *name = spec + plen, *dir = getenv("CREDENTIALS_DIRECTORY");
 
 		if (!credential_name_ok(name)) {
@@ -111,8 +112,14 @@ vcrypt_key_load(const char *spec, struct vcrypt_key *out, char *err,
 		goto out;
 	}
 	/* A key others can read protects nothing: refuse it, as the audit
-	 * and CA keys are refused. */
-	if ((st.st_mode & 077) != 0) {
+	 * and CA keys are refused. A systemd credential is the exception for
+	 * group read: systemd writes it 0400 and gives the service's user
+	 * read access by an ACL entry (user:UID:r--, exec-credential.c),
+	 * whose mask stat shows in the group bits (0440), on a read-only
+	 * file system of the unit's own. Any access for others, or any write
+	 * but the owner's, is refused there too. */
+	refused = cred ? (mode_t)027 : (mode_t)077;
+	if ((st.st_mode & refused) != 0) {
 		snprintf(err, errlen, "key file %s is accessible to group or "
 		         "others (mode %04o): chmod 600 it", path,
 		         (unsigned)(st.st_mode & 07777));

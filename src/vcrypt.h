@@ -66,10 +66,12 @@ struct vcrypt;
 
 /*
  * Load the key named by spec: a file path, or credential:NAME for
- * $CREDENTIALS_DIRECTORY/NAME (systemd's LoadCredential=). The file must
- * be a regular file that neither group nor others can access (0600 or
- * 0400), of VCRYPT_KEY_FILE_MIN to VCRYPT_KEY_FILE_MAX bytes. false with
- * a message in err (which names the file, never its content).
+ * $CREDENTIALS_DIRECTORY/NAME (systemd's LoadCredential=). A key file
+ * must be a regular file that neither group nor others can access (0600
+ * or 0400); a credential may show group read (systemd's ACL mask, see
+ * vcrypt.c), nothing more. Either holds VCRYPT_KEY_FILE_MIN to
+ * VCRYPT_KEY_FILE_MAX bytes. false with a message in err (which names
+ * the file, never its content).
  */
 bool vcrypt_key_load(const char *spec, struct vcrypt_key *out, char *err,
                      size_t errlen) SCRIM_MUSTCHECK;

@@ -86,6 +86,22 @@ test_key_files(void)
 	CHECK(!vcrypt_key_load("credential:../key", &k2, err, sizeof(err)) &&
 	      !vcrypt_key_load("credential:", &k2, err, sizeof(err)),
 	      "credential names are one file name");
+	/* systemd gives the service's user read access to a credential by
+	 * an ACL, which stat shows as group read (0440): accepted for a
+	 * credential, not for a key file; more than that for neither. */
+	chmod(p, 0440);
+	CHECK(vcrypt_key_load("credential:key", &k2, err, sizeof(err)),
+	      "credential with an ACL mask (0440) loads: %s", err);
+	CHECK(!vcrypt_key_load(p, &k2, err, sizeof(err)),
+	      "a key file 0440 is refused");
+	chmod(p, 0444);
+	CHECK(!vcrypt_key_load("credential:key", &k2, err, sizeof(err)) &&
+	      strstr(err, "0444") != NULL,
+	      "credential others can read is refused: %s", err);
+	chmod(p, 0460);
+	CHECK(!vcrypt_key_load("credential:key", &k2, err, sizeof(err)),
+	      "credential a group can write is refused");
+	chmod(p, 0600);
 	unsetenv("CREDENTIALS_DIRECTORY");
 
 	/* A different key file. */
