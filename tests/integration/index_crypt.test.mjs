@@ -13,7 +13,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { startFakeProvider } from '../fake_provider/provider.mjs';
 import {
-  startScrim, configFor, execFile, request, auth, tempDir, SCRIM_BIN, TEST_KEY, show,
+  startScrim, configFor, execFile, request, auth, tempDir, waitFor, SCRIM_BIN, TEST_KEY, show,
 } from './lib.mjs';
 
 const PHRASE = 'the quokkafication committee convenes beside the zanzibarian aquarium';
@@ -229,15 +229,16 @@ test('the gateway injects the passage from the encrypted index, scrubbed', async
   }
 });
 
-test('a gateway with the wrong key answers without context and logs why, not what', async () => {
+test('a gateway with the wrong key answers without context, logs why (not what), and uses the index once reloaded with its key', async () => {
   const wrongKey = writeKey('wrong2.key');
-  const other = await startScrim({ config: await configFor({
-    providerUrl: provider.url, gateway: { state_dir: state },
+  const gatewayConfig = (key, ports = {}) => configFor({
+    providerUrl: provider.url, gateway: { state_dir: state }, ...ports,
     route: { context: 'on', context_top_k: 2 },
     // Its own audit file: the first gateway holds the lock on its own.
-    extra: `[audit]\nfile = ${path.join(keys, 'audit2.jsonl')}\n[index]\nencrypt_key_file = ${wrongKey}\n`,
-  }) });
-  try {
+    extra: `[audit]\nfile = ${path.join(keys, 'audit2.jsonl')}\n[index]\nencrypt_key_file = ${key}\n`,
+  });
+  const other = await startScrim({ config: await gatewayConfig(wrongKey) });
+  const ask = async () => {
     provider.reset();
     const r = await request(other.port, {
       method: 'POST', path: '/v1/chat/completions',
@@ -245,13 +246,20 @@ test('a gateway with the wrong key answers without context and logs why, not wha
       body: JSON.stringify({ model: 'fake-model', messages: [{ role: 'user', content: 'quokkafication committee?' }] }),
     });
     assert.equal(r.status, 200, show(r));
-    const body = JSON.parse(provider.requests.at(-1).body);
-    assert.equal(body.messages.length, 1, 'context injected with the wrong key');
+    return JSON.parse(provider.requests.at(-1).body);
+  };
+  try {
+    assert.equal((await ask()).messages.length, 1, 'context injected with the wrong key');
     const log = other.stderr();
     assert.match(log, /is not the key this index was encrypted with/);
     for (const w of ['quokkafication committee convenes', EMAIL, 'zanzibarian']) {
       assert.ok(!log.includes(w), `the log holds ${w}`);
     }
+    // The right key, by reload: the worker reopens the index with it.
+    other.reload(await gatewayConfig(keyPath, { port: other.port, adminPort: other.adminPort }));
+    await waitFor(async () => (await ask()).messages.length === 2,
+      { timeoutMs: 5000, what: 'context from the index after the reload' });
+    assert.match((await ask()).messages[0].content, /quokkafication committee convenes/);
   } catch (e) {
     console.log(`the second gateway's log:\n${other.stderr()}`);
     throw e;
