@@ -24,7 +24,7 @@
  *                      row); size, mtime_ns, nchunks stay plain
  *   chunk.title, body  sealed: the text (fts holds no text)
  *   chunk.vec, sig.bits sealed: vectors of either embedder say what a
- *                      text is about (see seal_vectors)
+ *                      text is about (see put_sealed)
  *   fts, term_df       pseudo-terms: each word as FTS5 would store it,
  *                      replaced by a keyed MAC (pseudo_text); fts is
  *                      contentless, and forget_file takes a file's
@@ -561,7 +561,9 @@ pseudo_text(struct vindex *vx, const char *s, size_t n, size_t *len)
 		        ? "MAC failed" : "tokenizer failed");
 		return -1;
 	}
-	qsort(vx->terms, vx->nterms, sizeof(vx->terms[0]), cmp_term);
+	/* terms is NULL until a text has had a word. */
+	if (vx->nterms > 1)
+		qsort(vx->terms, vx->nterms, sizeof(vx->terms[0]), cmp_term);
 	p = (char *)reserve(&vx->ptext, &vx->ptext_cap,
 	                    vx->nterms * (VCRYPT_TERM_LEN + 1) + 1);
 	*len = 0;
@@ -1795,7 +1797,7 @@ refresh(struct vindex *vx)
 		int64_t id = sqlite3_column_int64(s, 0);
 		size_t len = (size_t)sqlite3_column_bytes(s, 1);
 
-		if (len != words * 8 + (vx->vc != NULL ? VCRYPT_OVERHEAD : 0))
+		if (vx->vc == NULL && len != words * 8)
 			continue;
 		if (vx->nsig == cap) {
 			cap = cap ? cap * 2 : 1024;
@@ -1807,10 +1809,13 @@ refresh(struct vindex *vx)
 		if (vx->vc == NULL) {
 			memcpy(vx->sig_bits + vx->nsig * words,
 			       sqlite3_column_blob(s, 1), words * 8);
-		} else if (!vcrypt_open(vx->vc, VCRYPT_SIG_BITS, id,
+		} else if (len != words * 8 + VCRYPT_OVERHEAD ||
+		           !vcrypt_open(vx->vc, VCRYPT_SIG_BITS, id,
 		                        sqlite3_column_blob(s, 1), len,
 		                        (unsigned char *)(vx->sig_bits +
 		                                          vx->nsig * words))) {
+			/* Cut or altered: as any sealed value, it fails the
+			 * search rather than leave the chunk out unnoticed. */
 			sqlite3_reset(s);
 			drop_sig(vx);
 			set_err(vx, "%s: a sealed value (row %lld, field %d) does "

@@ -803,18 +803,21 @@ words_in_index(const char *db, const char *base, const char *doc,
 	return found;
 }
 
-/* Flip one bit of every chunk's sealed text, in place. */
+/* Flip one bit of column col of every row of table (its id is "id"),
+ * in place. */
 static void
-tamper_bodies(const char *db)
+tamper(const char *db, const char *table, const char *col)
 {
+	char q1[200], q2[200];
 	sqlite3 *h = NULL;
 	sqlite3_stmt *sel = NULL, *upd = NULL;
 
+	snprintf(q1, sizeof(q1), "SELECT id, %s FROM %s", col, table);
+	snprintf(q2, sizeof(q2), "UPDATE %s SET %s = ?2 WHERE id = ?1", table,
+	         col);
 	if (sqlite3_open(db, &h) != SQLITE_OK ||
-	    sqlite3_prepare_v2(h, "SELECT id, body FROM chunk", -1, &sel,
-	                       NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(h, "UPDATE chunk SET body = ?2 WHERE id = ?1", -1,
-	                       &upd, NULL) != SQLITE_OK) {
+	    sqlite3_prepare_v2(h, q1, -1, &sel, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(h, q2, -1, &upd, NULL) != SQLITE_OK) {
 		CHECK(false, "tamper: %s", sqlite3_errmsg(h));
 		goto out;
 	}
@@ -1062,11 +1065,23 @@ test_encrypted(void)
 		vx = vindex_open(encpath, true, &key, err, sizeof(err));
 		top_ids(vx, "pg_ctl promote standby", a, sizeof(a));
 		CHECK(a[0] != '\0', "found before tampering");
-		tamper_bodies(encpath);
+		tamper(encpath, "chunk", "body");
 		rc = vindex_search(vx, "pg_ctl promote standby", 5, &h, &n);
 		CHECK(rc == -1 && n == 0 &&
 		      strstr(vindex_error(vx), "does not decrypt") != NULL,
 		      "altered text refused: rc %d: %s", rc, vindex_error(vx));
+		vindex_hits_free(h, n);
+		vindex_close(vx);
+		/* An altered signature fails a search when a handle loads
+		 * them, in every mode that ranks vectors. */
+		tamper(encpath, "sig", "bits");
+		vx = vindex_open(encpath, true, &key, err, sizeof(err));
+		vindex_set_mode(vx, VINDEX_VECTOR);
+		h = NULL;
+		n = 0;
+		rc = vindex_search(vx, "anything at all", 5, &h, &n);
+		CHECK(rc == -1 && strstr(vindex_error(vx), "field 7") != NULL,
+		      "altered signature refused: rc %d: %s", rc, vindex_error(vx));
 		vindex_hits_free(h, n);
 		vindex_close(vx);
 	}
