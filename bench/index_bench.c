@@ -10,10 +10,11 @@
  *       replaced by words of a synthetic Zipf-distributed vocabulary, so
  *       that a large corpus keeps growing its vocabulary the way real
  *       collections do instead of repeating one small text.
- *   index_bench query DB QUERIES [MODE]
+ *   index_bench query DB QUERIES [MODE [KEYFILE]]
  *       opens DB read-only and times vindex_search (k = 5) for every
  *       query: open and first search (which loads the signatures), then
- *       p50 / p90 / p99 / max over all queries, in microseconds.
+ *       p50 / p90 / p99 / max over all queries, in microseconds. An
+ *       encrypted index is opened with the key in KEYFILE.
  *
  * Deterministic: one fixed seed.
  */
@@ -322,9 +323,11 @@ cmp_double(const void *a, const void *b)
 }
 
 static int
-cmd_query(const char *db, const char *qpath, const char *mode)
+cmd_query(const char *db, const char *qpath, const char *mode,
+          const char *keyfile)
 {
 	char err[600], line[4096];
+	struct vcrypt_key key = {0};
 	struct vindex *vx;
 	struct vindex_hit *h;
 	size_t n, nq = 0, cap = 0, empty = 0;
@@ -359,8 +362,13 @@ cmd_query(const char *db, const char *qpath, const char *mode)
 		qs[nq++] = strdup(line);
 	}
 	fclose(qf);
+	if (keyfile != NULL && !vcrypt_key_load(keyfile, &key, err, sizeof(err))) {
+		fprintf(stderr, "index_bench: %s\n", err);
+		return 1;
+	}
 	t0 = now_us();
-	vx = vindex_open(db, true, err, sizeof(err));
+	vx = vindex_open(db, true, &key, err, sizeof(err));
+	vcrypt_key_wipe(&key);
 	if (vx == NULL) {
 		fprintf(stderr, "index_bench: %s\n", err);
 		return 1;
@@ -417,9 +425,10 @@ cmd_query(const char *db, const char *qpath, const char *mode)
 
 		for (size_t i = 0; i < m; i++)
 			sum += lat[i];
-		printf("queries %zu (x2), mode %s: mean %.0f us, p50 %.0f us, p90 "
+		printf("queries %zu (x2), mode %s%s: mean %.0f us, p50 %.0f us, p90 "
 		       "%.0f us, p99 %.0f us, max %.0f us; %zu without hits\n",
-		       nq, mode ? mode : "hybrid", sum / (double)m, lat[m / 2],
+		       nq, mode ? mode : "hybrid", keyfile ? ", encrypted" : "",
+		       sum / (double)m, lat[m / 2],
 		       lat[m * 9 / 10], lat[m * 99 / 100], lat[m - 1], empty / 2);
 		printf("  same, CPU time: p50 %.0f us, p90 %.0f us, p99 %.0f us, "
 		       "max %.0f us\n",
@@ -447,9 +456,10 @@ main(int argc, char **argv)
 	if (argc >= 5 && strcmp(argv[1], "gen") == 0)
 		return cmd_gen(argv[2], strtoll(argv[3], NULL, 10), argv[4]);
 	if (argc >= 4 && strcmp(argv[1], "query") == 0)
-		return cmd_query(argv[2], argv[3], argc >= 5 ? argv[4] : NULL);
+		return cmd_query(argv[2], argv[3], argc >= 5 ? argv[4] : NULL,
+		                 argc >= 6 ? argv[5] : NULL);
 	fprintf(stderr, "usage: index_bench gen DIR BYTES QUERIES\n"
 	                "       index_bench query DB QUERIES [hybrid|bm25|"
-	                "vector]\n");
+	                "vector [KEYFILE]]\n");
 	return 2;
 }

@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -161,6 +162,7 @@ static const struct cfg_def index_defs[] = {
 	{"embed_timeout", T_DURATION, X(embed_timeout_ms), 0, "60s", 10, 3600000, NULL},
 	{"embed_url", T_STR, X(embed_url), 0, "", 0, 0, NULL},
 	{"embedder", T_CHOICE, X(embedder), 0, "builtin", 0, 0, embedders},
+	{"encrypt_key_file", T_STR, X(encrypt_key_file), 0, "", 0, 0, NULL},
 };
 #undef X
 
@@ -1044,6 +1046,18 @@ validate_index(struct loader *ld, struct cfg_index *ix)
 
 	snprintf(what, sizeof(what), "[index%s%s]", ix->name ? " " : "",
 	         ix->name ? ix->name : "");
+	if (*ix->encrypt_key_file) {
+		char err[PATH_MAX + 256];
+
+		/* A path is relative to this file, like the other files it
+		 * names; a credential is found where systemd puts it. */
+		if (strncmp(ix->encrypt_key_file, VCRYPT_CREDENTIAL_PREFIX,
+		            strlen(VCRYPT_CREDENTIAL_PREFIX)) != 0)
+			relative_to_file(ld->cfg, &ix->encrypt_key_file);
+		if (!vcrypt_key_load(ix->encrypt_key_file, &ix->encrypt_key, err,
+		                     sizeof(err)))
+			complain(ld, ix->line, "%s encrypt_key_file: %s", what, err);
+	}
 	if (ix->embedder == EMBED_BUILTIN) {
 		if (!embed_hash_spec((unsigned)ix->dim, &sp))
 			complain(ld, ix->line, "%s dim: a power of two from %d to "
@@ -1412,6 +1426,8 @@ index_free(struct cfg_index *ix)
 	free(ix->embed_api_key_env);
 	free(ix->embed_api_key_file);
 	xfree_secret(ix->embed_api_key);
+	free(ix->encrypt_key_file);
+	vcrypt_key_wipe(&ix->encrypt_key);
 }
 
 void

@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "scrim.h"
+#include "vcrypt.h"
 
 enum cfg_auth_header { AUTH_HDR_BEARER, AUTH_HDR_X_API_KEY, AUTH_HDR_NONE };
 
@@ -51,7 +52,8 @@ struct cfg_route {
 };
 
 /* [index] (name NULL: every index) and [index NAME] (that index only):
- * which embedder makes and queries an index's vectors. */
+ * which embedder makes and queries an index's vectors, and the key that
+ * encrypts it, if any. */
 struct cfg_index {
 	char *name;
 	int line;
@@ -66,6 +68,8 @@ struct cfg_index {
 	long embed_query_timeout_ms; /* one query of the gateway */
 	long embed_batch;       /* texts per request */
 	long embed_remote;      /* 0 no, 1 yes: a host not on loopback */
+	char *encrypt_key_file; /* a path, or credential:NAME; "" none */
+	struct vcrypt_key encrypt_key; /* resolved at load; wiped on free */
 };
 
 struct cfg_action {

@@ -47,6 +47,7 @@ struct context_job {
 	char *query;
 	char *indexes[CONTEXT_MAX_INDEXES];
 	struct own_conf emb[CONTEXT_MAX_INDEXES];
+	struct vcrypt_key keys[CONTEXT_MAX_INDEXES]; /* wiped on free */
 	size_t nindexes, k, max_tokens;
 	context_cb cb;
 	void *arg;
@@ -56,6 +57,7 @@ struct context_job {
 
 struct open_index {
 	char name[64];
+	struct vcrypt_key key;  /* it was opened with; wiped on close */
 	struct vindex *vx;
 };
 
@@ -121,6 +123,7 @@ job_free(struct context_job *j)
 	for (size_t i = 0; i < j->nindexes; i++) {
 		free(j->indexes[i]);
 		conf_free(&j->emb[i]);
+		vcrypt_key_wipe(&j->keys[i]);
 	}
 	buf_wipe(&j->res.text);
 	free(j);
@@ -149,33 +152,43 @@ embedder_for(struct context *cx, const struct embed_conf *c)
 	return oe->e;
 }
 
+static void
+close_open(struct context *cx, size_t i)
+{
+	vindex_close(cx->open[i].vx);
+	vcrypt_key_wipe(&cx->open[i].key);
+	cx->open[i] = cx->open[--cx->nopen];
+}
+
+/* Worker side: the handle of index name, opened with key. A handle is
+ * reopened when the file was rebuilt, and when a reload changed the
+ * key configured for it (the index then says whether the new key is its
+ * own). */
 static struct vindex *
-index_for(struct context *cx, const char *name, char *err, size_t errlen)
+index_for(struct context *cx, const char *name, const struct vcrypt_key *key,
+          char *err, size_t errlen)
 {
 	char path[4096];
+	struct vindex *vx;
 
-	for (size_t i = 0; i < cx->nopen; i++)
-		if (strcmp(cx->open[i].name, name) == 0) {
-			/* Rebuilt on disk: reopen, so new chunks are seen. */
-			if (vindex_changed(cx->open[i].vx)) {
-				vindex_close(cx->open[i].vx);
-				snprintf(path, sizeof(path), "%s/index/%s.db",
-				         cx->state_dir, name);
-				cx->open[i].vx = vindex_open(path, true, err, errlen);
-				if (cx->open[i].vx == NULL) {
-					cx->open[i] = cx->open[--cx->nopen];
-					return NULL;
-				}
-			}
+	for (size_t i = 0; i < cx->nopen; i++) {
+		if (strcmp(cx->open[i].name, name) != 0)
+			continue;
+		/* Rebuilt on disk: reopen, so new chunks are seen. */
+		if (vcrypt_key_equal(&cx->open[i].key, key) &&
+		    !vindex_changed(cx->open[i].vx))
 			return cx->open[i].vx;
-		}
+		close_open(cx, i);
+		break;
+	}
 	if (cx->nopen == SCRIM_ARRAY_LEN(cx->open))
 		return NULL;
 	snprintf(path, sizeof(path), "%s/index/%s.db", cx->state_dir, name);
-	struct vindex *vx = vindex_open(path, true, err, errlen);
+	vx = vindex_open(path, true, key, err, errlen);
 	if (vx == NULL)
 		return NULL;
 	snprintf(cx->open[cx->nopen].name, sizeof(cx->open[0].name), "%s", name);
+	cx->open[cx->nopen].key = *key;
 	cx->open[cx->nopen++].vx = vx;
 	return vx;
 }
@@ -205,8 +218,8 @@ run_job(struct context *cx, struct context_job *j)
 	for (size_t i = 0; i < j->nindexes; i++) {
 		struct vindex_hit *hits = NULL;
 		size_t n = 0;
-		struct vindex *vx = index_for(cx, j->indexes[i], j->res.err,
-		                              sizeof(j->res.err));
+		struct vindex *vx = index_for(cx, j->indexes[i], &j->keys[i],
+		                              j->res.err, sizeof(j->res.err));
 		int rc;
 
 		if (vx == NULL)
@@ -233,7 +246,10 @@ run_job(struct context *cx, struct context_job *j)
 		nall += n;
 		free(hits); /* the strings now belong to all */
 	}
-	qsort(all, nall, sizeof(*all), hit_cmp);
+	/* all is NULL when no index answered (missing, refused): qsort must
+	 * not be given it, even for zero elements. */
+	if (nall > 1)
+		qsort(all, nall, sizeof(*all), hit_cmp);
 	if (nall > 0)
 		(void)buf_addf(&j->res.text,
 		               "Context from the user's own documents, retrieved by "
@@ -286,9 +302,8 @@ worker(void *arg)
 			w = write(cx->pipefd[1], &j, sizeof(j));
 		while (w < 0 && errno == EINTR);
 	}
-	for (size_t i = 0; i < cx->nopen; i++)
-		vindex_close(cx->open[i].vx);
-	cx->nopen = 0;
+	while (cx->nopen > 0)
+		close_open(cx, cx->nopen - 1);
 	for (size_t i = 0; i < cx->nemb; i++) {
 		embedder_free(cx->emb[i].e);
 		conf_free(&cx->emb[i].conf);
@@ -378,8 +393,9 @@ context_free(struct context *cx)
 struct context_job *
 context_retrieve(struct context *cx, const char *query,
                  const char *const *indexes,
-                 const struct embed_conf *embedders, size_t nindexes,
-                 size_t k, size_t max_tokens, context_cb cb, void *arg)
+                 const struct embed_conf *embedders,
+                 const struct vcrypt_key *keys, size_t nindexes, size_t k,
+                 size_t max_tokens, context_cb cb, void *arg)
 {
 	struct context_job *j;
 
@@ -389,6 +405,8 @@ context_retrieve(struct context *cx, const char *query,
 	j->query = xstrdup(query);
 	for (size_t i = 0; i < nindexes && i < CONTEXT_MAX_INDEXES; i++) {
 		conf_copy(&j->emb[j->nindexes], &embedders[i]);
+		if (keys != NULL)
+			j->keys[j->nindexes] = keys[i];
 		j->indexes[j->nindexes++] = xstrdup(indexes[i]);
 	}
 	j->k = k;

@@ -21,6 +21,7 @@ struct event_base;
 struct context;
 struct context_job;
 struct embed_conf;
+struct vcrypt_key;
 
 #define CONTEXT_MAX_IDS 32
 /* Indexes one request searches, at most. */
@@ -43,12 +44,15 @@ void context_free(struct context *cx);
 /*
  * Retrieve up to k passages for query from the named indexes, at most
  * max_tokens (~4 bytes each) of them; embedders[i] is how index i's
- * queries are embedded (copied). cb runs later on the loop's thread
- * (result owned by the callee until cb returns). NULL: not queued.
+ * queries are embedded and keys[i] the key it is encrypted with (unset:
+ * none; keys may be NULL for none at all), both copied. cb runs later on
+ * the loop's thread (result owned by the callee until cb returns).
+ * NULL: not queued.
  */
 struct context_job *context_retrieve(struct context *cx, const char *query,
                                      const char *const *indexes,
                                      const struct embed_conf *embedders,
+                                     const struct vcrypt_key *keys,
                                      size_t nindexes, size_t k,
                                      size_t max_tokens, context_cb cb,
                                      void *arg);

@@ -75,7 +75,9 @@ usage(FILE *f)
 	        "\n"
 	        "The local document index that scrim draws context from. "
 	        "Everything stays on\n"
-	        "this machine: state_dir/index/NAME.db (mode 0600).\n"
+	        "this machine: state_dir/index/NAME.db (mode 0600), encrypted "
+	        "when [index]\n"
+	        "encrypt_key_file names a key (docs/index.md).\n"
 	        "\n"
 	        "add indexes files and folders (text, Markdown, Org, HTML, "
 	        "source code,\n"
@@ -354,7 +356,12 @@ open_index(const struct idxopts *o, const struct scrim_config *c,
 		free(path);
 		return NULL;
 	}
-	vx = vindex_open(path, readonly, err, sizeof(err));
+	/* The key of this index (--index NAME, or [index] for --db), when
+	 * the configuration gives one. */
+	vx = vindex_open(path, readonly,
+	                 c != NULL ? &config_index(c, o->name)->encrypt_key
+	                           : NULL,
+	                 err, sizeof(err));
 	if (vx == NULL) {
 		fprintf(stderr, "scrim index: %s\n", err);
 		free(path);
@@ -613,19 +620,24 @@ maybe_commit(struct adder *a, bool force)
 	}
 }
 
+/* path, an indexed file, is gone or now skipped: that file leaves the
+ * index (only it: a folder of the same name, once indexed, is dealt with
+ * by drop_missing, and in an encrypted index a folder costs a pass over
+ * every path). */
 static void
 drop_file(struct adder *a, const char *path, bool was_indexed)
 {
-	int64_t nf = 0;
+	int rc;
 
 	if (!was_indexed)
 		return;
-	if (vindex_remove(a->vx, path, &nf, NULL) < 0) {
+	rc = vindex_remove_file(a->vx, path, NULL);
+	if (rc < 0) {
 		fprintf(stderr, "scrim index: %s\n", vindex_error(a->vx));
 		a->broken = true;
 		return;
 	}
-	a->removed += (long)nf;
+	a->removed += rc;
 }
 
 /* Read a regular file of the size stat said, into a fresh buffer. NULL
@@ -1338,6 +1350,7 @@ cmd_stats(const struct idxopts *o, const struct scrim_config *c)
 		json_object_set_new(j, "embedder", st.has_embedder
 		                                           ? json_string(emb)
 		                                           : json_null());
+		json_object_set_new(j, "encrypted", json_boolean(st.encrypted));
 		json_object_set_new(j, "generation", json_integer(st.generation));
 		json_object_set_new(j, "updated", json_integer(st.updated));
 		json_dumpf(j, stdout, JSON_INDENT(2));
@@ -1358,6 +1371,8 @@ cmd_stats(const struct idxopts *o, const struct scrim_config *c)
 		       (long long)st.chunks, (double)st.text_bytes / 1e6);
 		printf("on disk     %.1f MB\n", (double)disk_bytes(path) / 1e6);
 		printf("embedder    %s\n", emb);
+		printf("encrypted   %s\n", st.encrypted
+		       ? "yes (AES-256-GCM; words as keyed pseudo-terms)" : "no");
 		printf("generation  %lld, updated %s\n", (long long)st.generation,
 		       when);
 	}

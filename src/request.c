@@ -1018,6 +1018,7 @@ stage_context(struct scrim_req *r)
 	const struct cfg_route *rt = r->route;
 	const struct http_header *opt;
 	struct embed_conf emb[CONTEXT_MAX_INDEXES];
+	struct vcrypt_key keys[CONTEXT_MAX_INDEXES];
 	const char *idx[CONTEXT_MAX_INDEXES];
 	size_t nidx;
 	struct buf q;
@@ -1040,14 +1041,20 @@ stage_context(struct scrim_req *r)
 	}
 	/* Each index is queried with the embedder the configuration in
 	 * force gives it (the worker copies what it needs). */
-	for (size_t i = 0; i < nidx; i++)
-		config_embed_conf(config_index(r->cfg, idx[i]), true, &emb[i]);
+	for (size_t i = 0; i < nidx; i++) {
+		const struct cfg_index *ix = config_index(r->cfg, idx[i]);
+
+		config_embed_conf(ix, true, &emb[i]);
+		keys[i] = ix->encrypt_key;
+	}
 	r->in_stage_context = true;
-	r->ctx_job = context_retrieve(r->srv->context, q.p, idx,
-	                              emb, nidx, (size_t)rt->context_top_k,
+	r->ctx_job = context_retrieve(r->srv->context, q.p, idx, emb, keys,
+	                              nidx, (size_t)rt->context_top_k,
 	                              (size_t)rt->context_max_tokens,
 	                              context_answer, r);
 	r->in_stage_context = false;
+	for (size_t i = 0; i < nidx; i++)
+		vcrypt_key_wipe(&keys[i]);
 	buf_wipe(&q);
 	if (r->ctx_job == NULL) {
 		/* The worker is saturated: answer without context rather than

@@ -13,6 +13,27 @@
  *
  *   term_df(term, df) how many chunks hold each (stemmed) word
  *
+ * An encrypted index (schema "1-encrypted", made with a key: vcrypt.h)
+ * has the same tables, but SQLite never sees a byte of document text,
+ * and so neither does any file it writes (the database, its -wal, its
+ * -shm, temporary files):
+ *
+ *   meta               also: the index's salt and its key check value
+ *   file.path_mac      a keyed MAC of the path, for exact lookups;
+ *   file.path, sha256, kind   sealed (AES-256-GCM, bound to column and
+ *                      row); size, mtime_ns, nchunks stay plain
+ *   chunk.title, body  sealed: the text (fts holds no text)
+ *   chunk.vec, sig.bits sealed: vectors of either embedder say what a
+ *                      text is about (see put_sealed)
+ *   fts, term_df       pseudo-terms: each word as FTS5 would store it,
+ *                      replaced by a keyed MAC (pseudo_text); fts is
+ *                      contentless, and forget_file takes a file's
+ *                      terms out before its rows are deleted
+ *
+ * Sealed values are opened where a search needs them: the signatures
+ * when they are loaded, the vectors of the candidates, the text of the
+ * hits.
+ *
  * A query is answered in one read transaction (one snapshot):
  *  1. BM25: the best VINDEX_CANDIDATES chunks from FTS5, ranking by the
  *     query's rarer words only (fts_query says why and how).
@@ -29,9 +50,12 @@
 #include "vindex.h"
 
 #include "alloc.h"
+#include "vcrypt.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <openssl/crypto.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,6 +66,10 @@
 #include <unistd.h>
 
 #define VINDEX_SCHEMA "1"
+/* The same tables holding sealed values and pseudo-terms. A scrim that
+ * does not know it refuses it by this name rather than misread it. */
+#define VINDEX_SCHEMA_ENC "1-encrypted"
+#define VINDEX_ENCRYPTION "aes-256-gcm, hmac-sha256 pseudo-terms, v1"
 /* Candidates taken from each ranking before fusion (at least; more when
  * the caller asks for more hits). */
 #define VINDEX_CANDIDATES 100
@@ -56,6 +84,9 @@
 #define VINDEX_MAX_QUERY 8192
 /* Text embedded per chunk: title, newline, body. */
 #define VINDEX_MAX_EMBED (64 * 1024)
+/* ST_STATS of an encrypted index counts text bytes from the sealed
+ * bodies' lengths. */
+_Static_assert(VCRYPT_OVERHEAD == 28, "ST_STATS of an encrypted index");
 
 enum vstmt {
 	ST_META_GET,
@@ -77,6 +108,12 @@ enum vstmt {
 	ST_DEL_UNDER,
 	ST_STATS,
 	ST_DF,
+	ST_MAX_IDS,
+	ST_FILE_ALL,
+	ST_FILE_DEL_ID,
+	ST_FILE_PATH_OF,
+	ST_CHUNKS_OF,
+	ST_FTS_FORGET,
 	ST_COUNT
 };
 
@@ -86,7 +123,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
 	[ST_GEN_BUMP] = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
 	                "WHERE key = 'generation'",
-	[ST_FILE_GET] = "SELECT size, mtime_ns, sha256, nchunks FROM file "
+	[ST_FILE_GET] = "SELECT size, mtime_ns, sha256, nchunks, id FROM file "
 	                "WHERE path = ?1",
 	[ST_FILE_DEL] = "DELETE FROM file WHERE path = ?1",
 	[ST_FILE_INS] = "INSERT INTO file(path, size, mtime_ns, sha256, kind, "
@@ -108,8 +145,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_DF] = "SELECT df FROM term_df WHERE term = ?1",
 	[ST_VEC] = "SELECT vec FROM chunk WHERE id = ?1",
 	[ST_HIT] = "SELECT c.seq, c.line_start, c.line_end, c.byte_start, "
-	           "c.byte_end, c.overlap, f.path, f.sha256, t.title, t.body "
-	           "FROM chunk c JOIN file f ON f.id = c.file_id, fts t "
+	           "c.byte_end, c.overlap, f.path, f.sha256, t.title, t.body, "
+	           "f.id FROM chunk c JOIN file f ON f.id = c.file_id, fts t "
 	           "WHERE c.id = ?1 AND t.rowid = ?1",
 	[ST_SIG_ALL] = "SELECT id, bits FROM sig",
 	/* Paths under folder D are those in ["D/", "D0"): '0' follows '/'. */
@@ -124,6 +161,46 @@ static const char *const stmt_sql[ST_COUNT] = {
 	             "(SELECT coalesce(sum(nchunks), 0) FROM file), "
 	             "(SELECT coalesce(sum(size), 0) FROM file), "
 	             "(SELECT coalesce(sum(length(body)), 0) FROM fts)",
+	[ST_MAX_IDS] = "SELECT (SELECT coalesce(max(id), 0) FROM file), "
+	               "(SELECT coalesce(max(id), 0) FROM chunk)",
+	[ST_FILE_ALL] = "SELECT id, path, nchunks FROM file",
+	[ST_FILE_DEL_ID] = "DELETE FROM file WHERE id = ?1",
+	/* Encrypted only (forget_file). */
+	[ST_FILE_PATH_OF] = "SELECT path FROM file WHERE id = ?1",
+	[ST_CHUNKS_OF] = "SELECT id, title, body FROM chunk WHERE file_id = ?1",
+	[ST_FTS_FORGET] = "INSERT INTO fts(fts, rowid, name, title, body) "
+	                  "VALUES('delete', ?1, ?2, ?3, ?4)",
+};
+
+/*
+ * The statements that differ in an encrypted index: paths are looked up
+ * by their MAC, and rows are inserted with the ids their sealed values
+ * are bound to (chosen before the insert: max + 1, which is what SQLite
+ * would choose, inside the write transaction that holds the lock), and
+ * files are deleted by id (delete_file). Folders have no MAC: what is
+ * under one is found by opening every path (ST_FILE_ALL), which keeps
+ * the folder tree out of the file.
+ */
+static const char *const enc_sql[ST_COUNT] = {
+	[ST_FILE_GET] = "SELECT size, mtime_ns, sha256, nchunks, id FROM file "
+	                "WHERE path_mac = ?1",
+	[ST_FILE_INS] = "INSERT INTO file(id, path_mac, path, size, mtime_ns, "
+	                "sha256, kind, nchunks, indexed_at) "
+	                "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[ST_FILE_TOUCH] = "UPDATE file SET size = ?2, mtime_ns = ?3 "
+	                  "WHERE path_mac = ?1",
+	[ST_CHUNK_INS] = "INSERT INTO chunk(id, file_id, seq, line_start, "
+	                 "line_end, byte_start, byte_end, overlap, vec, title, "
+	                 "body) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+	                 "?11)",
+	[ST_HIT] = "SELECT c.seq, c.line_start, c.line_end, c.byte_start, "
+	           "c.byte_end, c.overlap, f.path, f.sha256, c.title, c.body, "
+	           "f.id FROM chunk c JOIN file f ON f.id = c.file_id "
+	           "WHERE c.id = ?1",
+	[ST_STATS] = "SELECT (SELECT count(*) FROM file), "
+	             "(SELECT coalesce(sum(nchunks), 0) FROM file), "
+	             "(SELECT coalesce(sum(size), 0) FROM file), "
+	             "(SELECT coalesce(sum(length(body) - 28), 0) FROM chunk)",
 };
 
 static const char schema_sql[] =
@@ -156,6 +233,45 @@ static const char schema_sql[] =
 	"DELETE FROM fts WHERE rowid = old.id; "
 	"DELETE FROM sig WHERE id = old.id; END;"
 	"INSERT INTO meta(key, value) VALUES('schema', '" VINDEX_SCHEMA "'), "
+	"('generation', '0'), ('updated', '0');";
+
+/* The encrypted index: the same tables, with sealed values (BLOB) where
+ * the plain one has text, and an FTS5 table of pseudo-terms. Those are
+ * already lower case letters and digits, so the 'ascii' tokenizer keeps
+ * each whole; stemming them would only merge unrelated words.
+ *
+ * The FTS5 table is contentless (content=''): it keeps its index of
+ * terms and not the pseudo-text it was given, which nothing reads (hits
+ * come from chunk's sealed text) and which was 40% of the file at 10k
+ * chunks. SQLite 3.40 deletes from a contentless table only when given
+ * the values that were inserted, so no trigger does: forget_file
+ * recomputes them from the sealed text before a file's rows go. */
+static const char schema_enc_sql[] =
+	"CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) "
+	"WITHOUT ROWID;"
+	"CREATE TABLE file(id INTEGER PRIMARY KEY, "
+	"path_mac BLOB NOT NULL UNIQUE, path BLOB NOT NULL, "
+	"size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 BLOB NOT NULL, "
+	"kind BLOB NOT NULL, nchunks INTEGER NOT NULL, "
+	"indexed_at INTEGER NOT NULL);"
+	"CREATE TABLE chunk(id INTEGER PRIMARY KEY, file_id INTEGER NOT NULL, "
+	"seq INTEGER NOT NULL, line_start INTEGER NOT NULL, "
+	"line_end INTEGER NOT NULL, byte_start INTEGER NOT NULL, "
+	"byte_end INTEGER NOT NULL, overlap INTEGER NOT NULL, "
+	"vec BLOB NOT NULL, title BLOB NOT NULL, body BLOB NOT NULL);"
+	"CREATE INDEX chunk_file ON chunk(file_id);"
+	"CREATE TABLE sig(id INTEGER PRIMARY KEY, bits BLOB NOT NULL);"
+	"CREATE VIRTUAL TABLE fts USING fts5(name, title, body, content = '', "
+	"tokenize = 'ascii');"
+	"CREATE VIRTUAL TABLE fts_vocab USING fts5vocab(fts, 'row');"
+	"CREATE TABLE term_df(term TEXT PRIMARY KEY, df INTEGER NOT NULL) "
+	"WITHOUT ROWID;"
+	"CREATE TRIGGER file_ad AFTER DELETE ON file BEGIN "
+	"DELETE FROM chunk WHERE file_id = old.id; END;"
+	"CREATE TRIGGER chunk_ad AFTER DELETE ON chunk BEGIN "
+	"DELETE FROM sig WHERE id = old.id; END;"
+	"INSERT INTO meta(key, value) VALUES('schema', '" VINDEX_SCHEMA_ENC
+	"'), ('encryption', '" VINDEX_ENCRYPTION "'), "
 	"('generation', '0'), ('updated', '0');";
 
 struct vindex {
@@ -197,6 +313,18 @@ struct vindex {
 	 * (stemmed) when looking up how many chunks hold them. */
 	fts5_tokenizer tok;
 	Fts5Tokenizer *tokh;
+
+	/* Encryption: NULL for a plain index. */
+	struct vcrypt *vc;
+	unsigned char *plain;   /* values opened, then copied out */
+	size_t plain_cap;
+	unsigned char *sealed;  /* values sealed, bound SQLITE_TRANSIENT */
+	size_t sealed_cap;
+	char (*terms)[VCRYPT_TERM_LEN]; /* one text's pseudo-terms */
+	size_t nterms, terms_cap;
+	bool terms_failed;
+	unsigned char *ptext;   /* pseudo-terms joined, for FTS5 */
+	size_t ptext_cap;
 };
 
 static void SCRIM_PRINTF(2, 3)
@@ -227,9 +355,11 @@ static sqlite3_stmt *
 stmt(struct vindex *vx, enum vstmt id)
 {
 	sqlite3_stmt *s = vx->st[id];
+	const char *sql = vx->vc != NULL && enc_sql[id] != NULL ? enc_sql[id]
+	                                                        : stmt_sql[id];
 
 	if (s == NULL) {
-		if (sqlite3_prepare_v3(vx->db, stmt_sql[id], -1,
+		if (sqlite3_prepare_v3(vx->db, sql, -1,
 		                       SQLITE_PREPARE_PERSISTENT, &s,
 		                       NULL) != SQLITE_OK) {
 			db_fail(vx, "prepare");
@@ -265,6 +395,185 @@ exec(struct vindex *vx, const char *sql)
 		sqlite3_free(msg);
 		return -1;
 	}
+	return 0;
+}
+
+/* ---- sealed values ------------------------------------------------------------ */
+
+/* Grow a scratch buffer to at least n bytes. Plaintext may have been in
+ * it: it is wiped before it is let go. */
+static unsigned char *
+reserve(unsigned char **p, size_t *cap, size_t n)
+{
+	if (n > *cap) {
+		size_t c = *cap ? *cap : 1024;
+		unsigned char *q;
+
+		while (c < n)
+			c *= 2;
+		q = xmalloc(c);
+		if (*p != NULL) {
+			OPENSSL_cleanse(*p, *cap);
+			free(*p);
+		}
+		*p = q;
+		*cap = c;
+	}
+	return *p;
+}
+
+/* Seal n bytes as value col of row into vx->sealed; NULL (vx->err) when
+ * OpenSSL failed. Bind the result with SQLITE_TRANSIENT: the next seal
+ * reuses the buffer. */
+static const unsigned char *
+seal(struct vindex *vx, enum vcrypt_col col, int64_t row, const void *p,
+     size_t n)
+{
+	unsigned char *out = reserve(&vx->sealed, &vx->sealed_cap,
+	                             n + VCRYPT_OVERHEAD);
+
+	if (!vcrypt_seal(vx->vc, col, row, p, n, out)) {
+		set_err(vx, "%s: encryption failed", vx->path);
+		return NULL;
+	}
+	return out;
+}
+
+static bool
+bind_sealed(struct vindex *vx, sqlite3_stmt *s, int i, enum vcrypt_col col,
+            int64_t row, const void *p, size_t n)
+{
+	const unsigned char *c = seal(vx, col, row, p, n);
+
+	return c != NULL && sqlite3_bind_blob(s, i, c, (int)(n + VCRYPT_OVERHEAD),
+	                                      SQLITE_TRANSIENT) == SQLITE_OK;
+}
+
+/* Open the sealed value in column i of s, value col of row, into
+ * vx->plain (NUL-terminated after its *n bytes). false, with a message
+ * that says the index is damaged, when it does not authenticate. */
+static bool
+open_col(struct vindex *vx, sqlite3_stmt *s, int i, enum vcrypt_col col,
+         int64_t row, size_t *n)
+{
+	const unsigned char *c = sqlite3_column_blob(s, i);
+	size_t len = (size_t)sqlite3_column_bytes(s, i);
+	unsigned char *out;
+
+	if (c == NULL || len < VCRYPT_OVERHEAD)
+		goto bad;
+	out = reserve(&vx->plain, &vx->plain_cap, len - VCRYPT_OVERHEAD + 1);
+	if (!vcrypt_open(vx->vc, col, row, c, len, out))
+		goto bad;
+	*n = len - VCRYPT_OVERHEAD;
+	out[*n] = '\0';
+	return true;
+bad:
+	/* Never a plain value in an encrypted index: refuse, whatever it
+	 * holds. Only the row is named, never content. */
+	set_err(vx, "%s: a sealed value (row %lld, field %d) does not decrypt: "
+	        "the index file was damaged or altered; rebuild it",
+	        vx->path, (long long)row, (int)col);
+	return false;
+}
+
+/* Bind path (as a MAC in an encrypted index) to parameter i. */
+static bool
+bind_path(struct vindex *vx, sqlite3_stmt *s, int i, const char *path)
+{
+	unsigned char m[VCRYPT_MAC_LEN];
+
+	if (vx->vc == NULL)
+		return sqlite3_bind_text(s, i, path, -1, SQLITE_STATIC) ==
+		       SQLITE_OK;
+	if (!vcrypt_mac(vx->vc, path, strlen(path), m)) {
+		set_err(vx, "%s: MAC failed", vx->path);
+		return false;
+	}
+	return sqlite3_bind_blob(s, i, m, sizeof(m), SQLITE_TRANSIENT) ==
+	       SQLITE_OK;
+}
+
+/* ---- pseudo-terms ------------------------------------------------------------- */
+
+static int
+on_doc_token(void *ctx, int flags, const char *tok, int n, int start,
+             int end)
+{
+	struct vindex *vx = ctx;
+
+	(void)start;
+	(void)end;
+	/* A colocated token is a synonym at the same place; the porter and
+	 * unicode61 tokenizers make none. */
+	if ((flags & FTS5_TOKEN_COLOCATED) || n <= 0)
+		return SQLITE_OK;
+	if (vx->nterms == vx->terms_cap) {
+		vx->terms_cap = vx->terms_cap ? vx->terms_cap * 2 : 256;
+		vx->terms = xrealloc(vx->terms,
+		                     vx->terms_cap * sizeof(vx->terms[0]));
+	}
+	/* One MAC per word: a cache of them measured no faster at 10k
+	 * chunks (bench/INDEX.md), and would keep words in memory. */
+	if (!vcrypt_term(vx->vc, tok, (size_t)n, vx->terms[vx->nterms])) {
+		vx->terms_failed = true;
+		return SQLITE_ERROR;
+	}
+	vx->nterms++;
+	return SQLITE_OK;
+}
+
+static int
+cmp_term(const void *a, const void *b)
+{
+	return memcmp(a, b, VCRYPT_TERM_LEN);
+}
+
+/*
+ * What FTS5 is given in an encrypted index in place of text: the words
+ * of s as the plain index's tokenizer would store them (Porter stems,
+ * diacritics folded), each replaced by its pseudo-term, separated by
+ * spaces, into vx->ptext (*len bytes).
+ *
+ * The terms are sorted, not left in the text's order: BM25 needs only
+ * how often each term is in each column and how long the column is,
+ * both unchanged, while FTS5 would otherwise keep every word's position,
+ * and the order of the words is what a frequency analysis would have
+ * most to go on. Queries never ask for a phrase or a prefix (fts_query
+ * quotes single words), so nothing is lost.
+ */
+static int
+pseudo_text(struct vindex *vx, const char *s, size_t n, size_t *len)
+{
+	char *p;
+	int rc;
+
+	vx->nterms = 0;
+	vx->terms_failed = false;
+	if (n > INT_MAX) {
+		set_err(vx, "%s: text too long", vx->path);
+		return -1;
+	}
+	rc = vx->tok.xTokenize(vx->tokh, vx, FTS5_TOKENIZE_DOCUMENT, s, (int)n,
+	                       on_doc_token);
+	if (rc != SQLITE_OK || vx->terms_failed) {
+		set_err(vx, "%s: %s", vx->path, vx->terms_failed
+		        ? "MAC failed" : "tokenizer failed");
+		return -1;
+	}
+	/* terms is NULL until a text has had a word. */
+	if (vx->nterms > 1)
+		qsort(vx->terms, vx->nterms, sizeof(vx->terms[0]), cmp_term);
+	p = (char *)reserve(&vx->ptext, &vx->ptext_cap,
+	                    vx->nterms * (VCRYPT_TERM_LEN + 1) + 1);
+	*len = 0;
+	for (size_t i = 0; i < vx->nterms; i++) {
+		if (i > 0)
+			p[(*len)++] = ' ';
+		memcpy(p + *len, vx->terms[i], VCRYPT_TERM_LEN);
+		*len += VCRYPT_TERM_LEN;
+	}
+	p[*len] = '\0';
 	return 0;
 }
 
@@ -388,10 +697,64 @@ precreate(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-static int
-create_schema(struct vindex *vx)
+static void
+to_hex(const unsigned char *p, size_t n, char *out)
 {
-	char v[32] = "";
+	static const char hex[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = hex[p[i] >> 4];
+		out[2 * i + 1] = hex[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static bool
+from_hex(const char *s, unsigned char *out, size_t n)
+{
+	if (strlen(s) != 2 * n)
+		return false;
+	for (size_t i = 0; i < 2 * n; i++) {
+		char c = s[i];
+		int v = c >= '0' && c <= '9' ? c - '0'
+		        : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+
+		if (v < 0)
+			return false;
+		out[i / 2] = (unsigned char)(i % 2 ? out[i / 2] | v : v << 4);
+	}
+	return true;
+}
+
+/* A new encrypted index's salt and key check value, in meta. */
+static int
+init_crypto_meta(struct vindex *vx, const struct vcrypt_key *key)
+{
+	unsigned char salt[VCRYPT_SALT_LEN], chk[VCRYPT_CHECK_LEN];
+	char hex[2 * VCRYPT_CHECK_LEN + 1];
+	struct vcrypt *vc;
+
+	if (!vcrypt_random(salt, sizeof(salt))) {
+		set_err(vx, "%s: no random bytes for the index's salt", vx->path);
+		return -1;
+	}
+	vc = vcrypt_new(key, salt, vx->err, sizeof(vx->err));
+	if (vc == NULL)
+		return -1;
+	vcrypt_check_value(vc, chk);
+	vcrypt_free(vc);
+	to_hex(salt, sizeof(salt), hex);
+	if (meta_set(vx, "salt", hex) < 0)
+		return -1;
+	to_hex(chk, sizeof(chk), hex);
+	return meta_set(vx, "key_check", hex);
+}
+
+/* Create the tables in a new (empty) file: encrypted when there is a
+ * key. An existing index is left as it is (open_crypto checks it). */
+static int
+create_schema(struct vindex *vx, const struct vcrypt_key *key)
+{
 	int rc;
 
 	if (exec(vx, "BEGIN IMMEDIATE") < 0)
@@ -400,13 +763,13 @@ create_schema(struct vindex *vx)
 	                  NULL);
 	if (rc != SQLITE_OK) {
 		/* No meta table: a new (empty) file. */
-		if (exec(vx, schema_sql) < 0)
+		if (key != NULL && key->set) {
+			if (exec(vx, schema_enc_sql) < 0 ||
+			    init_crypto_meta(vx, key) < 0)
+				goto fail;
+		} else if (exec(vx, schema_sql) < 0) {
 			goto fail;
-	} else if (meta_get(vx, "schema", v, sizeof(v)) != 1 ||
-	           strcmp(v, VINDEX_SCHEMA) != 0) {
-		set_err(vx, "%s: index schema %s, this scrim reads %s", vx->path,
-		        v, VINDEX_SCHEMA);
-		goto fail;
+		}
 	}
 	if (exec(vx, "COMMIT") < 0)
 		goto fail;
@@ -414,6 +777,74 @@ create_schema(struct vindex *vx)
 fail:
 	exec(vx, "ROLLBACK");
 	return -1;
+}
+
+/*
+ * Check the index's schema against the key given, and set up
+ * decryption: an encrypted index needs its key, a plain one must not
+ * be given one (its text would be written in clear next to sealed
+ * values, or a user would believe it encrypted), and a wrong key is
+ * told apart from damage by the key check value.
+ */
+static int
+open_crypto(struct vindex *vx, const struct vcrypt_key *key)
+{
+	char schema[32] = "", salt_hex[2 * VCRYPT_SALT_LEN + 8],
+	     chk_hex[2 * VCRYPT_CHECK_LEN + 8];
+	unsigned char salt[VCRYPT_SALT_LEN], want[VCRYPT_CHECK_LEN],
+	        have[VCRYPT_CHECK_LEN];
+	bool has_key = key != NULL && key->set, enc;
+	int rc = meta_get(vx, "schema", schema, sizeof(schema));
+
+	if (rc < 0)
+		return -1;
+	enc = strcmp(schema, VINDEX_SCHEMA_ENC) == 0;
+	if (rc == 0 || (!enc && strcmp(schema, VINDEX_SCHEMA) != 0)) {
+		set_err(vx, "%s: index schema %s, this scrim reads %s and %s",
+		        vx->path, rc ? schema : "(none)", VINDEX_SCHEMA,
+		        VINDEX_SCHEMA_ENC);
+		return -1;
+	}
+	if (enc && !has_key) {
+		set_err(vx, "%s is encrypted and no key is configured for it: "
+		        "set encrypt_key_file in [index] (or in [index NAME] for "
+		        "this index) to the key it was made with", vx->path);
+		return -1;
+	}
+	if (!enc && has_key) {
+		set_err(vx, "%s is not encrypted, but encrypt_key_file is "
+		        "configured for it: an index is encrypted when it is "
+		        "created, and plain and encrypted content are never "
+		        "mixed. Remove encrypt_key_file for this index, or remove "
+		        "the index file and add the documents again to rebuild it "
+		        "encrypted", vx->path);
+		return -1;
+	}
+	if (!enc)
+		return 0;
+	if (meta_get(vx, "salt", salt_hex, sizeof(salt_hex)) != 1 ||
+	    meta_get(vx, "key_check", chk_hex, sizeof(chk_hex)) != 1 ||
+	    !from_hex(salt_hex, salt, sizeof(salt)) ||
+	    !from_hex(chk_hex, want, sizeof(want))) {
+		set_err(vx, "%s: damaged encryption record (salt, key check)",
+		        vx->path);
+		return -1;
+	}
+	vx->vc = vcrypt_new(key, salt, vx->err, sizeof(vx->err));
+	if (vx->vc == NULL)
+		return -1;
+	vcrypt_check_value(vx->vc, have);
+	if (CRYPTO_memcmp(have, want, sizeof(have)) != 0) {
+		vcrypt_free(vx->vc);
+		vx->vc = NULL;
+		set_err(vx, "%s: the configured key (encrypt_key_file) is not "
+		        "the key this index was encrypted with", vx->path);
+		return -1;
+	}
+	/* SQLite is given no plaintext in an encrypted index, so nothing it
+	 * could spill to a temporary file would be any; keep its sorts and
+	 * temporary tables in memory all the same. */
+	return exec(vx, "PRAGMA temp_store = MEMORY");
 }
 
 /* The tokenizer the fts table was made with (schema_sql), from FTS5's
@@ -445,7 +876,8 @@ open_tokenizer(struct vindex *vx)
 }
 
 struct vindex *
-vindex_open(const char *path, bool readonly, char *err, size_t errlen)
+vindex_open(const char *path, bool readonly, const struct vcrypt_key *key,
+            char *err, size_t errlen)
 {
 	struct vindex *vx;
 	struct stat st;
@@ -477,7 +909,7 @@ vindex_open(const char *path, bool readonly, char *err, size_t errlen)
 		/* WAL: searches go on while an update is written. */
 		if (exec(vx, "PRAGMA journal_mode = WAL") < 0 ||
 		    exec(vx, "PRAGMA synchronous = NORMAL") < 0 ||
-		    create_schema(vx) < 0) {
+		    create_schema(vx, key) < 0) {
 			snprintf(err, errlen, "%s", vx->err);
 			goto fail;
 		}
@@ -486,7 +918,8 @@ vindex_open(const char *path, bool readonly, char *err, size_t errlen)
 	 * B-tree walks touch memory, not read(2). */
 	if (exec(vx, "PRAGMA cache_size = -16384") < 0 ||
 	    exec(vx, "PRAGMA mmap_size = 1073741824") < 0 ||
-	    load_meta(vx) < 0 || open_tokenizer(vx) < 0) {
+	    open_crypto(vx, key) < 0 || load_meta(vx) < 0 ||
+	    open_tokenizer(vx) < 0) {
 		snprintf(err, errlen, "%s", vx->err);
 		goto fail;
 	}
@@ -526,6 +959,14 @@ vindex_close(struct vindex *vx)
 	drop_sig(vx);
 	free(vx->qv);
 	free(vx->path);
+	/* Plaintext of an encrypted index lived in these. */
+	vcrypt_free(vx->vc);
+	if (vx->plain != NULL)
+		OPENSSL_cleanse(vx->plain, vx->plain_cap);
+	free(vx->plain);
+	free(vx->sealed);
+	free(vx->terms);
+	free(vx->ptext);
 	free(vx);
 }
 
@@ -672,17 +1113,27 @@ vindex_file_get(struct vindex *vx, const char *path, struct vindex_file *out)
 	sqlite3_stmt *s = stmt(vx, ST_FILE_GET);
 	int rc;
 
-	if (s == NULL)
+	if (s == NULL || !bind_path(vx, s, 1, path))
 		return -1;
-	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		const void *h = sqlite3_column_blob(s, 2);
+		size_t n = 0;
 
 		memset(out, 0, sizeof(*out));
 		out->size = sqlite3_column_int64(s, 0);
 		out->mtime_ns = sqlite3_column_int64(s, 1);
-		if (h != NULL && sqlite3_column_bytes(s, 2) == 32)
+		if (vx->vc != NULL) {
+			if (!open_col(vx, s, 2, VCRYPT_FILE_SHA,
+			              sqlite3_column_int64(s, 4), &n)) {
+				sqlite3_reset(s);
+				return -1;
+			}
+			h = n == 32 ? vx->plain : NULL;
+		} else if (sqlite3_column_bytes(s, 2) != 32) {
+			h = NULL;
+		}
+		if (h != NULL)
 			memcpy(out->sha256, h, 32);
 		out->nchunks = sqlite3_column_int64(s, 3);
 		sqlite3_reset(s);
@@ -698,9 +1149,8 @@ vindex_file_touch(struct vindex *vx, const char *path,
 {
 	sqlite3_stmt *s = stmt(vx, ST_FILE_TOUCH);
 
-	if (s == NULL)
+	if (s == NULL || !bind_path(vx, s, 1, path))
 		return -1;
-	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, f->size);
 	sqlite3_bind_int64(s, 3, f->mtime_ns);
 	return step_done(vx, s, "update file");
@@ -782,6 +1232,237 @@ vindex_embed_text(const char *path, const struct chunk *c, size_t *len)
 	return p;
 }
 
+/* The id and chunk count of indexed file path: 1, 0 when it is not
+ * indexed, -1 on error. */
+static int
+file_id(struct vindex *vx, const char *path, int64_t *id, int64_t *nchunks)
+{
+	sqlite3_stmt *s = stmt(vx, ST_FILE_GET);
+	int rc;
+
+	if (s == NULL || !bind_path(vx, s, 1, path))
+		return -1;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*id = sqlite3_column_int64(s, 4);
+		if (nchunks != NULL)
+			*nchunks = sqlite3_column_int64(s, 3);
+	}
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : db_fail(vx, "read file");
+}
+
+/*
+ * Take file fid's chunks out of an encrypted index's contentless FTS5
+ * table: each chunk's pseudo-text is made again from its sealed title
+ * and text and the file's sealed path, exactly as put_sealed made it,
+ * and given to FTS5's 'delete'. A value that does not open stops the
+ * update (the index is damaged: rebuild it), since a 'delete' with other
+ * terms than were inserted would corrupt the full-text index.
+ */
+static int
+forget_file(struct vindex *vx, int64_t fid)
+{
+	sqlite3_stmt *s = stmt(vx, ST_FILE_PATH_OF), *f;
+	unsigned char *namep = NULL;
+	size_t n, namelen = 0, len;
+	int rc, ret = -1;
+
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, fid);
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return rc == SQLITE_DONE ? 0 : db_fail(vx, "read file");
+	}
+	if (!open_col(vx, s, 0, VCRYPT_FILE_PATH, fid, &n)) {
+		sqlite3_reset(s);
+		return -1;
+	}
+	sqlite3_reset(s);
+	{
+		const char *name = doc_name((const char *)vx->plain);
+
+		if (pseudo_text(vx, name, strlen(name), &namelen) < 0)
+			return -1;
+	}
+	namep = xmalloc(namelen + 1);
+	memcpy(namep, vx->ptext, namelen + 1);
+	if ((s = stmt(vx, ST_CHUNKS_OF)) == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, fid);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int64_t cid = sqlite3_column_int64(s, 0);
+
+		if ((f = stmt(vx, ST_FTS_FORGET)) == NULL)
+			goto fail;
+		sqlite3_bind_int64(f, 1, cid);
+		sqlite3_bind_text(f, 2, (const char *)namep, (int)namelen,
+		                  SQLITE_STATIC);
+		if (!open_col(vx, s, 1, VCRYPT_CHUNK_TITLE, cid, &n) ||
+		    pseudo_text(vx, (const char *)vx->plain, n, &len) < 0)
+			goto fail;
+		sqlite3_bind_text(f, 3, (const char *)vx->ptext, (int)len,
+		                  SQLITE_TRANSIENT);
+		if (!open_col(vx, s, 2, VCRYPT_CHUNK_BODY, cid, &n) ||
+		    pseudo_text(vx, (const char *)vx->plain, n, &len) < 0)
+			goto fail;
+		sqlite3_bind_text(f, 4, (const char *)vx->ptext, (int)len,
+		                  SQLITE_TRANSIENT);
+		if (step_done(vx, f, "forget text") < 0)
+			goto fail;
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		db_fail(vx, "read chunks");
+		goto out;
+	}
+	ret = 0;
+	goto out;
+fail:
+	sqlite3_reset(s);
+out:
+	free(namep);
+	return ret;
+}
+
+/* Delete file fid and its chunks (triggers), and, in an encrypted
+ * index, first its terms (forget_file). */
+static int
+delete_file(struct vindex *vx, int64_t fid)
+{
+	sqlite3_stmt *s;
+
+	if (vx->vc != NULL && forget_file(vx, fid) < 0)
+		return -1;
+	if ((s = stmt(vx, ST_FILE_DEL_ID)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, fid);
+	if (step_done(vx, s, "remove file") < 0)
+		return -1;
+	vx->dirty = true;
+	return 0;
+}
+
+/*
+ * vindex_file_put for an encrypted index. The ids of the new rows are
+ * chosen first, since every sealed value is bound to its row.
+ *
+ * Vectors are sealed too, for either embedder, rather than the built-in
+ * embedder's feature hash being keyed: an endpoint's vectors come from
+ * a public model and can be inverted back to text ("vec2text"), which
+ * no keying of ours can prevent, and the built-in embedder's unkeyed
+ * features (words, word pairs, trigrams) could be tested one dictionary
+ * word at a time. One mechanism covers both. The price is opening the
+ * signatures when a handle loads them, and the candidates' vectors at
+ * each query (bench/INDEX.md has the figures).
+ */
+static int
+put_sealed(struct vindex *vx, const char *path, const struct vindex_file *f,
+           const char *kind, const struct chunk *chunks, size_t n,
+           const float *vecs)
+{
+	unsigned dim = vx->spec.dim;
+	size_t bloblen = sizeof(float) + dim, sigbytes = sig_words(dim) * 8,
+	       namelen = 0, len;
+	const char *name = doc_name(path);
+	unsigned char *blob = NULL, *namep = NULL;
+	uint64_t *bits = NULL;
+	sqlite3_stmt *s;
+	int64_t fid, cid0;
+	int rc, ret = -1;
+
+	rc = file_id(vx, path, &fid, NULL);
+	if (rc < 0 || (rc == 1 && delete_file(vx, fid) < 0))
+		return -1;
+	if ((s = stmt(vx, ST_MAX_IDS)) == NULL)
+		return -1;
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return db_fail(vx, "next ids");
+	}
+	fid = sqlite3_column_int64(s, 0) + 1;
+	cid0 = sqlite3_column_int64(s, 1) + 1;
+	sqlite3_reset(s);
+
+	if ((s = stmt(vx, ST_FILE_INS)) == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, fid);
+	if (!bind_path(vx, s, 2, path) ||
+	    !bind_sealed(vx, s, 3, VCRYPT_FILE_PATH, fid, path, strlen(path)) ||
+	    !bind_sealed(vx, s, 6, VCRYPT_FILE_SHA, fid, f->sha256, 32) ||
+	    !bind_sealed(vx, s, 7, VCRYPT_FILE_KIND, fid, kind, strlen(kind)))
+		return -1;
+	sqlite3_bind_int64(s, 4, f->size);
+	sqlite3_bind_int64(s, 5, f->mtime_ns);
+	sqlite3_bind_int64(s, 8, (sqlite3_int64)n);
+	sqlite3_bind_int64(s, 9, (sqlite3_int64)time(NULL));
+	if (step_done(vx, s, "insert file") < 0)
+		return -1;
+	vx->dirty = true;
+
+	/* The document's name is the same in every chunk's fts row. */
+	if (pseudo_text(vx, name, strlen(name), &namelen) < 0)
+		return -1;
+	namep = xmalloc(namelen + 1);
+	memcpy(namep, vx->ptext, namelen + 1);
+	blob = xmalloc(bloblen);
+	bits = xmalloc(sigbytes);
+	for (size_t i = 0; i < n; i++) {
+		const struct chunk *c = &chunks[i];
+		int64_t cid = cid0 + (int64_t)i;
+
+		quantise(vecs + i * dim, dim, blob, bits);
+		if ((s = stmt(vx, ST_CHUNK_INS)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, cid);
+		sqlite3_bind_int64(s, 2, fid);
+		sqlite3_bind_int64(s, 3, (sqlite3_int64)i);
+		sqlite3_bind_int64(s, 4, c->line_start);
+		sqlite3_bind_int64(s, 5, c->line_end);
+		sqlite3_bind_int64(s, 6, (sqlite3_int64)c->byte_start);
+		sqlite3_bind_int64(s, 7, (sqlite3_int64)c->byte_end);
+		sqlite3_bind_int64(s, 8, (sqlite3_int64)c->overlap);
+		if (!bind_sealed(vx, s, 9, VCRYPT_CHUNK_VEC, cid, blob, bloblen) ||
+		    !bind_sealed(vx, s, 10, VCRYPT_CHUNK_TITLE, cid, c->title,
+		                 strlen(c->title)) ||
+		    !bind_sealed(vx, s, 11, VCRYPT_CHUNK_BODY, cid, c->text,
+		                 c->len) ||
+		    step_done(vx, s, "insert chunk") < 0)
+			goto out;
+		if ((s = stmt(vx, ST_SIG_INS)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, cid);
+		if (!bind_sealed(vx, s, 2, VCRYPT_SIG_BITS, cid, bits, sigbytes) ||
+		    step_done(vx, s, "insert signature") < 0)
+			goto out;
+		if ((s = stmt(vx, ST_FTS_INS)) == NULL)
+			goto out;
+		sqlite3_bind_int64(s, 1, cid);
+		sqlite3_bind_text(s, 2, (const char *)namep, (int)namelen,
+		                  SQLITE_STATIC);
+		if (pseudo_text(vx, c->title, strlen(c->title), &len) < 0)
+			goto out;
+		sqlite3_bind_text(s, 3, (const char *)vx->ptext, (int)len,
+		                  SQLITE_TRANSIENT);
+		if (pseudo_text(vx, c->text, c->len, &len) < 0)
+			goto out;
+		sqlite3_bind_text(s, 4, (const char *)vx->ptext, (int)len,
+		                  SQLITE_TRANSIENT);
+		if (step_done(vx, s, "insert text") < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	free(namep);
+	free(bits);
+	free(blob);
+	return ret;
+}
+
 int
 vindex_file_put(struct vindex *vx, const char *path,
                 const struct vindex_file *f, const char *kind,
@@ -800,6 +1481,8 @@ vindex_file_put(struct vindex *vx, const char *path,
 		set_err(vx, "%s: write outside vindex_begin", vx->path);
 		return -1;
 	}
+	if (vx->vc != NULL)
+		return put_sealed(vx, path, f, kind, chunks, n, vecs);
 	s = stmt(vx, ST_FILE_DEL);
 	if (s == NULL)
 		return -1;
@@ -863,13 +1546,97 @@ out:
 	return ret;
 }
 
+/* Is path (plen bytes) under folder dir, or dir itself when self? As
+ * the plain index's SQL has it: "D/..." is under D, "D-x" is not. */
+static bool
+path_under(const char *path, size_t plen, const char *dir, bool self)
+{
+	size_t dlen = strlen(dir);
+
+	if (plen == dlen)
+		return self && memcmp(path, dir, dlen) == 0;
+	return plen > dlen && memcmp(path, dir, dlen) == 0 && path[dlen] == '/';
+}
+
+/*
+ * Every file of an encrypted index that is under dir (or is dir, when
+ * self): fn is called with its id, its chunk count and its path (valid
+ * during the call). An encrypted index has no folder names to look up,
+ * so every path is opened: about a microsecond a file.
+ */
+static int
+scan_sealed(struct vindex *vx, const char *dir, bool self,
+            bool (*fn)(void *arg, int64_t id, int64_t nchunks,
+                       const char *path),
+            void *arg)
+{
+	sqlite3_stmt *s = stmt(vx, ST_FILE_ALL);
+	size_t len;
+	int rc;
+
+	if (s == NULL)
+		return -1;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int64_t id = sqlite3_column_int64(s, 0);
+
+		if (!open_col(vx, s, 1, VCRYPT_FILE_PATH, id, &len)) {
+			sqlite3_reset(s);
+			return -1;
+		}
+		if (path_under((const char *)vx->plain, len, dir, self) &&
+		    !fn(arg, id, sqlite3_column_int64(s, 2),
+		        (const char *)vx->plain))
+			break;
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0
+	                                             : db_fail(vx, "list files");
+}
+
+struct idlist {
+	int64_t *id;
+	size_t n, cap;
+	int64_t chunks;
+};
+
+static bool
+collect_id(void *arg, int64_t id, int64_t nchunks, const char *path)
+{
+	struct idlist *l = arg;
+
+	(void)path;
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->id = xrealloc(l->id, l->cap * sizeof(l->id[0]));
+	}
+	l->id[l->n++] = id;
+	l->chunks += nchunks;
+	return true;
+}
+
 int
 vindex_remove(struct vindex *vx, const char *path, int64_t *files,
               int64_t *chunks)
 {
-	sqlite3_stmt *s = stmt(vx, ST_DEL_UNDER_COUNT);
+	sqlite3_stmt *s;
+	struct idlist l = {0};
+	int ret = -1;
 
-	if (s == NULL)
+	if (vx->vc != NULL) {
+		/* Found first, deleted after: not while the scan reads. */
+		if (scan_sealed(vx, path, true, collect_id, &l) < 0)
+			goto out;
+		for (size_t i = 0; i < l.n; i++)
+			if (delete_file(vx, l.id[i]) < 0)
+				goto out;
+		if (files)
+			*files = (int64_t)l.n;
+		if (chunks)
+			*chunks = l.chunks;
+		ret = 0;
+		goto out;
+	}
+	if ((s = stmt(vx, ST_DEL_UNDER_COUNT)) == NULL)
 		return -1;
 	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
 	if (sqlite3_step(s) != SQLITE_ROW) {
@@ -887,16 +1654,55 @@ vindex_remove(struct vindex *vx, const char *path, int64_t *files,
 		return -1;
 	sqlite3_bind_text(s, 1, path, -1, SQLITE_STATIC);
 	return step_done(vx, s, "remove files");
+out:
+	free(l.id);
+	return ret;
+}
+
+int
+vindex_remove_file(struct vindex *vx, const char *path, int64_t *chunks)
+{
+	int64_t fid, nc = 0;
+	int rc = file_id(vx, path, &fid, &nc);
+
+	if (rc <= 0)
+		return rc;
+	if (delete_file(vx, fid) < 0)
+		return -1;
+	if (chunks)
+		*chunks = nc;
+	return 1;
+}
+
+struct under {
+	void (*fn)(void *arg, const char *path);
+	void *arg;
+};
+
+static bool
+call_under(void *arg, int64_t id, int64_t nchunks, const char *path)
+{
+	struct under *u = arg;
+
+	(void)id;
+	(void)nchunks;
+	u->fn(u->arg, path);
+	return true;
 }
 
 int
 vindex_files_under(struct vindex *vx, const char *dir,
                    void (*fn)(void *arg, const char *path), void *arg)
 {
-	sqlite3_stmt *s = stmt(vx, ST_UNDER);
+	sqlite3_stmt *s;
 	int rc;
 
-	if (s == NULL)
+	if (vx->vc != NULL) {
+		struct under u = {fn, arg};
+
+		return scan_sealed(vx, dir, false, call_under, &u);
+	}
+	if ((s = stmt(vx, ST_UNDER)) == NULL)
 		return -1;
 	sqlite3_bind_text(s, 1, dir, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW)
@@ -916,6 +1722,7 @@ vindex_stats(struct vindex *vx, struct vindex_stats *st)
 	if (load_meta(vx) < 0)
 		return -1;
 	st->generation = vx->gen_seen;
+	st->encrypted = vx->vc != NULL;
 	st->has_embedder = vx->has_spec;
 	if (vx->has_spec)
 		st->embedder = vx->spec;
@@ -987,7 +1794,10 @@ refresh(struct vindex *vx)
 	if ((s = stmt(vx, ST_SIG_ALL)) == NULL)
 		return -1;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if ((size_t)sqlite3_column_bytes(s, 1) != words * 8)
+		int64_t id = sqlite3_column_int64(s, 0);
+		size_t len = (size_t)sqlite3_column_bytes(s, 1);
+
+		if (vx->vc == NULL && len != words * 8)
 			continue;
 		if (vx->nsig == cap) {
 			cap = cap ? cap * 2 : 1024;
@@ -995,9 +1805,25 @@ refresh(struct vindex *vx)
 			vx->sig_bits = xrealloc(vx->sig_bits,
 			                        cap * words * sizeof(uint64_t));
 		}
-		vx->sig_ids[vx->nsig] = sqlite3_column_int64(s, 0);
-		memcpy(vx->sig_bits + vx->nsig * words,
-		       sqlite3_column_blob(s, 1), words * 8);
+		vx->sig_ids[vx->nsig] = id;
+		if (vx->vc == NULL) {
+			memcpy(vx->sig_bits + vx->nsig * words,
+			       sqlite3_column_blob(s, 1), words * 8);
+		} else if (len != words * 8 + VCRYPT_OVERHEAD ||
+		           !vcrypt_open(vx->vc, VCRYPT_SIG_BITS, id,
+		                        sqlite3_column_blob(s, 1), len,
+		                        (unsigned char *)(vx->sig_bits +
+		                                          vx->nsig * words))) {
+			/* Cut or altered: as any sealed value, it fails the
+			 * search rather than leave the chunk out unnoticed. */
+			sqlite3_reset(s);
+			drop_sig(vx);
+			set_err(vx, "%s: a sealed value (row %lld, field %d) does "
+			        "not decrypt: the index file was damaged or altered; "
+			        "rebuild it", vx->path, (long long)id,
+			        (int)VCRYPT_SIG_BITS);
+			return -1;
+		}
 		vx->nsig++;
 	}
 	sqlite3_reset(s);
@@ -1232,6 +2058,18 @@ fts_query(struct vindex *vx, const char *q, size_t n, char *out,
 		                  (int)strlen(t[j].word), on_token);
 		if (t[j].stem[0] == '\0')
 			continue;
+		/* An encrypted index holds the stem's pseudo-term (see
+		 * pseudo_text): it is looked up, and matched, instead. */
+		if (vx->vc != NULL) {
+			char pt[VCRYPT_TERM_LEN];
+
+			if (!vcrypt_term(vx->vc, t[j].stem, strlen(t[j].stem), pt)) {
+				set_err(vx, "%s: MAC failed", vx->path);
+				return -1;
+			}
+			memcpy(t[j].stem, pt, VCRYPT_TERM_LEN);
+			t[j].stem[VCRYPT_TERM_LEN] = '\0';
+		}
 		if ((s = stmt(vx, ST_DF)) == NULL)
 			return -1;
 		sqlite3_bind_text(s, 1, t[j].stem, -1, SQLITE_STATIC);
@@ -1253,7 +2091,8 @@ fts_query(struct vindex *vx, const char *q, size_t n, char *out,
 			break;
 		budget -= t[j].df;
 		w = snprintf(out + len, outlen - len, "%s\"%s\"",
-		             len ? " OR " : "", t[j].word);
+		             len ? " OR " : "",
+		             vx->vc != NULL ? t[j].stem : t[j].word);
 		if (w < 0 || (size_t)w >= outlen - len) {
 			out[len] = '\0';
 			break;
@@ -1298,15 +2137,28 @@ exact_cos(struct vindex *vx, const float *q, struct cand *c)
 {
 	sqlite3_stmt *s = stmt(vx, ST_VEC);
 	unsigned dim = vx->spec.dim;
+	const unsigned char *b = NULL;
 	int rc;
 
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, c->id);
 	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW &&
-	    (size_t)sqlite3_column_bytes(s, 0) == sizeof(float) + dim) {
-		const unsigned char *b = sqlite3_column_blob(s, 0);
+	if (rc == SQLITE_ROW && vx->vc != NULL) {
+		size_t n;
+
+		/* Opened into vx->plain; a vector that does not open fails
+		 * the query, as any altered value does. */
+		if (!open_col(vx, s, 0, VCRYPT_CHUNK_VEC, c->id, &n)) {
+			sqlite3_reset(s);
+			return -1;
+		}
+		b = n == sizeof(float) + dim ? vx->plain : NULL;
+	} else if (rc == SQLITE_ROW &&
+	           (size_t)sqlite3_column_bytes(s, 0) == sizeof(float) + dim) {
+		b = sqlite3_column_blob(s, 0);
+	}
+	if (b != NULL) {
 		const signed char *qv = (const signed char *)(b + sizeof(float));
 		float scale, dot = 0;
 
@@ -1330,12 +2182,30 @@ col_dup(sqlite3_stmt *s, int i)
 	return xstrndup(t ? t : "", (size_t)sqlite3_column_bytes(s, i));
 }
 
+/* Column i of s as an owned string: opened first in an encrypted
+ * index. NULL (vx->err) when it does not decrypt. */
+static char *
+hit_str(struct vindex *vx, sqlite3_stmt *s, int i, enum vcrypt_col col,
+        int64_t row)
+{
+	size_t n;
+
+	if (vx->vc == NULL)
+		return col_dup(s, i);
+	if (!open_col(vx, s, i, col, row, &n))
+		return NULL;
+	return xstrndup((const char *)vx->plain, n);
+}
+
 static int
 fill_hit(struct vindex *vx, const struct cand *c, struct vindex_hit *h)
 {
 	static const char hex[] = "0123456789abcdef";
 	sqlite3_stmt *s = stmt(vx, ST_HIT);
-	const unsigned char *sha;
+	unsigned char sha[32];
+	bool have_sha = false;
+	int64_t fid;
+	size_t n;
 	int rc;
 
 	if (s == NULL)
@@ -1347,8 +2217,19 @@ fill_hit(struct vindex *vx, const struct cand *c, struct vindex_hit *h)
 		return rc == SQLITE_DONE ? 0 : db_fail(vx, "read chunk");
 	}
 	memset(h, 0, sizeof(*h));
-	sha = sqlite3_column_blob(s, 7);
-	if (sha != NULL && sqlite3_column_bytes(s, 7) == 32) {
+	fid = sqlite3_column_int64(s, 10);
+	if (vx->vc != NULL) {
+		if (!open_col(vx, s, 7, VCRYPT_FILE_SHA, fid, &n))
+			goto fail;
+		have_sha = n == 32;
+		if (have_sha)
+			memcpy(sha, vx->plain, 32);
+	} else if (sqlite3_column_blob(s, 7) != NULL &&
+	           sqlite3_column_bytes(s, 7) == 32) {
+		memcpy(sha, sqlite3_column_blob(s, 7), 32);
+		have_sha = true;
+	}
+	if (have_sha) {
 		char pre[9];
 
 		for (int i = 0; i < 4; i++) {
@@ -1364,15 +2245,23 @@ fill_hit(struct vindex *vx, const struct cand *c, struct vindex_hit *h)
 	h->byte_start = (uint64_t)sqlite3_column_int64(s, 3);
 	h->byte_end = (uint64_t)sqlite3_column_int64(s, 4);
 	h->overlap = (size_t)sqlite3_column_int64(s, 5);
-	h->file = col_dup(s, 6);
-	h->title = col_dup(s, 8);
-	h->text = col_dup(s, 9);
+	if ((h->file = hit_str(vx, s, 6, VCRYPT_FILE_PATH, fid)) == NULL ||
+	    (h->title = hit_str(vx, s, 8, VCRYPT_CHUNK_TITLE, c->id)) == NULL ||
+	    (h->text = hit_str(vx, s, 9, VCRYPT_CHUNK_BODY, c->id)) == NULL)
+		goto fail;
 	h->score = c->score;
 	h->bm25_rank = c->rb;
 	h->vector_rank = c->rv;
 	h->cosine = c->cos;
 	sqlite3_reset(s);
 	return 1;
+fail:
+	sqlite3_reset(s);
+	free(h->file);
+	free(h->title);
+	free(h->text);
+	memset(h, 0, sizeof(*h));
+	return -1;
 }
 
 /*

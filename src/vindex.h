@@ -9,6 +9,9 @@
  * vectors come in with vindex_file_put, and a query's come from the
  * embedder given with vindex_set_embedder).
  *
+ * An index may be encrypted (vcrypt.h): made with a key, it holds no
+ * document text, path or vector in clear, and opens only with that key.
+ *
  * Threads: there is no global state. A struct vindex is one SQLite
  * connection and its caches, to be used by one thread at a time; a
  * gateway worker opens its own, read-only. Readers never block the
@@ -20,6 +23,7 @@
 #include "chunk.h"
 #include "embed.h"
 #include "scrim.h"
+#include "vcrypt.h"
 
 struct vindex;
 
@@ -60,17 +64,22 @@ struct vindex_stats {
 	int64_t text_bytes;     /* sum of chunk text */
 	int64_t generation;     /* bumped by every committed change */
 	int64_t updated;        /* unix time of the last change; 0 never */
+	bool encrypted;         /* made with a key (vcrypt.h) */
 	bool has_embedder;      /* false until the first add */
 	struct embed_spec embedder;
 };
 
 /*
  * Open (readonly) or open-or-create (read-write) the index at path. A
- * new file is created mode 0600 and switched to WAL. On failure returns
- * NULL with a message in err. The handle belongs to the calling thread
- * until vindex_close.
+ * new file is created mode 0600 and switched to WAL; with a key (NULL
+ * or unset: none) it is created encrypted. An encrypted index opens only
+ * with its key, and a plain one only without a key: anything else fails
+ * with a message saying which. On failure returns NULL with a message
+ * in err. The handle belongs to the calling thread until vindex_close;
+ * the key is not kept (keys derived from it are, until then).
  */
-struct vindex *vindex_open(const char *path, bool readonly, char *err,
+struct vindex *vindex_open(const char *path, bool readonly,
+                           const struct vcrypt_key *key, char *err,
                            size_t errlen);
 void vindex_close(struct vindex *vx);
 
@@ -150,6 +159,12 @@ int vindex_file_touch(struct vindex *vx, const char *path,
  * went in *files and *chunks (either may be NULL). */
 int vindex_remove(struct vindex *vx, const char *path, int64_t *files,
                   int64_t *chunks) SCRIM_MUSTCHECK;
+/* Remove the file path only (not what may be under it, were it once a
+ * folder): 1 when it was indexed (its chunk count in *chunks, which may
+ * be NULL), 0 when not, -1 on error. What an update uses for one file;
+ * vindex_remove of an encrypted index reads every path. */
+int vindex_remove_file(struct vindex *vx, const char *path, int64_t *chunks)
+	SCRIM_MUSTCHECK;
 /* Call fn for every indexed file under folder dir (its path). */
 int vindex_files_under(struct vindex *vx, const char *dir,
                        void (*fn)(void *arg, const char *path), void *arg)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char path[] = "/tmp/scrim-test-config-XXXXXX";
@@ -222,6 +223,63 @@ test_secret_file(void)
 	unlink(spath);
 }
 
+/* encrypt_key_file: a path relative to the configuration file, read at
+ * load and refused unless 0600; credential:NAME from
+ * $CREDENTIALS_DIRECTORY; [index NAME] with its own key. */
+static void
+test_encrypt_key(void)
+{
+	char kdir[] = "/tmp/scrim-test-ekey-XXXXXX", kp[200], text[2048];
+	static const char key[32] = "0123456789abcdefghijklmnopqrstu";
+	const struct cfg_index *ix;
+	struct scrim_config *c;
+	FILE *f;
+
+	if (mkdtemp(kdir) == NULL)
+		return;
+	snprintf(kp, sizeof(kp), "%s/index.key", kdir);
+	f = fopen(kp, "wb");
+	fwrite(key, 1, sizeof(key), f);
+	fclose(f);
+	chmod(kp, 0600);
+	setenv("CREDENTIALS_DIRECTORY", kdir, 1);
+	snprintf(text, sizeof(text), "%s[index]\nencrypt_key_file = %s\n"
+	         "[index team]\nencrypt_key_file = credential:index.key\n"
+	         "[index plain]\n[index rel]\nencrypt_key_file = %s/index.key\n",
+	         base, kp, strrchr(kdir, '/') + 1);
+	c = load_text(text);
+	CHECK(c != NULL, "encrypt_key_file loads");
+	if (c != NULL) {
+		ix = config_index(c, "default");
+		CHECK(ix->encrypt_key.set, "[index] has its key");
+		CHECK(config_index(c, "team")->encrypt_key.set &&
+		      vcrypt_key_equal(&ix->encrypt_key,
+		                       &config_index(c, "team")->encrypt_key),
+		      "credential:NAME reads the same file");
+		CHECK(!config_index(c, "plain")->encrypt_key.set,
+		      "[index NAME] starts from the defaults: no key");
+		CHECK(vcrypt_key_equal(&ix->encrypt_key,
+		                       &config_index(c, "rel")->encrypt_key),
+		      "a relative path is relative to the configuration file");
+		config_unref(c);
+	}
+	unsetenv("CREDENTIALS_DIRECTORY");
+	c = load_text(text);
+	CHECK(c == NULL, "credential: without $CREDENTIALS_DIRECTORY refused");
+	config_unref(c);
+	chmod(kp, 0644);
+	snprintf(text, sizeof(text), "%s[index]\nencrypt_key_file = %s\n",
+	         base, kp);
+	c = load_text(text);
+	CHECK(c == NULL, "a key file others can read is refused");
+	config_unref(c);
+	unlink(kp);
+	c = load_text(text);
+	CHECK(c == NULL, "a missing key file is refused");
+	config_unref(c);
+	rmdir(kdir);
+}
+
 int
 main(void)
 {
@@ -235,6 +293,7 @@ main(void)
 	test_units();
 	test_index();
 	test_secret_file();
+	test_encrypt_key();
 	unlink(path);
 	return harness_done();
 }

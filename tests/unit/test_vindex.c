@@ -9,9 +9,12 @@
  * question set against a floor; incremental reindexing of changed, added
  * and deleted files; skips (hidden, binary, too large); remove; embedder
  * mismatch refused; file mode and WAL; vindex_changed; searches on worker
- * threads while the index is rewritten.
+ * threads while the index is rewritten. The same corpus indexed encrypted
+ * (vcrypt.h): the same rankings, no word of a document, no path in its
+ * files, and refused without its key, with another key, or altered.
  */
 #include "chunk.h"
+#include "config.h"
 #include "embed.h"
 #include "harness.h"
 #include "indexcmd.h"
@@ -505,7 +508,7 @@ static struct vindex *
 open_ro(void)
 {
 	char err[600];
-	struct vindex *vx = vindex_open(dbpath, true, err, sizeof(err));
+	struct vindex *vx = vindex_open(dbpath, true, NULL, err, sizeof(err));
 
 	CHECK(vx != NULL, "open read-only: %s", err);
 	return vx;
@@ -721,6 +724,371 @@ test_mismatch(void)
 	      "embedder mismatch refused, naming both: rc %d: %s", rc, cmd_err);
 }
 
+/* ---- encryption at rest ------------------------------------------------------------ */
+
+static char encpath[300], keypath[300], confpath[300], basepath[300];
+
+/* The bytes of an index: the database and its WAL, when there is one. */
+static char *
+index_bytes(const char *db, size_t *n)
+{
+	char wal[400];
+	size_t a = 0, b = 0;
+	char *p = read_all(db, &a), *w;
+
+	snprintf(wal, sizeof(wal), "%s-wal", db);
+	w = read_all(wal, &b);
+	if (p != NULL && w != NULL && b > 0) {
+		p = realloc(p, a + b + 1);
+		memcpy(p + a, w, b);
+		a += b;
+	}
+	free(w);
+	*n = a;
+	return p;
+}
+
+/* How many of the distinct words of at least 6 letters of document doc
+ * are found, as written, in the bytes of db; *total says how many there
+ * are. Words that the index base (of an unrelated one-line file) holds
+ * too are SQLite's and the schema's own ("format", "WITHOUT",
+ * "content"): they are not counted. */
+static size_t
+words_in_index(const char *db, const char *base, const char *doc,
+               size_t *total)
+{
+	size_t dn, bn, zn, found = 0, nw = 0;
+	char *d = read_all(doc, &dn), *b = index_bytes(db, &bn),
+	     *z = index_bytes(base, &zn);
+	char seen[512][48];
+
+	*total = 0;
+	if (d == NULL || b == NULL || z == NULL) {
+		free(d);
+		free(b);
+		free(z);
+		return 0;
+	}
+	for (size_t i = 0; i < dn && nw < 512;) {
+		size_t a;
+		bool dup = false;
+
+		while (i < dn && !((d[i] | 32) >= 'a' && (d[i] | 32) <= 'z'))
+			i++;
+		a = i;
+		while (i < dn && (d[i] | 32) >= 'a' && (d[i] | 32) <= 'z')
+			i++;
+		if (i - a < 6 || i - a >= sizeof(seen[0]))
+			continue;
+		for (size_t k = 0; k < nw && !dup; k++)
+			dup = strlen(seen[k]) == i - a &&
+			      memcmp(seen[k], d + a, i - a) == 0;
+		if (dup)
+			continue;
+		memcpy(seen[nw], d + a, i - a);
+		seen[nw][i - a] = '\0';
+		if (memmem(z, zn, seen[nw], i - a) != NULL)
+			continue;
+		if (memmem(b, bn, seen[nw], i - a) != NULL) {
+			found++;
+			if (getenv("SCRIM_TEST_VERBOSE") != NULL)
+				printf("  found in %s: %s\n", db, seen[nw]);
+		}
+		nw++;
+	}
+	free(d);
+	free(b);
+	free(z);
+	*total = nw;
+	return found;
+}
+
+/* Flip one bit of column col of every row of table (its id is "id"),
+ * in place. */
+static void
+tamper(const char *db, const char *table, const char *col)
+{
+	char q1[200], q2[200];
+	sqlite3 *h = NULL;
+	sqlite3_stmt *sel = NULL, *upd = NULL;
+
+	snprintf(q1, sizeof(q1), "SELECT id, %s FROM %s", col, table);
+	snprintf(q2, sizeof(q2), "UPDATE %s SET %s = ?2 WHERE id = ?1", table,
+	         col);
+	if (sqlite3_open(db, &h) != SQLITE_OK ||
+	    sqlite3_prepare_v2(h, q1, -1, &sel, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(h, q2, -1, &upd, NULL) != SQLITE_OK) {
+		CHECK(false, "tamper: %s", sqlite3_errmsg(h));
+		goto out;
+	}
+	sqlite3_exec(h, "BEGIN", NULL, NULL, NULL);
+	while (sqlite3_step(sel) == SQLITE_ROW) {
+		int n = sqlite3_column_bytes(sel, 1);
+		unsigned char *b = malloc((size_t)n);
+
+		memcpy(b, sqlite3_column_blob(sel, 1), (size_t)n);
+		b[n / 2] ^= 0x01;
+		sqlite3_bind_int64(upd, 1, sqlite3_column_int64(sel, 0));
+		sqlite3_bind_blob(upd, 2, b, n, SQLITE_TRANSIENT);
+		sqlite3_step(upd);
+		sqlite3_reset(upd);
+		free(b);
+	}
+	sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
+out:
+	sqlite3_finalize(sel);
+	sqlite3_finalize(upd);
+	sqlite3_close(h);
+}
+
+/* The ids of the top 5 for q, joined; "" when the search failed. */
+static void
+top_ids(struct vindex *vx, const char *q, char *out, size_t len)
+{
+	struct vindex_hit *h;
+	size_t n, o = 0;
+
+	out[0] = '\0';
+	if (vindex_search(vx, q, 5, &h, &n) != 0)
+		return;
+	for (size_t i = 0; i < n && o < len; i++)
+		o += (size_t)snprintf(out + o, len - o, "%s ", h[i].id);
+	vindex_hits_free(h, n);
+}
+
+/* Terms in an index's full-text index (its fts_vocab), after FTS5's own
+ * integrity check; -1 when that fails. An encrypted index deletes from
+ * its contentless FTS5 table by giving the terms again: a wrong one
+ * would leave terms behind or break the check. */
+static long
+vocab_terms(const char *db)
+{
+	sqlite3 *h = NULL;
+	sqlite3_stmt *s = NULL;
+	long n = -1;
+
+	if (sqlite3_open(db, &h) == SQLITE_OK &&
+	    sqlite3_exec(h, "INSERT INTO fts(fts) VALUES('integrity-check')",
+	                 NULL, NULL, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(h, "SELECT count(*) FROM fts_vocab", -1, &s,
+	                       NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		n = (long)sqlite3_column_int64(s, 0);
+	else
+		fprintf(stderr, "vocab_terms: %s\n", sqlite3_errmsg(h));
+	sqlite3_finalize(s);
+	sqlite3_close(h);
+	return n;
+}
+
+static void
+test_encrypted(void)
+{
+	static const unsigned char raw[32] = "a test key, not a random one!!!";
+	char err[600], p[600], qpath[600], a[256], b[256];
+	const char *words_doc[] = {"notes/oncall.org", "notes/handbook.md",
+	                           "licences/Apache-2.0"};
+	struct vcrypt_key key, wrong;
+	struct vindex *plain, *enc, *vx;
+	struct vindex_stats st;
+	size_t total, found, same = 0, nq = 0;
+	char *qs, *line, *next, *bytes;
+	FILE *f;
+	int rc;
+
+	snprintf(keypath, sizeof(keypath), "%s/index.key", dir);
+	f = fopen(keypath, "wb");
+	fwrite(raw, 1, sizeof(raw), f);
+	fclose(f);
+	chmod(keypath, 0600);
+	snprintf(confpath, sizeof(confpath), "%s/enc.conf", dir);
+	f = fopen(confpath, "w");
+	fprintf(f, "[gateway]\nstate_dir = %s/state\n[index]\n"
+	        "encrypt_key_file = %s\n", dir, keypath);
+	fclose(f);
+	snprintf(encpath, sizeof(encpath), "%s/enc.db", dir);
+	rc = run_index("add", "-c", confpath, "--db", encpath, "--max-size",
+	               "100K", docs, NULL);
+	CHECK(rc == 0, "encrypted add: rc %d: %s", rc, cmd_err);
+	printf("encrypted: %s", cmd_out);
+	/* What any encrypted index holds: an unrelated one-line file's. */
+	snprintf(p, sizeof(p), "%s/base.txt", dir);
+	write_file(p, "zq\n", 3);
+	snprintf(basepath, sizeof(basepath), "%s/base.db", dir);
+	rc = run_index("add", "-c", confpath, "--db", basepath, p, NULL);
+	CHECK(rc == 0, "base add: rc %d: %s", rc, cmd_err);
+	CHECK(vcrypt_key_load(keypath, &key, err, sizeof(err)), "key: %s", err);
+
+	/* No document word and no path in its bytes; the plain index, by
+	 * the same measure, holds nearly all of them. */
+	for (size_t i = 0; i < SCRIM_ARRAY_LEN(words_doc); i++) {
+		snprintf(p, sizeof(p), "%s/%s", docs, words_doc[i]);
+		found = words_in_index(dbpath, basepath, p, &total);
+		CHECK(total >= 20 && found * 10 >= total * 9,
+		      "plain index holds the words of %s: %zu of %zu",
+		      words_doc[i], found, total);
+		found = words_in_index(encpath, basepath, p, &total);
+		CHECK(total >= 20 && found == 0,
+		      "encrypted index holds no word of %s: %zu of %zu found",
+		      words_doc[i], found, total);
+	}
+	bytes = index_bytes(encpath, &total);
+	CHECK(bytes != NULL && memmem(bytes, total, "oncall", 6) == NULL &&
+	      memmem(bytes, total, "licences", 8) == NULL &&
+	      memmem(bytes, total, dir + 5, strlen(dir + 5)) == NULL,
+	      "no file or folder name in the encrypted index");
+	free(bytes);
+
+	/* The same rankings: the same terms (as MACs), vectors, column
+	 * sizes and row ids. */
+	plain = vindex_open(dbpath, true, NULL, err, sizeof(err));
+	enc = vindex_open(encpath, true, &key, err, sizeof(err));
+	CHECK(plain != NULL && enc != NULL, "open both: %s", err);
+	snprintf(qpath, sizeof(qpath), "%s/tests/unit/vindex/questions.tsv",
+	         SCRIM_SOURCE_DIR);
+	qs = read_all(qpath, NULL);
+	for (line = qs; plain && enc && line != NULL && *line != '\0';
+	     line = next) {
+		char *tab;
+
+		next = strchr(line, '\n');
+		if (next != NULL)
+			*next++ = '\0';
+		tab = strchr(line, '\t');
+		if (line[0] == '#' || tab == NULL)
+			continue;
+		*tab = '\0';
+		top_ids(plain, line, a, sizeof(a));
+		top_ids(enc, line, b, sizeof(b));
+		nq++;
+		same += a[0] != '\0' && strcmp(a, b) == 0;
+		if (strcmp(a, b) != 0)
+			printf("  ranked differently: %s\n    plain     %s\n"
+			       "    encrypted %s\n", line, a, b);
+	}
+	free(qs);
+	printf("encrypted: %zu of %zu questions ranked as the plain index "
+	       "ranks them\n", same, nq);
+	CHECK(nq >= 40 && same == nq, "same rankings: %zu of %zu", same, nq);
+	CHECK(enc != NULL && vindex_stats(enc, &st) == 0 && st.encrypted &&
+	      st.files > 0,
+	      "stats say encrypted");
+	vindex_close(plain);
+	vindex_close(enc);
+
+	/* The command line searches it with the configuration's key. */
+	rc = run_index("search", "-c", confpath, "--db", encpath, "-k", "2",
+	               "pg_ctl", "promote", NULL);
+	CHECK(rc == 0 && strstr(cmd_out, "oncall.org:") != NULL &&
+	      strstr(cmd_out, "Database > Primary database failover") != NULL,
+	      "encrypted search text: %s%s", cmd_out, cmd_err);
+	rc = run_index("add", "-c", confpath, "--db", encpath, "--max-size",
+	               "100K", docs, NULL);
+	CHECK(rc == 0 && summary("indexed") == 0 && summary("unchanged") > 30,
+	      "encrypted second add: nothing to do: %s%s", cmd_out, cmd_err);
+
+	/* Updates: a changed file's old terms leave, its new ones come;
+	 * a removed folder's terms all leave. */
+	{
+		char extra[400], f1[600];
+		long before = vocab_terms(encpath), mid, after;
+		static const char v1[] = "# Aviary\n\nThe aviary houses "
+		                         "lorikeets and a cassowary.\n";
+		static const char v2[] = "# Aviary\n\nThe aviary now houses "
+		                         "toucans and a hornbill.\n";
+
+		snprintf(extra, sizeof(extra), "%s/extra", dir);
+		mkdir(extra, 0700);
+		snprintf(f1, sizeof(f1), "%s/aviary.md", extra);
+		write_file(f1, v1, sizeof(v1) - 1);
+		CHECK(run_index("add", "-c", confpath, "--db", encpath, extra,
+		                NULL) == 0,
+		      "add extra: %s", cmd_err);
+		write_file(f1, v2, sizeof(v2) - 1);
+		CHECK(run_index("add", "-c", confpath, "--db", encpath, extra,
+		                NULL) == 0 && summary("indexed") == 1,
+		      "update extra: %s%s", cmd_out, cmd_err);
+		vx = vindex_open(encpath, true, &key, err, sizeof(err));
+		vindex_set_mode(vx, VINDEX_BM25);
+		CHECK(search_count(vx, "hornbill toucans", "hornbill") == 1 &&
+		      search_count(vx, "cassowary lorikeets", "cassowary") == 0,
+		      "the update replaced the text");
+		vindex_close(vx);
+		mid = vocab_terms(encpath);
+		CHECK(mid > before, "terms %ld -> %ld", before, mid);
+		CHECK(run_index("remove", "-c", confpath, "--db", encpath, extra,
+		                NULL) == 0,
+		      "remove extra: %s", cmd_err);
+		after = vocab_terms(encpath);
+		CHECK(before > 0 && after == before,
+		      "terms back to %ld after the folder left: %ld", before,
+		      after);
+		/* Every file out: no term left at all. */
+		CHECK(run_index("remove", "-c", confpath, "--db", encpath, docs,
+		                NULL) == 0,
+		      "remove all: %s", cmd_err);
+		CHECK(vocab_terms(encpath) == 0, "no term left in an empty index");
+		CHECK(run_index("add", "-c", confpath, "--db", encpath, "--max-size",
+		                "100K", docs, NULL) == 0 &&
+		      vocab_terms(encpath) == before,
+		      "added again: %ld terms", before);
+	}
+
+	/* Refused: no key, another key, a key for a plain index. */
+	vx = vindex_open(encpath, true, NULL, err, sizeof(err));
+	CHECK(vx == NULL && strstr(err, "is encrypted") != NULL,
+	      "no key: %s", err);
+	vindex_close(vx);
+	wrong = key;
+	wrong.k[0] ^= 1;
+	vx = vindex_open(encpath, true, &wrong, err, sizeof(err));
+	CHECK(vx == NULL && strstr(err, "not the key") != NULL,
+	      "wrong key: %s", err);
+	vindex_close(vx);
+	vx = vindex_open(encpath, false, &wrong, err, sizeof(err));
+	CHECK(vx == NULL, "wrong key, read-write: %s", err);
+	vindex_close(vx);
+	vx = vindex_open(dbpath, false, &key, err, sizeof(err));
+	CHECK(vx == NULL && strstr(err, "is not encrypted") != NULL,
+	      "a key for a plain index: %s", err);
+	vindex_close(vx);
+	rc = run_index("add", "--db", encpath, docs, NULL);
+	CHECK(rc == 1 && strstr(cmd_err, "is encrypted") != NULL,
+	      "add without the key refused: %s", cmd_err);
+
+	/* One byte of one sealed value changed: the search that needs it
+	 * fails, naming the damage, rather than returning altered text. */
+	{
+		struct vindex_hit *h = NULL;
+		size_t n = 0;
+
+		vx = vindex_open(encpath, true, &key, err, sizeof(err));
+		top_ids(vx, "pg_ctl promote standby", a, sizeof(a));
+		CHECK(a[0] != '\0', "found before tampering");
+		tamper(encpath, "chunk", "body");
+		rc = vindex_search(vx, "pg_ctl promote standby", 5, &h, &n);
+		CHECK(rc == -1 && n == 0 &&
+		      strstr(vindex_error(vx), "does not decrypt") != NULL,
+		      "altered text refused: rc %d: %s", rc, vindex_error(vx));
+		vindex_hits_free(h, n);
+		vindex_close(vx);
+		/* An altered signature fails a search when a handle loads
+		 * them, in every mode that ranks vectors. */
+		tamper(encpath, "sig", "bits");
+		vx = vindex_open(encpath, true, &key, err, sizeof(err));
+		vindex_set_mode(vx, VINDEX_VECTOR);
+		h = NULL;
+		n = 0;
+		rc = vindex_search(vx, "anything at all", 5, &h, &n);
+		CHECK(rc == -1 && strstr(vindex_error(vx), "field 7") != NULL,
+		      "altered signature refused: rc %d: %s", rc, vindex_error(vx));
+		vindex_hits_free(h, n);
+		vindex_close(vx);
+	}
+	vcrypt_key_wipe(&key);
+	vcrypt_key_wipe(&wrong);
+}
+
 /* Searches on worker threads, one handle each, while the main thread
  * rewrites the index: no errors, and every search sees an index whole. */
 struct worker {
@@ -734,7 +1102,7 @@ worker_main(void *arg)
 {
 	struct worker *w = arg;
 	char err[600];
-	struct vindex *vx = vindex_open(dbpath, true, err, sizeof(err));
+	struct vindex *vx = vindex_open(dbpath, true, NULL, err, sizeof(err));
 
 	if (vx == NULL) {
 		w->errors++;
@@ -812,6 +1180,7 @@ main(void)
 	test_files_and_mode();
 	test_skips();
 	test_recall();
+	test_encrypted();
 	test_incremental();
 	test_mismatch();
 	test_threads();
