@@ -6,7 +6,8 @@
 # leak or an undefined behaviour fails the run. Also: a second release
 # build elsewhere must be byte-identical, the Debian package (cpack) must
 # hold the binary, configuration, rules and unit, and every libFuzzer
-# target runs for SCRIM_FUZZ_SECONDS (default 30).
+# target runs for SCRIM_FUZZ_SECONDS (default 60: a minute per target
+# on every change).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -105,9 +106,9 @@ fi
 count "Debian package ${deb##*/}" "$bad" $((1 - bad)) "$bad"
 set -e
 
-echo "== fuzzing (${SCRIM_FUZZ_SECONDS:-30} s per target)"
+echo "== fuzzing (${SCRIM_FUZZ_SECONDS:-60} s per target)"
 set +e
-./scripts/fuzz.sh "${SCRIM_FUZZ_SECONDS:-30}" 2>&1 | tee /tmp/scrim-fuzz.log
+./scripts/fuzz.sh "${SCRIM_FUZZ_SECONDS:-60}" 2>&1 | tee /tmp/scrim-fuzz.log
 st=${PIPESTATUS[0]}
 read -r p f < <(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' \
   /tmp/scrim-fuzz.log | tail -1)
