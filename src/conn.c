@@ -283,19 +283,16 @@ conn_send_error_hdrs(struct scrim_conn *c, enum scrim_err err,
 		snprintf(host, sizeof(host), "%.*s",
 		         (int)(c->head.target_len < 255 ? c->head.target_len : 255),
 		         c->head.target);
-		conn_audit(c, &(struct conn_audit_info){
-		                  .way_in = "proxy",
-		                  .method = "CONNECT",
-		                  .host = host,
-		                  .key_id = c->proxy_key_id[0] ? c->proxy_key_id
-		                                               : NULL,
-		                  .status = ei->status,
-		                  .decision = ei->status == 502 || ei->status == 504
+		conn_audit_connect(c, &(struct conn_audit_info){
+		                          .host = host,
+		                          .status = ei->status,
+		                          .decision =
+		                              ei->status == 502 || ei->status == 504
 		                                  ? "upstream_error"
 		                              : ei->status >= 500 ? "error"
 		                                                  : "refused",
-		                  .reason = ei->code,
-		              });
+		                          .reason = ei->code,
+		                      });
 	}
 	json_escape(msg, sizeof(msg), message ? message : ei->message);
 	n = snprintf(body, sizeof(body),
@@ -338,6 +335,15 @@ conn_reject_head(struct scrim_conn *c, enum scrim_err err)
 		              });
 	}
 	conn_send_error(c, err, NULL);
+}
+
+void
+conn_audit_connect(struct scrim_conn *c, struct conn_audit_info *ai)
+{
+	ai->way_in = "proxy";
+	ai->method = "CONNECT";
+	ai->key_id = c->proxy_key_id[0] ? c->proxy_key_id : NULL;
+	conn_audit(c, ai);
 }
 
 void

@@ -97,6 +97,8 @@ struct conn_audit_info {
 	uint64_t bytes_in, bytes_out, ms_total;
 };
 void conn_audit(struct scrim_conn *c, const struct conn_audit_info *ai);
+/* The same for a CONNECT: way in, method and key id filled here. */
+void conn_audit_connect(struct scrim_conn *c, struct conn_audit_info *ai);
 
 /* Hand writing back to the bufferevent (tunnels, TLS): from now on it
  * drives both directions. */

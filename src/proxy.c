@@ -288,18 +288,14 @@ proxy_tunnel_free(struct proxy_tunnel *t)
 		char host[300];
 		snprintf(host, sizeof(host), "%s:%u", c->tunnel_host,
 		         c->tunnel_port);
-		conn_audit(c, &(struct conn_audit_info){
-		                  .way_in = "proxy",
-		                  .method = "CONNECT",
-		                  .host = host,
-		                  .key_id = c->proxy_key_id[0] ? c->proxy_key_id
-		                                               : NULL,
-		                  .status = 200,
-		                  .decision = "tunneled",
-		                  .bytes_in = t->up,
-		                  .bytes_out = t->down,
-		                  .ms_total = conn_now_ms() - t->opened_ms,
-		              });
+		conn_audit_connect(c, &(struct conn_audit_info){
+		                          .host = host,
+		                          .status = 200,
+		                          .decision = "tunneled",
+		                          .bytes_in = t->up,
+		                          .bytes_out = t->down,
+		                          .ms_total = conn_now_ms() - t->opened_ms,
+		                      });
 		t->opened = false;
 	}
 	if (t->peer != NULL)
