@@ -30,8 +30,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { startFakeProvider } from '../fake_provider/provider.mjs';
 import {
-  startScrim, configFor, request, auth, chatBody, chatStreamContent, waitFor, show, sleep, TEST_KEY,
+  startScrim, configFor, request, auth, chatBody, chatStreamContent, waitFor, show, sleep, tempDir, TEST_KEY,
 } from './lib.mjs';
+import path from 'node:path';
 
 const RUNS = Number(process.env.ABORT_RUNS || 1000);
 const SEED = Number(process.env.ABORT_SEED || 1);
@@ -54,10 +55,11 @@ function mulberry32(a) {
 
 let provider;
 let scrim;
+const state = tempDir('scrim-abort-');
 
 before(async () => {
   provider = await startFakeProvider();
-  scrim = await startScrim({ config: await configFor({ providerUrl: provider.url }) });
+  scrim = await startScrim({ config: await configFor({ providerUrl: provider.url, gateway: { state_dir: state } }) });
 });
 
 after(async () => {
@@ -250,6 +252,26 @@ test(`${RUNS} clients abort at a random byte (seed ${SEED}): upstream cancelled,
   t.diagnostic(`upstream cancelled after the client closed (ms): ${JSON.stringify(cancel)}`);
   if (process.env.ABORT_REPORT) fs.writeFileSync(process.env.ABORT_REPORT, JSON.stringify({ seed: SEED, runs: RUNS, answerLen, baselineFds, counts, cancel }, null, 2));
   assert.deepEqual(problems.slice(0, 10), [], `${problems.length} problems`);
+  // The audit log: a record for every forwarded run, and one marked
+  // client_aborted (status 499) at least for every run whose upstream
+  // transfer was cancelled (records carry no marker, so these are counts).
+  const forwarded = runs.filter((r) => byMarker.has(markerOf(r.i))).length;
+  const cancelled = runs.filter((r) => byMarker.get(markerOf(r.i))?.aborted).length;
+  let audit = {};
+  await waitFor(() => {
+    let recs = [];
+    try {
+      recs = fs.readFileSync(path.join(state, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+        .filter((x) => x.type === 'request' && x.path === '/v1/chat/completions');
+    } catch { /* not there yet */ }
+    audit = { records: recs.length, client_aborted: recs.filter((x) => x.decision === 'client_aborted').length,
+      client_aborted_499: recs.filter((x) => x.decision === 'client_aborted' && x.status === 499).length };
+    return audit.records >= forwarded + 2 + CONCURRENCY /* the warm-up */ && audit.client_aborted >= cancelled;
+  }, { timeoutMs: 10_000, intervalMs: 200, what: 'the audit records' }).catch((e) => {
+    throw new Error(`${e.message}: ${JSON.stringify(audit)}, ${forwarded} forwarded, ${cancelled} cancelled upstream`);
+  });
+  assert.equal(audit.client_aborted_499, audit.client_aborted);
+  t.diagnostic(`audit: ${JSON.stringify(audit)} (runs forwarded ${forwarded}, cancelled upstream ${cancelled})`);
   // Cancellation was actually exercised.
   assert.ok((counts['stream / answer']?.['upstream cancelled'] || 0) > 0, 'no streamed answer was cancelled upstream');
 });
