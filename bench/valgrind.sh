@@ -16,7 +16,8 @@
 # Load: VG_WORKERS clients send VG_REQUESTS base-URL chat requests, half
 # streamed (SSE), half keep-alive and half on fresh connections, each prompt
 # carrying an e-mail address and a card number that must come back restored;
-# plus a few bad ones (wrong key, invalid JSON) and GET /v1/models.
+# plus a few bad ones (wrong key, invalid JSON), GET /v1/models, and a
+# streamed chat the client closes after its first bytes (1 in 25 each).
 #
 # PCRE2's JIT: by default the run sets SCRIM_PCRE2_JIT=0 (the interpreter).
 # With the JIT on, memcheck reports "Conditional jump or move depends on
@@ -151,6 +152,21 @@ async function worker() {
     if (i % 25 === 13) { // invalid JSON: 400
       const r = await req('/v1/chat/completions', { body: '{"model":', agent });
       r.status === 400 ? counts.bad_expected++ : fail(`bad json got ${r.status}`); continue;
+    }
+    if (i % 25 === 3) { // a streamed chat the client leaves after its first bytes: the abort path
+      const ok = await new Promise((resolve) => {
+        const body = JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: `vg abort ${i} ${EMAIL}` }] });
+        const r = http.request({ host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent: false,
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json',
+            'x-fake-chunks': '50', 'x-fake-chunk-delay-ms': '20' } }, (res) => {
+          res.once('data', () => { r.destroy(); resolve(res.statusCode === 200); });
+          res.on('error', () => {});
+        });
+        r.on('error', () => {});
+        r.setTimeout(60000, () => { r.destroy(); resolve(false); });
+        r.end(body);
+      });
+      ok ? counts.aborted = (counts.aborted || 0) + 1 : fail(`abort run ${i}: no 200 stream`); continue;
     }
     if (i % 25 === 19) {
       const r = await req('/v1/models', { method: 'GET', agent });
