@@ -1085,6 +1085,127 @@ test_fsync_policies(void)
 	      "verifies: %s", out);
 }
 
+/* Branch coverage (RELIABILITY L1): every way auditchain_parse refuses a
+ * line, the key file's refusals, and hex that is not lower case. */
+static void
+test_chain_branches(void)
+{
+	char m[65], body[600], path[300], err[256];
+	unsigned char key[AUDITCHAIN_KEY_LEN], mac[AUDITCHAIN_MAC_LEN];
+	struct auditchain_line l;
+	const char *why;
+	FILE *f;
+
+	memset(m, 'a', 64);
+	m[64] = '\0';
+#define PARSE_BAD(txt, what)                                                   \
+	do {                                                                   \
+		why = NULL;                                                    \
+		CHECK(!auditchain_parse(txt, strlen(txt), &l, &why) &&         \
+		          why != NULL, "refused: %s", what);                   \
+	} while (0)
+	PARSE_BAD("", "empty");
+	PARSE_BAD("{\"type\":\"request\"", "no closing brace");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "no seq and epoch");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"max\":\"%s\"}", m);
+	PARSE_BAD(body, "mac misspelt");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"mac\":\"%.63sA\"}", m);
+	PARSE_BAD(body, "upper-case hex in the mac");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"mac\":\"%.63sg\"}", m);
+	PARSE_BAD(body, "not hex in the mac");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"mac\":\"%s}", m);
+	PARSE_BAD(body, "mac without its closing quote");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"request\",\"seq\":1,\"epoch\":,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "epoch without digits");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"request\",\"seq\":1,\"epoch\":12345678901234567890,"
+	         "\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "epoch of 20 digits");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"request\",\"seq\":1,\"epochs\":1,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "epoch misspelt");
+	snprintf(body, sizeof(body), "\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "too short for a seq");
+	snprintf(body, sizeof(body),
+	         "{\"kind\":\"request\",\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "no type first");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"request,\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	why = NULL;
+	CHECK(auditchain_parse(body, strlen(body), &l, &why) ||
+	          why != NULL, "a type that runs on is parsed or refused");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"checkpoint\",\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "checkpoint without prev");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"checkpoint\",\"prev_mac\":\"%s\",\"seq\":1,"
+	         "\"epoch\":1,\"mac\":\"%s\"}", m, m);
+	PARSE_BAD(body, "checkpoint without prev_seq");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"tombstone\",\"resume_seq\":1,\"resume_epoch\":1,"
+	         "\"resume_mac\":\"%s\",\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m, m);
+	PARSE_BAD(body, "tombstone resume without its count");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"tombstone\",\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	CHECK(auditchain_parse(body, strlen(body), &l, &why) && !l.has_resume,
+	      "tombstone without a resume point");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"note\",\"x\":1,\"seq\":7,\"epoch\":2,\"mac\":\"%s\"}", m);
+	CHECK(auditchain_parse(body, strlen(body), &l, &why) &&
+	          l.type == AUDITCHAIN_OTHER && l.seq == 7 && l.epoch == 2,
+	      "unknown type parses as other");
+#undef PARSE_BAD
+
+	CHECK(auditchain_unhex(m, 32, mac), "lower-case hex");
+	m[5] = 'A';
+	CHECK(!auditchain_unhex(m, 32, mac), "upper case refused");
+
+	/* Key files: missing, wrong length, not hex, open to others, a
+	 * directory. */
+	snprintf(path, sizeof(path), "%s/branch.key", dir);
+	unlink(path);
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "missing key without create");
+	f = fopen(path, "w");
+	if (f != NULL) {
+		fputs("abcd\n", f);
+		fclose(f);
+	}
+	chmod(path, 0600);
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "short key");
+	f = fopen(path, "w");
+	if (f != NULL) {
+		memset(m, 'z', 64);
+		fprintf(f, "%s \t\r\n", m);
+		fclose(f);
+	}
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "key not hex");
+	f = fopen(path, "w");
+	if (f != NULL) {
+		memset(m, 'b', 64);
+		fprintf(f, "%s\n", m);
+		fclose(f);
+	}
+	CHECK(auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "good key with a newline: %s", err);
+	chmod(path, 0644);
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "key readable by others");
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/branch.keydir", dir);
+	mkdir(path, 0700);
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "a directory is not a key");
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/no/such/dir/key", dir);
+	CHECK(!auditchain_key_load(path, true, key, err, sizeof(err)),
+	      "key cannot be created");
+}
+
 int
 main(void)
 {
@@ -1113,6 +1234,7 @@ main(void)
 	test_epoch_roll();
 	test_anchor();
 	test_fsync_policies();
+	test_chain_branches();
 	if (harness_failed == 0) {
 		char cmd[600];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
