@@ -274,6 +274,42 @@ test_branches(struct vault *v, const char *core, const char *value)
 		buf_free(&st);
 	}
 
+	/* Choice indices that are not small whole numbers, a completions
+	 * "text" field and an Anthropic partial_json, each with a split
+	 * placeholder; a "\n\r" that does not end an event. */
+	{
+		struct buf st;
+		char txt[4096];
+		int tn;
+		buf_init(&st, 1 << 20);
+		tn = snprintf(txt, sizeof(txt),
+		    "data: {\"choices\":[{\"index\":\"x\",\"delta\":{\"content\":\"a\"}}]}\n\n"
+		    "data: {\"choices\":[{\"index\":-1,\"delta\":{\"content\":\"b\"}}]}\n\n"
+		    "data: {\"choices\":[{\"index\":2000000,\"delta\":{\"content\":\"c\"}}]}\n\n"
+		    "data: {\"choices\":[{\"index\":1.5,\"delta\":{\"content\":\"d\"}}]}\n\n"
+		    "data: {\"choices\":[{\"delta\":{\"content\":\"e\"}}]}\n\n"
+		    "data: {\"choices\":[{\"text\":\"t <%.*s\",\"index\":0}]}\n\n"
+		    "data: {\"choices\":[{\"text\":\"%s> t\",\"index\":0}]}\n\n"
+		    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+		    "{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"to\\\":"
+		    "\\\"<%.*s\"}}\n\n"
+		    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+		    "{\"type\":\"input_json_delta\",\"partial_json\":\"%s>\\\"}\"}}\n\n"
+		    ": x\n\rdata: y\n\r\n",
+		    pre, core, us, pre, core, us);
+		CHECK(tn > 0 && (size_t)tn < sizeof(txt) &&
+		          buf_add(&st, txt, (size_t)tn), "stream");
+		for (size_t step = 1; step <= st.len; step += st.len / 7 + 1) {
+			buf_init(&out, 1 << 20);
+			CHECK(sse_run(v, st.p, st.len, step, &out) && !has(&out, us) &&
+			          has(&out, value), "odd indices, text, partial_json "
+			          "(reads of %zu): %.*s", step, (int)out.len,
+			          out.p ? out.p : "");
+			buf_free(&out);
+		}
+		buf_free(&st);
+	}
+
 	/* An SSE event past its cap fails the stream, and later calls too. */
 	{
 		struct restore *r = restore_new(v, RESTORE_SSE, 1 << 20);
