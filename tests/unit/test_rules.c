@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[64];
@@ -99,6 +100,14 @@ test_refused(void)
 		GOOD_HEAD "match = [[ab@cd.com]]\nnomatch = [[x]]\n",
 		GOOD_HEAD "match = [[\xff]]\n",
 		GOOD_HEAD "match = [[a]] [[b]] [[c]] [[d]] [[e]]\n",
+		GOOD_HEAD GOOD_EX "anchor = char x [abc\n",
+		GOOD_HEAD GOOD_EX "anchor = token 8x\n",
+		GOOD_HEAD GOOD_EX "window = 10 70000\n",
+		GOOD_HEAD GOOD_EX "window = 70000 10\n",
+		GOOD_HEAD GOOD_EX "context_window = 5x\n",
+		"[rule t.a]\ntype = ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456\npattern = x\n"
+		"match = [[x]]\n",
+		"[rule t.a]\ntype = A-B\npattern = x\nmatch = [[x]]\n",
 	};
 
 	for (size_t i = 0; i < SCRIM_ARRAY_LEN(bad); i++) {
@@ -160,6 +169,47 @@ test_good_and_duplicates(void)
 	rules_unref(rs);
 	remove_file("ignored.txt");
 
+	/* Escapes in examples, a padded id, one-byte literals, a range in
+	 * a char anchor's set, hidden files and a .rules that is not a
+	 * file. */
+	rs = load_one("[rule   t.esc]\ntype = ESC\npattern = x\\ty\n"
+	              "anchor = literals x|ab\n"
+	              "match = a\\n[[x\\ty]]\\\\ b\n"
+	              "\n[rule t.set]\ntype = SET\npattern = :[0-9a-f]{2}\n"
+	              "anchor = char : [0-9a-fA-F]\nmatch = x[[:0f]]\n");
+	CHECK(rs != NULL && rs->nrules == 2 &&
+	          strcmp(rs->rules[0].id, "t.esc") == 0 &&
+	          strcmp(rs->rules[0].examples[0].text, "a\nx\ty\\ b") == 0 &&
+	          rules_check_examples(rs, true) == 0,
+	      "escapes, padded id, literals, char set");
+	rules_unref(rs);
+	write_file(".hidden.rules", "garbage\n");
+	{
+		char sub[128];
+		snprintf(sub, sizeof(sub), "%s/sub.rules", dir);
+		mkdir(sub, 0700);
+		rs = load_one(GOOD_HEAD GOOD_EX);
+		CHECK(rs == NULL, "a .rules that cannot be read fails the set");
+		rules_unref(rs);
+		rmdir(sub);
+	}
+	rs = load_one(GOOD_HEAD GOOD_EX);
+	CHECK(rs != NULL, "a hidden .rules file is ignored");
+	rules_unref(rs);
+	remove_file(".hidden.rules");
+	/* Without the JIT (as under MemoryDenyWriteExecute), and reported
+	 * to the log instead of stderr. */
+	setenv("SCRIM_PCRE2_JIT", "0", 1);
+	rs = load_one(GOOD_HEAD GOOD_EX);
+	CHECK(rs != NULL && !rs->jit && rules_check_examples(rs, false) == 0,
+	      "SCRIM_PCRE2_JIT=0 uses the interpreter");
+	rules_unref(rs);
+	setenv("SCRIM_PCRE2_JIT", "1", 1);
+	write_file("a.rules", GOOD_HEAD GOOD_EX "bogus = 1\n");
+	rs = rules_load(dir, false);
+	CHECK(rs == NULL, "refused, reported to the log");
+	unsetenv("SCRIM_PCRE2_JIT");
+
 	/* Examples that the rule itself contradicts. */
 	rs = load_one(GOOD_HEAD "match = [[ab@cd.com]]x\nnomatch = ab@cd.com\n");
 	CHECK(rs != NULL && rules_check_examples(rs, true) == 1,
@@ -216,6 +266,7 @@ main(void)
 		                         &a) && a == (enum scrub_action)i,
 		      "action %d round trip", i);
 	CHECK(!rules_action_parse("shred", &a), "unknown action");
+	CHECK(strcmp(rules_action_name(ACT__COUNT), "?") == 0, "no such action");
 
 	remove_file("a.rules");
 	rmdir(dir);
