@@ -360,7 +360,11 @@ op_scrub_restore(struct buf *out)
 				         : buf_addc(&sse, body.p[j]);
 			ok = ok && buf_add(&sse, "\"}}]}\n\n", 7);
 		}
-		ok = ok && buf_add(&sse, "data: [DONE]\n\n", 14);
+		/* A lone "<" is held back as a possible placeholder, and put
+		 * back where it was when [DONE] ends the field. */
+		ok = ok && buf_add(&sse, "data: {\"choices\":[{\"index\":0,"
+		                   "\"delta\":{\"content\":\"<\"}}]}\n\n", 57) &&
+		     buf_add(&sse, "data: [DONE]\n\n", 14);
 		for (size_t i = 0; ok && i < sse.len; i += 13)
 			ok = restore_feed(r, sse.p + i,
 			                  sse.len - i < 13 ? sse.len - i : 13, out);
