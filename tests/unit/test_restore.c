@@ -180,6 +180,31 @@ test_branches(struct vault *v, const char *core, const char *value)
 	CHECK(text_is(v, "a < b &lt; c <", "a < b &lt; c <"), "lone openers");
 	CHECK(text_is(v, "&lt;1 &lt;", "&lt;1 &lt;"), "opener then digit");
 
+	CHECK(text_is(v, "a\\", "a\\"), "a trailing backslash");
+	CHECK(text_is(v, "x \\\\y <", "x \\\\y <"), "two backslashes, no _");
+	snprintf(in, sizeof(in), "%s\\", core);
+	snprintf(want, sizeof(want), "%s\\", value);
+	CHECK(text_is(v, in, want), "core then a backslash");
+	snprintf(in, sizeof(in), "<%s&gt", core);
+	snprintf(want, sizeof(want), "%s&gt", value);
+	CHECK(text_is(v, in, want), "closer cut short: the value, then the rest");
+	{
+		char lng[300];
+		memset(lng, 'A', sizeof(lng) - 1);
+		lng[0] = '<';
+		lng[sizeof(lng) - 1] = '\0';
+		CHECK(text_is(v, lng, lng), "a core longer than any");
+		CHECK(restore_holdback(v, lng, strlen(lng)) == 0,
+		      "no holdback for an over-long core");
+		lng[100] = '\0';
+		memcpy(lng + 1, core, (size_t)pre);
+		lng[1 + pre] = '\\';
+		lng[2 + pre] = 'q';
+		lng[3 + pre] = '\0';
+		CHECK(restore_holdback(v, lng, strlen(lng)) == 0,
+		      "no holdback after a backslash that is not \\_");
+	}
+
 	/* What a stream holds back at the end of a read. */
 	{
 		static const struct {
@@ -307,6 +332,31 @@ test_branches(struct vault *v, const char *core, const char *value)
 			          out.p ? out.p : "");
 			buf_free(&out);
 		}
+		buf_free(&st);
+	}
+
+	/* More choices in one event than are tracked, and a choice index
+	 * past them, each with a placeholder split across events. */
+	{
+		struct buf st;
+		char txt[8192];
+		size_t tn = 0;
+		buf_init(&st, 1 << 20);
+		tn += (size_t)snprintf(txt + tn, sizeof(txt) - tn, "data: {\"choices\":[");
+		for (int i = 0; i < 20; i++)
+			tn += (size_t)snprintf(txt + tn, sizeof(txt) - tn,
+			    "%s{\"index\":%d,\"delta\":{\"content\":\"<%.*s\"}}",
+			    i ? "," : "", i, pre, core);
+		tn += (size_t)snprintf(txt + tn, sizeof(txt) - tn, "]}\n\n");
+		tn += (size_t)snprintf(txt + tn, sizeof(txt) - tn,
+		    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+		    "\"%s>\"}}]}\n\ndata: {\"choices\":[{\"index\":19,\"delta\":"
+		    "{\"content\":\"%s>\"}}]}\n\n", us, us);
+		CHECK(tn < sizeof(txt) && buf_add(&st, txt, tn), "stream");
+		buf_init(&out, 1 << 20);
+		CHECK(sse_run(v, st.p, st.len, st.len, &out) && has(&out, value),
+		      "20 choices run: %.*s", (int)out.len, out.p ? out.p : "");
+		buf_free(&out);
 		buf_free(&st);
 	}
 
