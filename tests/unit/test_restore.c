@@ -180,6 +180,15 @@ test_branches(struct vault *v, const char *core, const char *value)
 	CHECK(text_is(v, "a < b &lt; c <", "a < b &lt; c <"), "lone openers");
 	CHECK(text_is(v, "&lt;1 &lt;", "&lt;1 &lt;"), "opener then digit");
 
+	CHECK(text_is(v, "", ""), "empty text");
+	CHECK(text_is(v, "&", "&") && text_is(v, "&l", "&l") &&
+	          text_is(v, "&gt", "&gt"), "short entities");
+	snprintf(in, sizeof(in), "%s&g", core);
+	snprintf(want, sizeof(want), "%s&g", value);
+	CHECK(text_is(v, in, want), "core, then half a closer");
+	snprintf(in, sizeof(in), "&lt;%s&amp; x", core);
+	snprintf(want, sizeof(want), "%s&amp; x", value);
+	CHECK(text_is(v, in, want), "an entity other than the closer");
 	CHECK(text_is(v, "a\\", "a\\"), "a trailing backslash");
 	CHECK(text_is(v, "x \\\\y <", "x \\\\y <"), "two backslashes, no _");
 	snprintf(in, sizeof(in), "%s\\", core);
