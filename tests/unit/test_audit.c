@@ -1206,6 +1206,125 @@ test_chain_branches(void)
 	      "key cannot be created");
 }
 
+/* Seal body under st and key; the line (no newline) in a static buffer. */
+static const char *
+sealed(const char *body, struct auditchain_state *st,
+       const unsigned char key[AUDITCHAIN_KEY_LEN], size_t *n)
+{
+	static char line[2048];
+	struct buf b;
+
+	buf_init(&b, 1 << 16);
+	if (!buf_add(&b, body, strlen(body)) || !auditchain_seal(&b, 0, st, key))
+		abort();
+	*n = b.len - 1;
+	memcpy(line, b.p, *n);
+	line[*n] = '\0';
+	buf_free(&b);
+	return line;
+}
+
+/* The verifier's refusals, one chain per fault, built with seal. */
+static void
+test_verifier_branches(void)
+{
+	unsigned char k0[AUDITCHAIN_KEY_LEN], other[AUDITCHAIN_KEY_LEN];
+	struct auditchain_keyring kr;
+	struct auditchain_verifier v;
+	struct auditchain_state st, saved;
+	char genesis[300], zeros[65];
+	const char *ln;
+	size_t n;
+
+	memset(k0, 3, sizeof(k0));
+	memset(other, 4, sizeof(other));
+	memset(zeros, '0', 64);
+	zeros[64] = '\0';
+	snprintf(genesis, sizeof(genesis),
+	         "{\"type\":\"checkpoint\",\"prev_seq\":0,\"prev_mac\":\"%s\"",
+	         zeros);
+
+#define FEED(first, want, what)                                                \
+	CHECK(!auditchain_verifier_feed(&v, ln, n, first) && v.fault == want,  \
+	      "%s: fault %d (%s)", what, (int)v.fault, v.why)
+
+	/* Sealed, but not JSON inside. */
+	auditchain_verifier_init(&v, k0);
+	memset(&st, 0, sizeof(st));
+	ln = sealed("{\"type\":\"checkpoint\",\"x\":tru,\"prev_seq\":0,"
+	            "\"prev_mac\":\"" "0000000000000000000000000000000000000000"
+	            "000000000000000000000000\"", &st, k0, &n);
+	FEED(true, AUDITCHAIN_FAULT_FORMAT, "not JSON");
+	auditchain_verifier_wipe(&v);
+
+	/* The first record is not a checkpoint. */
+	auditchain_verifier_init(&v, k0);
+	memset(&st, 0, sizeof(st));
+	ln = sealed("{\"type\":\"request\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_START, "first not a checkpoint");
+	FEED(true, AUDITCHAIN_FAULT_START, "file not opening with a checkpoint");
+	auditchain_verifier_wipe(&v);
+
+	/* A genesis checkpoint outside epoch 0. */
+	auditchain_verifier_init(&v, k0);
+	memset(&st, 0, sizeof(st));
+	st.epoch = 1;
+	ln = sealed(genesis, &st, k0, &n);
+	FEED(true, AUDITCHAIN_FAULT_EPOCH, "genesis in epoch 1");
+	auditchain_verifier_wipe(&v);
+
+	/* The wrong key on the first record. */
+	auditchain_verifier_init(&v, other);
+	memset(&st, 0, sizeof(st));
+	ln = sealed(genesis, &st, k0, &n);
+	FEED(true, AUDITCHAIN_FAULT_MAC, "wrong key");
+	auditchain_verifier_wipe(&v);
+
+	/* A good start, then each fault after it. */
+	auditchain_verifier_init(&v, k0);
+	memset(&st, 0, sizeof(st));
+	ln = sealed(genesis, &st, k0, &n);
+	CHECK(auditchain_verifier_feed(&v, ln, n, true), "genesis: %s", v.why);
+	saved = st;
+	st.seq++;
+	ln = sealed("{\"type\":\"request\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_SEQ, "a seq skipped");
+	CHECK(v.expect_seq == 2 && v.found_seq == 3, "seq numbers reported");
+	st = saved;
+	st.epoch = 2;
+	auditchain_keyring_init(&kr, k0);
+	CHECK(auditchain_keyring_seek(&kr, 2), "epoch 2");
+	ln = sealed("{\"type\":\"request\"", &st, kr.key, &n);
+	FEED(false, AUDITCHAIN_FAULT_EPOCH, "epoch jumps by 2");
+	st = saved;
+	st.epoch = (uint64_t)1 << 40;
+	ln = sealed("{\"type\":\"request\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_EPOCH, "implausible epoch");
+	st = saved;
+	ln = sealed("{\"type\":\"checkpoint\",\"prev_seq\":5,\"prev_mac\":"
+	            "\"0000000000000000000000000000000000000000000000000000000000"
+	            "000000\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_LINK, "checkpoint naming another record");
+	FEED(true, AUDITCHAIN_FAULT_LINK, "file continuing another chain");
+	st = saved;
+	ln = sealed("{\"type\":\"request\"", &st, other, &n);
+	FEED(false, AUDITCHAIN_FAULT_MAC, "a record sealed with another key");
+	/* Into epoch 1, then back to 0. */
+	st = saved;
+	st.epoch = 1;
+	auditchain_keyring_init(&kr, k0);
+	CHECK(auditchain_keyring_seek(&kr, 1), "epoch 1");
+	ln = sealed("{\"type\":\"request\"", &st, kr.key, &n);
+	CHECK(auditchain_verifier_feed(&v, ln, n, false), "epoch 1: %s", v.why);
+	st.epoch = 0;
+	ln = sealed("{\"type\":\"request\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_EPOCH, "epoch backwards");
+	CHECK(!auditchain_keyring_seek(&kr, 0), "a keyring does not go back");
+	auditchain_keyring_wipe(&kr);
+	auditchain_verifier_wipe(&v);
+#undef FEED
+}
+
 int
 main(void)
 {
@@ -1235,6 +1354,7 @@ main(void)
 	test_anchor();
 	test_fsync_policies();
 	test_chain_branches();
+	test_verifier_branches();
 	if (harness_failed == 0) {
 		char cmd[600];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
