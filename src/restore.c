@@ -602,6 +602,13 @@ process_event(struct restore *r, const char *ev, size_t len, struct buf *out)
 		return false;
 	jr = json_rewrite(data, dlen, event_cb, r, &h->out, RESTORE_MAX_EVENT,
 	                  NULL, NULL);
+	if (jr == JSON_ABORTED || jr == JSON_TOO_BIG) {
+		/* The event is JSON but could not be rewritten (no memory,
+		 * a cap): sent as text it would carry its placeholders, and
+		 * those of tails already moved into it, out unrestored. */
+		held_clear(h);
+		return false;
+	}
 	if (jr != JSON_OK) {
 		held_clear(h);
 		goto as_text;

@@ -56,6 +56,7 @@ struct rloader {
 	bool to_stderr;
 	int errors;
 	struct rule *cur; /* rule being read, or NULL */
+	bool in_section;  /* a section header was read in this file */
 	unsigned seen;    /* bit per key, against repeats */
 };
 
@@ -195,6 +196,7 @@ on_section(void *arg, int line, char *hdr)
 	struct rule *r;
 
 	ld->cur = NULL;
+	ld->in_section = true;
 	if (strncmp(hdr, "rule ", 5) != 0) {
 		rcomplain(ld, line, "expected [rule ID]");
 		return;
@@ -317,6 +319,12 @@ on_key(void *arg, int line, char *key, char *v)
 	struct rule *r = ld->cur;
 	size_t k;
 
+	if (r == NULL && !ld->in_section) {
+		/* Before any [rule]: silently dropping it would hide a
+		 * misplaced header or a truncated file. */
+		rcomplain(ld, line, "'%s' outside a [rule ID] section", key);
+		return;
+	}
 	if (r == NULL)
 		return; /* inside a refused section: already reported */
 	for (k = 0; k < SCRIM_ARRAY_LEN(keys); k++)
@@ -588,6 +596,7 @@ rules_load(const char *dir, bool to_stderr)
 
 		ld.file = names[i];
 		ld.cur = NULL;
+		ld.in_section = false;
 		if (text == NULL) {
 			rcomplain(&ld, 0, "cannot read: %s", strerror(err));
 			continue;

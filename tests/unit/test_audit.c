@@ -1085,6 +1085,246 @@ test_fsync_policies(void)
 	      "verifies: %s", out);
 }
 
+/* Branch coverage (RELIABILITY L1): every way auditchain_parse refuses a
+ * line, the key file's refusals, and hex that is not lower case. */
+static void
+test_chain_branches(void)
+{
+	char m[65], body[600], path[300], err[256];
+	unsigned char key[AUDITCHAIN_KEY_LEN], mac[AUDITCHAIN_MAC_LEN];
+	struct auditchain_line l;
+	const char *why;
+	FILE *f;
+
+	memset(m, 'a', 64);
+	m[64] = '\0';
+#define PARSE_BAD(txt, what)                                                   \
+	do {                                                                   \
+		why = NULL;                                                    \
+		CHECK(!auditchain_parse(txt, strlen(txt), &l, &why) &&         \
+		          why != NULL, "refused: %s", what);                   \
+	} while (0)
+	PARSE_BAD("", "empty");
+	PARSE_BAD("{\"type\":\"request\"", "no closing brace");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "no seq and epoch");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"max\":\"%s\"}", m);
+	PARSE_BAD(body, "mac misspelt");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"mac\":\"%.63sA\"}", m);
+	PARSE_BAD(body, "upper-case hex in the mac");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"mac\":\"%.63sg\"}", m);
+	PARSE_BAD(body, "not hex in the mac");
+	snprintf(body, sizeof(body), "{\"type\":\"request\",\"mac\":\"%s}", m);
+	PARSE_BAD(body, "mac without its closing quote");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"request\",\"seq\":1,\"epoch\":,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "epoch without digits");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"request\",\"seq\":1,\"epoch\":12345678901234567890,"
+	         "\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "epoch of 20 digits");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"request\",\"seq\":1,\"epochs\":1,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "epoch misspelt");
+	snprintf(body, sizeof(body), "\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "too short for a seq");
+	snprintf(body, sizeof(body),
+	         "{\"kind\":\"request\",\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "no type first");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"request,\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	why = NULL;
+	CHECK(auditchain_parse(body, strlen(body), &l, &why) ||
+	          why != NULL, "a type that runs on is parsed or refused");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"checkpoint\",\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	PARSE_BAD(body, "checkpoint without prev");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"checkpoint\",\"prev_mac\":\"%s\",\"seq\":1,"
+	         "\"epoch\":1,\"mac\":\"%s\"}", m, m);
+	PARSE_BAD(body, "checkpoint without prev_seq");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"tombstone\",\"resume_seq\":1,\"resume_epoch\":1,"
+	         "\"resume_mac\":\"%s\",\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m, m);
+	PARSE_BAD(body, "tombstone resume without its count");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"tombstone\",\"seq\":1,\"epoch\":1,\"mac\":\"%s\"}", m);
+	CHECK(auditchain_parse(body, strlen(body), &l, &why) && !l.has_resume,
+	      "tombstone without a resume point");
+	snprintf(body, sizeof(body),
+	         "{\"type\":\"note\",\"x\":1,\"seq\":7,\"epoch\":2,\"mac\":\"%s\"}", m);
+	CHECK(auditchain_parse(body, strlen(body), &l, &why) &&
+	          l.type == AUDITCHAIN_OTHER && l.seq == 7 && l.epoch == 2,
+	      "unknown type parses as other");
+#undef PARSE_BAD
+
+	CHECK(auditchain_unhex(m, 32, mac), "lower-case hex");
+	m[5] = 'A';
+	CHECK(!auditchain_unhex(m, 32, mac), "upper case refused");
+
+	/* Key files: missing, wrong length, not hex, open to others, a
+	 * directory. */
+	snprintf(path, sizeof(path), "%s/branch.key", dir);
+	unlink(path);
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "missing key without create");
+	f = fopen(path, "w");
+	if (f != NULL) {
+		fputs("abcd\n", f);
+		fclose(f);
+	}
+	chmod(path, 0600);
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "short key");
+	f = fopen(path, "w");
+	if (f != NULL) {
+		memset(m, 'z', 64);
+		fprintf(f, "%s \t\r\n", m);
+		fclose(f);
+	}
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "key not hex");
+	f = fopen(path, "w");
+	if (f != NULL) {
+		memset(m, 'b', 64);
+		fprintf(f, "%s\n", m);
+		fclose(f);
+	}
+	CHECK(auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "good key with a newline: %s", err);
+	chmod(path, 0644);
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "key readable by others");
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/branch.keydir", dir);
+	mkdir(path, 0700);
+	CHECK(!auditchain_key_load(path, false, key, err, sizeof(err)),
+	      "a directory is not a key");
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/no/such/dir/key", dir);
+	CHECK(!auditchain_key_load(path, true, key, err, sizeof(err)),
+	      "key cannot be created");
+}
+
+/* Seal body under st and key; the line (no newline) in a static buffer. */
+static const char *
+sealed(const char *body, struct auditchain_state *st,
+       const unsigned char key[AUDITCHAIN_KEY_LEN], size_t *n)
+{
+	static char line[2048];
+	struct buf b;
+
+	buf_init(&b, 1 << 16);
+	if (!buf_add(&b, body, strlen(body)) || !auditchain_seal(&b, 0, st, key))
+		abort();
+	*n = b.len - 1;
+	memcpy(line, b.p, *n);
+	line[*n] = '\0';
+	buf_free(&b);
+	return line;
+}
+
+/* The verifier's refusals, one chain per fault, built with seal. */
+static void
+test_verifier_branches(void)
+{
+	unsigned char k0[AUDITCHAIN_KEY_LEN], other[AUDITCHAIN_KEY_LEN];
+	struct auditchain_keyring kr;
+	struct auditchain_verifier v;
+	struct auditchain_state st, saved;
+	char genesis[300], zeros[65];
+	const char *ln;
+	size_t n;
+
+	memset(k0, 3, sizeof(k0));
+	memset(other, 4, sizeof(other));
+	memset(zeros, '0', 64);
+	zeros[64] = '\0';
+	snprintf(genesis, sizeof(genesis),
+	         "{\"type\":\"checkpoint\",\"prev_seq\":0,\"prev_mac\":\"%s\"",
+	         zeros);
+
+#define FEED(first, want, what)                                                \
+	CHECK(!auditchain_verifier_feed(&v, ln, n, first) && v.fault == want,  \
+	      "%s: fault %d (%s)", what, (int)v.fault, v.why)
+
+	/* Sealed, but not JSON inside. */
+	auditchain_verifier_init(&v, k0);
+	memset(&st, 0, sizeof(st));
+	ln = sealed("{\"type\":\"checkpoint\",\"x\":tru,\"prev_seq\":0,"
+	            "\"prev_mac\":\"" "0000000000000000000000000000000000000000"
+	            "000000000000000000000000\"", &st, k0, &n);
+	FEED(true, AUDITCHAIN_FAULT_FORMAT, "not JSON");
+	auditchain_verifier_wipe(&v);
+
+	/* The first record is not a checkpoint. */
+	auditchain_verifier_init(&v, k0);
+	memset(&st, 0, sizeof(st));
+	ln = sealed("{\"type\":\"request\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_START, "first not a checkpoint");
+	FEED(true, AUDITCHAIN_FAULT_START, "file not opening with a checkpoint");
+	auditchain_verifier_wipe(&v);
+
+	/* A genesis checkpoint outside epoch 0. */
+	auditchain_verifier_init(&v, k0);
+	memset(&st, 0, sizeof(st));
+	st.epoch = 1;
+	ln = sealed(genesis, &st, k0, &n);
+	FEED(true, AUDITCHAIN_FAULT_EPOCH, "genesis in epoch 1");
+	auditchain_verifier_wipe(&v);
+
+	/* The wrong key on the first record. */
+	auditchain_verifier_init(&v, other);
+	memset(&st, 0, sizeof(st));
+	ln = sealed(genesis, &st, k0, &n);
+	FEED(true, AUDITCHAIN_FAULT_MAC, "wrong key");
+	auditchain_verifier_wipe(&v);
+
+	/* A good start, then each fault after it. */
+	auditchain_verifier_init(&v, k0);
+	memset(&st, 0, sizeof(st));
+	ln = sealed(genesis, &st, k0, &n);
+	CHECK(auditchain_verifier_feed(&v, ln, n, true), "genesis: %s", v.why);
+	saved = st;
+	st.seq++;
+	ln = sealed("{\"type\":\"request\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_SEQ, "a seq skipped");
+	CHECK(v.expect_seq == 2 && v.found_seq == 3, "seq numbers reported");
+	st = saved;
+	st.epoch = 2;
+	auditchain_keyring_init(&kr, k0);
+	CHECK(auditchain_keyring_seek(&kr, 2), "epoch 2");
+	ln = sealed("{\"type\":\"request\"", &st, kr.key, &n);
+	FEED(false, AUDITCHAIN_FAULT_EPOCH, "epoch jumps by 2");
+	st = saved;
+	st.epoch = (uint64_t)1 << 40;
+	ln = sealed("{\"type\":\"request\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_EPOCH, "implausible epoch");
+	st = saved;
+	ln = sealed("{\"type\":\"checkpoint\",\"prev_seq\":5,\"prev_mac\":"
+	            "\"0000000000000000000000000000000000000000000000000000000000"
+	            "000000\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_LINK, "checkpoint naming another record");
+	FEED(true, AUDITCHAIN_FAULT_LINK, "file continuing another chain");
+	st = saved;
+	ln = sealed("{\"type\":\"request\"", &st, other, &n);
+	FEED(false, AUDITCHAIN_FAULT_MAC, "a record sealed with another key");
+	/* Into epoch 1, then back to 0. */
+	st = saved;
+	st.epoch = 1;
+	auditchain_keyring_init(&kr, k0);
+	CHECK(auditchain_keyring_seek(&kr, 1), "epoch 1");
+	ln = sealed("{\"type\":\"request\"", &st, kr.key, &n);
+	CHECK(auditchain_verifier_feed(&v, ln, n, false), "epoch 1: %s", v.why);
+	st.epoch = 0;
+	ln = sealed("{\"type\":\"request\"", &st, k0, &n);
+	FEED(false, AUDITCHAIN_FAULT_EPOCH, "epoch backwards");
+	CHECK(!auditchain_keyring_seek(&kr, 0), "a keyring does not go back");
+	auditchain_keyring_wipe(&kr);
+	auditchain_verifier_wipe(&v);
+#undef FEED
+}
+
 int
 main(void)
 {
@@ -1113,6 +1353,8 @@ main(void)
 	test_epoch_roll();
 	test_anchor();
 	test_fsync_policies();
+	test_chain_branches();
+	test_verifier_branches();
 	if (harness_failed == 0) {
 		char cmd[600];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);

@@ -134,6 +134,277 @@ test_stream_splits(struct vault *v, const char *ph, const char *value)
 	CHECK(worst <= 5, "no more than one extra event (%d)", worst);
 }
 
+/* Feed a stream in steps of step bytes, then finish; true when every
+ * call succeeded. out receives what the client would get. */
+static bool
+sse_run(const struct vault *v, const char *in, size_t n, size_t step,
+        struct buf *out)
+{
+	struct restore *r = restore_new(v, RESTORE_SSE, 1 << 20);
+	bool ok = true;
+
+	for (size_t i = 0; i < n && ok; i += step)
+		ok = restore_feed(r, in + i, n - i < step ? n - i : step, out);
+	ok = ok && restore_finish(r, out);
+	restore_free(r);
+	return ok;
+}
+
+static bool
+has(const struct buf *b, const char *s)
+{
+	return b->p != NULL && memmem(b->p, b->len, s, strlen(s)) != NULL;
+}
+
+/* Branch coverage (RELIABILITY L1, 90 %): escapes, the holdback rule,
+ * SSE framing variants, caps and the held-event queue. */
+static void
+test_branches(struct vault *v, const char *core, const char *value)
+{
+	char in[512], want[512];
+	struct buf out;
+	size_t cl = strlen(core);
+	const char *us = strchr(core, '_');
+	int pre = (int)(us - core);
+
+	/* Text shapes. */
+	snprintf(in, sizeof(in), "x %.*s\\\\%s y", pre, core, us);
+	snprintf(want, sizeof(want), "x %s y", value);
+	CHECK(text_is(v, in, want), "\\\\_ escape: %s", in);
+	snprintf(in, sizeof(in), "&LT;%s&GT;", core);
+	CHECK(text_is(v, in, value), "upper-case entities");
+	snprintf(in, sizeof(in), "&lt;%s>", core);
+	CHECK(text_is(v, in, value), "mixed opener and closer");
+	snprintf(in, sizeof(in), "%sx", core);
+	CHECK(text_is(v, in, in), "core followed by a letter stays");
+	CHECK(text_is(v, "a < b &lt; c <", "a < b &lt; c <"), "lone openers");
+	CHECK(text_is(v, "&lt;1 &lt;", "&lt;1 &lt;"), "opener then digit");
+
+	CHECK(text_is(v, "", ""), "empty text");
+	CHECK(text_is(v, "&", "&") && text_is(v, "&l", "&l") &&
+	          text_is(v, "&gt", "&gt"), "short entities");
+	snprintf(in, sizeof(in), "%s&g", core);
+	snprintf(want, sizeof(want), "%s&g", value);
+	CHECK(text_is(v, in, want), "core, then half a closer");
+	snprintf(in, sizeof(in), "&lt;%s&amp; x", core);
+	snprintf(want, sizeof(want), "%s&amp; x", value);
+	CHECK(text_is(v, in, want), "an entity other than the closer");
+	CHECK(text_is(v, "a\\", "a\\"), "a trailing backslash");
+	CHECK(text_is(v, "x \\\\y <", "x \\\\y <"), "two backslashes, no _");
+	snprintf(in, sizeof(in), "%s\\", core);
+	snprintf(want, sizeof(want), "%s\\", value);
+	CHECK(text_is(v, in, want), "core then a backslash");
+	snprintf(in, sizeof(in), "<%s&gt", core);
+	snprintf(want, sizeof(want), "%s&gt", value);
+	CHECK(text_is(v, in, want), "closer cut short: the value, then the rest");
+	{
+		char lng[300];
+		memset(lng, 'A', sizeof(lng) - 1);
+		lng[0] = '<';
+		lng[sizeof(lng) - 1] = '\0';
+		CHECK(text_is(v, lng, lng), "a core longer than any");
+		CHECK(restore_holdback(v, lng, strlen(lng)) == 0,
+		      "no holdback for an over-long core");
+		lng[100] = '\0';
+		memcpy(lng + 1, core, (size_t)pre);
+		lng[1 + pre] = '\\';
+		lng[2 + pre] = 'q';
+		lng[3 + pre] = '\0';
+		CHECK(restore_holdback(v, lng, strlen(lng)) == 0,
+		      "no holdback after a backslash that is not \\_");
+	}
+
+	/* What a stream holds back at the end of a read. */
+	{
+		static const struct {
+			const char *tail;
+			size_t want;
+		} hb[] = {
+			{"abc &", 1}, {"abc &l", 2}, {"abc &LT", 3}, {"abc &lt;", 4},
+			{"abc &x y", 0}, {"abc &lt y", 0}, {"abc <", 1},
+			{"abc <ZZZQ", 0}, {"abc 9", 0}, {"", 0},
+		};
+		for (size_t i = 0; i < SCRIM_ARRAY_LEN(hb); i++)
+			CHECK(restore_holdback(v, hb[i].tail, strlen(hb[i].tail)) ==
+			          hb[i].want, "holdback of \"%s\"", hb[i].tail);
+		snprintf(in, sizeof(in), "abc <%.*s", pre, core);
+		CHECK(restore_holdback(v, in, strlen(in)) == (size_t)pre + 1,
+		      "holdback of a core prefix");
+		snprintf(in, sizeof(in), "abc %.*s\\", pre, core);
+		CHECK(restore_holdback(v, in, strlen(in)) == (size_t)pre + 1,
+		      "holdback of a core and half of \\_");
+		snprintf(in, sizeof(in), "abc %.*s\\%s", pre, core, us);
+		CHECK(restore_holdback(v, in, strlen(in)) == cl + 1,
+		      "holdback of a core with \\_");
+		snprintf(in, sizeof(in), "abc &lt;%s&g", core);
+		CHECK(restore_holdback(v, in, strlen(in)) == cl + 6,
+		      "holdback of a whole core whose closer began");
+		snprintf(in, sizeof(in), "abc &lt;%s&gx", core);
+		CHECK(restore_holdback(v, in, strlen(in)) == 0,
+		      "no holdback once the closer is broken");
+		snprintf(in, sizeof(in), "abc ZZZ%s&g", core + 3);
+		CHECK(restore_holdback(v, in, strlen(in)) == 0,
+		      "no holdback for an unknown whole core");
+	}
+
+	/* SSE framing: CRLF events, "data:" without a space, data that is
+	 * not one JSON object, comments, an unterminated last event. */
+	{
+		char ev[1024];
+		int n = snprintf(ev, sizeof(ev),
+		    "data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+		    "\"a <%s> b\"}}]}\r\n\r\n"
+		    ": ping\n\n"
+		    "data: [DONE]\n\n"
+		    "data: {bad <%s>\n\n"
+		    "data: {}\ndata: {}\n\n"
+		    "event: x\ndata:\n\n"
+		    "data: {\"choices\":[{\"text\":\"<%s>\",\"index\":1}]}",
+		    core, core, core);
+		buf_init(&out, 1 << 20);
+		CHECK(sse_run(v, ev, (size_t)n, 7, &out), "framing variants run");
+		CHECK(!has(&out, core), "no placeholder left: %.*s", (int)out.len,
+		      out.p ? out.p : "");
+		CHECK(has(&out, ": ping\n\n") && has(&out, "data: [DONE]\n\n") &&
+		          has(&out, "\r\n\r\n"), "framing kept");
+		buf_free(&out);
+	}
+
+	/* Tool-call arguments: a placeholder split across events, restored
+	 * JSON-escaped inside the arguments string. */
+	{
+		char ev[1024];
+		int n = snprintf(ev, sizeof(ev),
+		    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
+		    "[{\"index\":0,\"function\":{\"arguments\":\"{\\\"to\\\":"
+		    "\\\"<%.*s\"}}]}}]}\n\n"
+		    "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":"
+		    "[{\"index\":0,\"function\":{\"arguments\":\"%s>\\\"}\"}}]}}]}"
+		    "\n\n",
+		    pre, core, us);
+		buf_init(&out, 1 << 20);
+		CHECK(sse_run(v, ev, (size_t)n, (size_t)n, &out) && !has(&out, us),
+		      "split placeholder in arguments: %.*s", (int)out.len,
+		      out.p ? out.p : "");
+		buf_free(&out);
+	}
+
+	/* A tail held for choice 0 while 20 events of choice 1 pass: the
+	 * queue fills, the oldest event's field is ended in place. */
+	{
+		struct buf st;
+		buf_init(&st, 1 << 20);
+		CHECK(buf_addf(&st, "data: {\"choices\":[{\"index\":0,\"delta\":"
+		               "{\"content\":\"hi <%.*s\"}}]}\n\n", pre, core),
+		      "stream");
+		for (int i = 0; i < 20; i++)
+			CHECK(buf_addf(&st, "data: {\"choices\":[{\"index\":1,"
+			               "\"delta\":{\"content\":\"w%d \"}}]}\n\n", i),
+			      "stream");
+		buf_init(&out, 1 << 20);
+		CHECK(sse_run(v, st.p, st.len, st.len, &out), "queue overflow runs");
+		CHECK(has(&out, "w19 ") && has(&out, "hi "), "every event out");
+		buf_free(&out);
+		buf_free(&st);
+	}
+
+	/* Choice indices that are not small whole numbers, a completions
+	 * "text" field and an Anthropic partial_json, each with a split
+	 * placeholder; a "\n\r" that does not end an event. */
+	{
+		struct buf st;
+		char txt[4096];
+		int tn;
+		buf_init(&st, 1 << 20);
+		tn = snprintf(txt, sizeof(txt),
+		    "data: {\"choices\":[{\"index\":\"x\",\"delta\":{\"content\":\"a\"}}]}\n\n"
+		    "data: {\"choices\":[{\"index\":-1,\"delta\":{\"content\":\"b\"}}]}\n\n"
+		    "data: {\"choices\":[{\"index\":2000000,\"delta\":{\"content\":\"c\"}}]}\n\n"
+		    "data: {\"choices\":[{\"index\":1.5,\"delta\":{\"content\":\"d\"}}]}\n\n"
+		    "data: {\"choices\":[{\"delta\":{\"content\":\"e\"}}]}\n\n"
+		    "data: {\"choices\":[{\"text\":\"t <%.*s\",\"index\":0}]}\n\n"
+		    "data: {\"choices\":[{\"text\":\"%s> t\",\"index\":0}]}\n\n"
+		    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+		    "{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"to\\\":"
+		    "\\\"<%.*s\"}}\n\n"
+		    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+		    "{\"type\":\"input_json_delta\",\"partial_json\":\"%s>\\\"}\"}}\n\n"
+		    ": x\n\rdata: y\n\r\n",
+		    pre, core, us, pre, core, us);
+		CHECK(tn > 0 && (size_t)tn < sizeof(txt) &&
+		          buf_add(&st, txt, (size_t)tn), "stream");
+		for (size_t step = 1; step <= st.len; step += st.len / 7 + 1) {
+			buf_init(&out, 1 << 20);
+			CHECK(sse_run(v, st.p, st.len, step, &out) && !has(&out, us) &&
+			          has(&out, value), "odd indices, text, partial_json "
+			          "(reads of %zu): %.*s", step, (int)out.len,
+			          out.p ? out.p : "");
+			buf_free(&out);
+		}
+		buf_free(&st);
+	}
+
+	/* More choices in one event than are tracked, and a choice index
+	 * past them, each with a placeholder split across events. */
+	{
+		struct buf st;
+		char txt[8192];
+		size_t tn = 0;
+		buf_init(&st, 1 << 20);
+		tn += (size_t)snprintf(txt + tn, sizeof(txt) - tn, "data: {\"choices\":[");
+		for (int i = 0; i < 20; i++)
+			tn += (size_t)snprintf(txt + tn, sizeof(txt) - tn,
+			    "%s{\"index\":%d,\"delta\":{\"content\":\"<%.*s\"}}",
+			    i ? "," : "", i, pre, core);
+		tn += (size_t)snprintf(txt + tn, sizeof(txt) - tn, "]}\n\n");
+		tn += (size_t)snprintf(txt + tn, sizeof(txt) - tn,
+		    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":"
+		    "\"%s>\"}}]}\n\ndata: {\"choices\":[{\"index\":19,\"delta\":"
+		    "{\"content\":\"%s>\"}}]}\n\n", us, us);
+		CHECK(tn < sizeof(txt) && buf_add(&st, txt, tn), "stream");
+		buf_init(&out, 1 << 20);
+		CHECK(sse_run(v, st.p, st.len, st.len, &out) && has(&out, value),
+		      "20 choices run: %.*s", (int)out.len, out.p ? out.p : "");
+		buf_free(&out);
+		buf_free(&st);
+	}
+
+	/* An SSE event past its cap fails the stream, and later calls too. */
+	{
+		struct restore *r = restore_new(v, RESTORE_SSE, 1 << 20);
+		char *big = calloc(1, (1 << 20) + 1);
+		memset(big, 'a', 1 << 20);
+		buf_init(&out, 1 << 20);
+		CHECK(restore_feed(r, "data: ", 6, &out) &&
+		          !restore_feed(r, big, 1 << 20, &out) &&
+		          !restore_feed(r, "\n\n", 2, &out) &&
+		          !restore_finish(r, &out), "event past its cap");
+		restore_free(r);
+		free(big);
+		buf_free(&out);
+	}
+
+	/* Whole answers: past the cap, empty, not JSON. */
+	{
+		struct restore *r = restore_new(v, RESTORE_WHOLE, 8);
+		buf_init(&out, 1 << 20);
+		CHECK(!restore_feed(r, "0123456789", 10, &out) &&
+		          !restore_finish(r, &out), "whole answer past its cap");
+		restore_free(r);
+		r = restore_new(v, RESTORE_WHOLE, 1 << 20);
+		CHECK(restore_finish(r, &out) && out.len == 0, "empty answer");
+		restore_free(r);
+		r = restore_new(v, RESTORE_WHOLE, 1 << 20);
+		snprintf(in, sizeof(in), "plain <%s> text", core);
+		snprintf(want, sizeof(want), "plain %s text", value);
+		CHECK(restore_feed(r, in, strlen(in), &out) &&
+		          restore_finish(r, &out) && out.len == strlen(want) &&
+		          memcmp(out.p, want, out.len) == 0, "non-JSON answer");
+		restore_free(r);
+		buf_free(&out);
+	}
+}
+
 int
 main(void)
 {
@@ -233,6 +504,7 @@ main(void)
 
 	test_stream_splits(v, ph, "john@example.com");
 	test_stream_splits(v, low, "john@example.com");
+	test_branches(v, e->core, "john@example.com");
 	vault_free(v);
 	return harness_done();
 }

@@ -60,5 +60,102 @@ main(void)
 	CHECK(!V(validate_uk_nino, "AB123456E"), "nino bad suffix");
 	CHECK(validator_find("luhn") == validate_luhn, "lookup");
 	CHECK(validator_find("nope") == NULL, "unknown");
+
+	/* Branch coverage (RELIABILITY L1): lengths, separators, ranges. */
+	CHECK(!V(validate_luhn, "79927398713"), "luhn valid but 11 digits");
+	CHECK(V(validate_luhn, "4111111111111111"), "luhn without separators");
+	CHECK(!V(validate_luhn, "41111111111111111111"), "luhn 20 digits");
+	CHECK(!V(validate_luhn, ""), "luhn empty");
+
+	CHECK(!V(validate_iban, "DE89-3704-0044-0532-0130-00-0000000000000000000"),
+	      "iban past 40 characters");
+	CHECK(V(validate_iban, "DE89-3704-0044-0532-0130-00"), "iban with dashes");
+	CHECK(!V(validate_iban, "DE89 3704 0044 0532 0130 0!"), "iban symbol");
+	CHECK(!V(validate_iban, "D189 3704 0044 0532 0130 00"), "iban digit cc");
+	CHECK(!V(validate_iban, "1E89 3704 0044 0532 0130 00"), "iban digit cc 1");
+	CHECK(!V(validate_iban, "DEX9 3704 0044 0532 0130 00"), "iban letter check");
+	CHECK(!V(validate_iban, "DE8X 3704 0044 0532 0130 00"), "iban letter check 2");
+	CHECK(!V(validate_iban, "DE00 3704 0044 0532 0130 00"), "check digits 00");
+	CHECK(!V(validate_iban, "DE01 3704 0044 0532 0130 00"), "check digits 01");
+	CHECK(!V(validate_iban, "DE99 3704 0044 0532 0130 00"), "check digits 99");
+	CHECK(!V(validate_iban, "DE02 3704 0044 0532 0130 00"), "check digits 02, wrong");
+	CHECK(!V(validate_iban, "DE89 3704"), "iban short");
+
+	CHECK(V(validate_aba, "610000005"), "ABA prefix 61");
+	CHECK(V(validate_aba, "720000005"), "ABA prefix 72");
+	CHECK(V(validate_aba, "800000006"), "ABA prefix 80");
+	CHECK(!V(validate_aba, "130000006"), "ABA prefix 13");
+	CHECK(!V(validate_aba, "200000004"), "ABA prefix 20");
+	CHECK(!V(validate_aba, "730000008"), "ABA prefix 73");
+	CHECK(!V(validate_aba, "330000013"), "ABA prefix 33");
+	CHECK(!V(validate_aba, "000000000"), "ABA all zeros");
+	CHECK(V(validate_aba, "0110-0001 5"), "ABA with separators");
+	CHECK(!V(validate_aba, "01100001"), "ABA eight digits");
+	CHECK(!V(validate_aba, "0110000150"), "ABA ten digits");
+	CHECK(!V(validate_aba, "01100001x"), "ABA letter");
+
+	CHECK(!V(validate_us_ssn, "123-45-678"), "ssn eight digits");
+	CHECK(V(validate_us_ssn, "078-05-1121"), "next to the sample");
+	CHECK(V(validate_us_ssn, "078-06-1120"), "sample area, other group");
+	CHECK(V(validate_us_ssn, "899 99 9999"), "area 899");
+
+	CHECK(!V(validate_ipv4, "1.2.3.4.5"), "five parts");
+	CHECK(!V(validate_ipv4, "1..2.3"), "empty part");
+	CHECK(!V(validate_ipv4, "1.2.3."), "trailing dot");
+	CHECK(!V(validate_ipv4, ".1.2.3"), "leading dot");
+	CHECK(!V(validate_ipv4, "1234.1.1.1"), "four digits");
+	CHECK(!V(validate_ipv4, "1.2.3.a"), "letter");
+	CHECK(!V(validate_ipv4, "1.2.3.256"), "last octet > 255");
+	CHECK(V(validate_ipv4, "255.255.255.255"), "broadcast");
+	CHECK(V(validate_ipv4, "10.0.0.1"), "single zero octet");
+	CHECK(!V(validate_ipv4, "1.2.3.04"), "leading zero last");
+
+	CHECK(!V(validate_btc, "1A1zP1eP5QGefi2DMP"), "base58 short");
+	CHECK(!V(validate_btc, "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNaNaNa"),
+	      "base58 long");
+	CHECK(!V(validate_btc, "1A1zP1eP5QGefi2DMPTfTL5SLmv7Divf0a"),
+	      "base58 has 0");
+	CHECK(!V(validate_btc, "LVg2kJoFNg45Nbpy53h7Fe1wKyeXVRhMH9"),
+	      "base58check good, version not bitcoin");
+	CHECK(!V(validate_btc, "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"),
+	      "base58 payload past 25 bytes");
+	CHECK(V(validate_btc, "BC1QW508D6QEJXTDG4Y5R3ZARVARY0C5XW7KV8F3T4"),
+	      "bech32 upper case");
+	CHECK(!V(validate_btc, "bc1QW508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"),
+	      "bech32 mixed case");
+	CHECK(!V(validate_btc, "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3tb"),
+	      "bech32 'b' is not in the charset");
+	CHECK(!V(validate_btc, "bc1qqqqq"), "bech32 short");
+	CHECK(!V(validate_btc, "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+	                       "qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4qqqqq"),
+	      "bech32 past 90");
+	CHECK(!V(validate_btc, "bc1qw508d6qejxtdg4y5r3zarvary01c5xw7kv8f3t4"),
+	      "bech32 separator not after bc");
+	CHECK(!V(validate_btc, "bc11qqqqq"), "bech32 data too short");
+
+	CHECK(V(validate_uk_nino, "ab-12-34-56-d"), "nino lower case, dashes");
+	CHECK(!V(validate_uk_nino, "AB1234567C"), "nino ten");
+	CHECK(!V(validate_uk_nino, "AB12345C"), "nino eight");
+	CHECK(!V(validate_uk_nino, "DA123456C"), "nino first D");
+	CHECK(!V(validate_uk_nino, "AO123456C"), "nino second O");
+	CHECK(!V(validate_uk_nino, "GB123456A"), "nino prefix GB");
+	CHECK(!V(validate_uk_nino, "ZZ123456A"), "nino prefix ZZ");
+	CHECK(!V(validate_uk_nino, "AB12C456A"), "nino letter in digits");
+	CHECK(!V(validate_uk_nino, "1B123456A"), "nino digit first");
+	CHECK(!V(validate_uk_nino, "A1123456A"), "nino digit second");
+	CHECK(!V(validate_uk_nino, "AB1234561"), "nino digit suffix");
+
+	CHECK(!V(validate_phone, "123 456"), "phone six digits");
+	CHECK(V(validate_phone, "+1 (415) 555-0132"), "phone");
+	CHECK(!V(validate_phone, "1234567890123456"), "phone sixteen digits");
+
+	{
+		static const char *const names[] = {"phone", "luhn", "iban",
+		    "aba", "us_ssn", "ipv4", "btc", "uk_nino"};
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			CHECK(validator_find(names[i]) != NULL &&
+			          strstr(validator_names(), names[i]) != NULL,
+			      "validator %s", names[i]);
+	}
 	return harness_done();
 }
