@@ -747,19 +747,25 @@ test_full_disk_block(void)
 	char *p;
 	int admitted = 0, accepted = 0;
 
+	/* Opened on a working file, so the 24 admissions below cannot race
+	 * the writer's first failure; then the disk "fills" (the file
+	 * becomes /dev/full and the log is reopened). */
 	unlink(f);
-	CHECK(symlink("/dev/full", f) == 0, "symlink: %s", strerror(errno));
 	make_cfg(&c, f);
 	c.audit_block = 0;
 	c.audit_queue = 16;
 	a = audit_open(&c, NULL, err, sizeof(err));
-	CHECK(a != NULL, "open on /dev/full: %s", err);
+	CHECK(a != NULL, "open: %s", err);
 	if (a == NULL)
 		return;
 	/* 24 requests in flight, admitted before anything failed. */
 	for (int i = 0; i < 24; i++)
 		admitted += audit_admit(a);
 	CHECK(admitted == 24, "admitted while healthy (%d)", admitted);
+	unlink(f);
+	CHECK(symlink("/dev/full", f) == 0, "symlink: %s", strerror(errno));
+	audit_reopen(a);
+	WAIT_FOR(a, st, st.failed >= 1 && !audit_healthy(a));
 	for (int i = 0; i < 24; i++) {
 		fill(&r, i, "alice");
 		accepted += audit_write(a, &r);
