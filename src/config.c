@@ -254,7 +254,7 @@ complain(struct loader *ld, int line, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	ld->errors++;
 	if (ld->errors > CONFIG_MAX_ERRORS)
@@ -274,7 +274,7 @@ warn(struct loader *ld, int line, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (ld->to_stderr && line > 0)
 		fprintf(stderr, "%s:%d: warning: %s\n", ld->path, line, msg);
@@ -519,10 +519,10 @@ static bool
 parse_hex32(const char *s, unsigned char out[32])
 {
 	for (int i = 0; i < 32; i++) {
-		int hi = s[2 * i], lo;
+		int hi = (unsigned char)s[2 * i], lo;
 		if (!isxdigit(hi) || !isxdigit((unsigned char)s[2 * i + 1]))
 			return false;
-		lo = s[2 * i + 1];
+		lo = (unsigned char)s[2 * i + 1];
 		hi = isdigit(hi) ? hi - '0' : (tolower(hi) - 'a' + 10);
 		lo = isdigit(lo) ? lo - '0' : (tolower(lo) - 'a' + 10);
 		out[i] = (unsigned char)(hi << 4 | lo);
