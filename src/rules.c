@@ -66,7 +66,7 @@ rcomplain(struct rloader *ld, int line, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	ld->errors++;
 	if (ld->to_stderr && line > 0)
@@ -549,6 +549,7 @@ rules_load(const char *dir, bool to_stderr)
 	struct rloader ld;
 	DIR *d;
 	struct dirent *e;
+	const char *jit;
 	char *names[RULES_MAX_FILES];
 	size_t nnames = 0;
 	uint32_t max_groups = 1;
@@ -561,8 +562,8 @@ rules_load(const char *dir, bool to_stderr)
 	rs->dir = xstrdup(dir);
 	/* SCRIM_PCRE2_JIT=0 measures what MemoryDenyWriteExecute=yes would
 	 * cost (it makes the kernel refuse the JIT) without that sandbox. */
-	rs->jit = getenv("SCRIM_PCRE2_JIT") == NULL ||
-	          strcmp(getenv("SCRIM_PCRE2_JIT"), "0") != 0;
+	jit = getenv("SCRIM_PCRE2_JIT");
+	rs->jit = jit == NULL || strcmp(jit, "0") != 0;
 
 	d = opendir(dir);
 	if (d == NULL) {
