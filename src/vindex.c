@@ -333,7 +333,7 @@ set_err(struct vindex *vx, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(vx->err, sizeof(vx->err), fmt, ap);
+	(void)vsnprintf(vx->err, sizeof(vx->err), fmt, ap);
 	va_end(ap);
 }
 
