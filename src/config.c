@@ -718,10 +718,21 @@ key_line(struct loader *ld, int line, const char *key, const char *val)
 	}
 	if (ld->sec == SEC_PRICES) {
 		struct scrim_config *c = ld->cfg;
-		double in, out;
-		char extra;
-		if (sscanf(val, "%lf %lf %c", &in, &out, &extra) != 2 || in < 0 ||
-		    out < 0 || in > 1e6 || out > 1e6) {
+		/* strtod, not sscanf: two numbers, then only blanks. */
+		char *e1, *e2 = NULL;
+		double in = strtod(val, &e1), out = 0;
+		bool ok = e1 != val;
+
+		if (ok) {
+			out = strtod(e1, &e2);
+			ok = e2 != e1;
+		}
+		if (ok) {
+			while (isspace((unsigned char)*e2))
+				e2++;
+			ok = *e2 == '\0';
+		}
+		if (!ok || in < 0 || out < 0 || in > 1e6 || out > 1e6) {
 			complain(ld, line, "price for '%s': two numbers, USD per "
 			                   "million input and output tokens", key);
 			return;

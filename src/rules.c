@@ -153,8 +153,9 @@ parse_example(struct rloader *ld, int line, const char *v, bool positive)
 		                      v[i + 1] == '\\')) {
 			/* Examples are one line: \n, \t and \\ stand for the
 			 * characters a multi-line value needs. */
-			text[o++] = v[i + 1] == 'n' ? '\n' : v[i + 1] == 't' ? '\t'
-			                                                    : '\\';
+			text[o++] = (char)(v[i + 1] == 'n'   ? '\n'
+			                   : v[i + 1] == 't' ? '\t'
+			                                     : '\\');
 			i += 2;
 			continue;
 		}
@@ -357,14 +358,19 @@ on_key(void *arg, int line, char *key, char *v)
 		parse_anchor(ld, line, v);
 		break;
 	case 4: {
-		unsigned b, a;
-		if (sscanf(v, "%u %u", &b, &a) != 2 || b > 65536 || a > 65536) {
+		/* strtoul, not sscanf: "%u" wraps 4294967297 to 1. */
+		char *e1, *e2 = NULL;
+		unsigned long b = strtoul(v, &e1, 10), a = 0;
+
+		if (e1 != v)
+			a = strtoul(e1, &e2, 10);
+		if (e1 == v || e2 == e1 || b > 65536 || a > 65536) {
 			rcomplain(ld, line, "window: two numbers of bytes, before "
 			                    "and after the anchor (at most 65536)");
 			return;
 		}
-		r->win_before = b;
-		r->win_after = a;
+		r->win_before = (unsigned)b;
+		r->win_after = (unsigned)a;
 		break;
 	}
 	case 5:
