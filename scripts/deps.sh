@@ -16,8 +16,10 @@ pkgs=(
 )
 if [ "${SCRIM_TEST_DEPS:-0}" = 1 ]; then
   # The test suite: a real Redis, Chromium to look at the status page,
-  # clang and its fuzzer runtime for the libFuzzer targets.
-  pkgs+=(redis-server chromium clang-14 libclang-rt-14-dev llvm-14)
+  # clang and its fuzzer runtime for the libFuzzer targets, clang-tidy
+  # for the static checks (.clang-tidy).
+  pkgs+=(redis-server chromium clang-14 libclang-rt-14-dev llvm-14
+    clang-tidy-14)
 fi
 
 $SUDO apt-get update -qq

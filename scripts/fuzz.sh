@@ -19,7 +19,7 @@ case $seconds in
   '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2 ;;
 esac
 targets=${FUZZ_TARGETS:-fuzz_http_head fuzz_chunked fuzz_json_scrub \
-fuzz_rule_loader fuzz_config fuzz_sse_restore}
+fuzz_rule_loader fuzz_config fuzz_sse_restore fuzz_audit_verify}
 
 # --- toolchain: clang-14 and its libFuzzer runtime -----------------------
 SUDO=""

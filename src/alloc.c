@@ -74,7 +74,7 @@ xasprintf(const char *fmt, ...)
 		oom(0);
 	p = xmalloc((size_t)n + 1);
 	va_start(ap, fmt);
-	vsnprintf(p, (size_t)n + 1, fmt, ap);
+	(void)vsnprintf(p, (size_t)n + 1, fmt, ap);
 	va_end(ap);
 	return p;
 }

@@ -508,7 +508,7 @@ refuse(struct auditchain_verifier *v, enum auditchain_fault f,
 
 	v->fault = f;
 	va_start(ap, fmt);
-	vsnprintf(v->why, sizeof(v->why), fmt, ap);
+	(void)vsnprintf(v->why, sizeof(v->why), fmt, ap);
 	va_end(ap);
 	return false;
 }

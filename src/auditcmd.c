@@ -130,7 +130,7 @@ walk_fail(struct walk *w, int file, uint64_t line, const char *fmt, ...)
 	w->bad_file = file;
 	w->bad_line = line;
 	va_start(ap, fmt);
-	vsnprintf(w->why, sizeof(w->why), fmt, ap);
+	(void)vsnprintf(w->why, sizeof(w->why), fmt, ap);
 	va_end(ap);
 	return false;
 }
@@ -599,7 +599,7 @@ forget_rewrite(const unsigned char key0[AUDITCHAIN_KEY_LEN],
 		if (out == NULL || lseek(fds[f], 0, SEEK_SET) < 0) {
 			ok = false;
 			if (out != NULL)
-				fclose(out);
+				(void)fclose(out);
 			break;
 		}
 		auditchain_reader_init(&r, fds[f]);
@@ -815,7 +815,7 @@ audit_cmd(int argc, char **argv)
 	rc = forget ? cmd_forget(key, key_id, files, nfiles)
 	            : cmd_verify(key, files, nfiles);
 	OPENSSL_cleanse(key, sizeof(key));
-	fflush(stdout);
+	(void)fflush(stdout);
 	free(files);
 	return rc;
 }

@@ -115,6 +115,8 @@ auth_key_hash_line(const char *key)
 {
 	char *out = xmalloc(7 + 64 + 1);
 
+	/* auth_key_hex writes the 64 digits and the NUL after the prefix. */
+	/* NOLINTNEXTLINE(bugprone-not-null-terminated-result) */
 	memcpy(out, "sha256:", 7);
 	auth_key_hex(key, strlen(key), out + 7);
 	return out;

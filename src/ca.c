@@ -69,7 +69,7 @@ write_pem(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert)
 	          : PEM_write_X509(f, cert)) == 1;
 	ok = ok && fflush(f) == 0 && fsync(fd) == 0;
 	if (f != NULL)
-		fclose(f);
+		(void)fclose(f);
 	else
 		close(fd);
 	if (!ok || rename(tmp, path) != 0) {
@@ -162,7 +162,7 @@ ca_load(const char *dir, char *err, size_t errlen)
 		goto fail;
 	}
 	ca->cert = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
+	(void)fclose(f);
 	if (stat(keyp, &st) == 0 && (st.st_mode & 077) != 0) {
 		snprintf(err, errlen, "%s is readable by others (mode %o); "
 		                      "chmod 600 it", keyp, st.st_mode & 0777);
@@ -174,7 +174,7 @@ ca_load(const char *dir, char *err, size_t errlen)
 		goto fail;
 	}
 	ca->key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-	fclose(f);
+	(void)fclose(f);
 	if (ca->cert == NULL || ca->key == NULL ||
 	    X509_check_private_key(ca->cert, ca->key) != 1) {
 		snprintf(err, errlen, "%s and %s are not a matching CA", certp,

@@ -792,9 +792,7 @@ clean_utf8(char *s, size_t n)
 		uint32_t cp;
 
 		if (c < 0x80) {
-			if (c < 0x20 && c != '\n' && c != '\t')
-				s[i] = ' ';
-			else if (c == 0x7f)
+			if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f)
 				s[i] = ' ';
 			i++;
 			continue;

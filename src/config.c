@@ -254,7 +254,7 @@ complain(struct loader *ld, int line, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	ld->errors++;
 	if (ld->errors > CONFIG_MAX_ERRORS)
@@ -274,7 +274,7 @@ warn(struct loader *ld, int line, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (ld->to_stderr && line > 0)
 		fprintf(stderr, "%s:%d: warning: %s\n", ld->path, line, msg);
@@ -519,10 +519,10 @@ static bool
 parse_hex32(const char *s, unsigned char out[32])
 {
 	for (int i = 0; i < 32; i++) {
-		int hi = s[2 * i], lo;
+		int hi = (unsigned char)s[2 * i], lo;
 		if (!isxdigit(hi) || !isxdigit((unsigned char)s[2 * i + 1]))
 			return false;
-		lo = s[2 * i + 1];
+		lo = (unsigned char)s[2 * i + 1];
 		hi = isdigit(hi) ? hi - '0' : (tolower(hi) - 'a' + 10);
 		lo = isdigit(lo) ? lo - '0' : (tolower(lo) - 'a' + 10);
 		out[i] = (unsigned char)(hi << 4 | lo);
@@ -718,10 +718,21 @@ key_line(struct loader *ld, int line, const char *key, const char *val)
 	}
 	if (ld->sec == SEC_PRICES) {
 		struct scrim_config *c = ld->cfg;
-		double in, out;
-		char extra;
-		if (sscanf(val, "%lf %lf %c", &in, &out, &extra) != 2 || in < 0 ||
-		    out < 0 || in > 1e6 || out > 1e6) {
+		/* strtod, not sscanf: two numbers, then only blanks. */
+		char *e1, *e2 = NULL;
+		double in = strtod(val, &e1), out = 0;
+		bool ok = e1 != val;
+
+		if (ok) {
+			out = strtod(e1, &e2);
+			ok = e2 != e1;
+		}
+		if (ok) {
+			while (isspace((unsigned char)*e2))
+				e2++;
+			ok = *e2 == '\0';
+		}
+		if (!ok || in < 0 || out < 0 || in > 1e6 || out > 1e6) {
 			complain(ld, line, "price for '%s': two numbers, USD per "
 			                   "million input and output tokens", key);
 			return;

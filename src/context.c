@@ -299,6 +299,7 @@ worker(void *arg)
 		run_job(cx, j);
 		/* A pointer is 8 bytes: the pipe writes it whole. */
 		do
+			/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
 			w = write(cx->pipefd[1], &j, sizeof(j));
 		while (w < 0 && errno == EINTR);
 	}
@@ -321,6 +322,7 @@ done_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	n = read(fd, jobs, sizeof(jobs));
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression): pointers, not jobs */
 	for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(jobs[0]); i++) {
 		struct context_job *j = jobs[i];
 		if (!j->cancelled)
@@ -371,6 +373,7 @@ context_free(struct context *cx)
 	/* Jobs finished but not yet read, and jobs never started. */
 	if (cx->done_ev != NULL) {
 		struct context_job *j;
+		/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
 		while (read(cx->pipefd[0], &j, sizeof(j)) == (ssize_t)sizeof(j))
 			job_free(j);
 		event_free(cx->done_ev);

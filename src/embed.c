@@ -290,8 +290,7 @@ extract(struct feats *f, const char *s, size_t n)
 			    s[i - 1] <= 'z')
 				break;
 			if (wn < sizeof(w))
-				w[wn++] = (c >= 'A' && c <= 'Z') ? (char)(c + 32)
-				                                 : (char)c;
+				w[wn++] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
 		}
 		if (embed_is_stopword(w, wn))
 			continue;

@@ -185,7 +185,7 @@ fail_with(struct embedapi *a, char *err, size_t errlen, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(what, sizeof(what), fmt, ap);
+	(void)vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
 	snprintf(err, errlen, "embeddings endpoint %s: %s", a->endpoint, what);
 	snprintf(a->down_why, sizeof(a->down_why), "%s", what);

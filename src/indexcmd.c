@@ -524,8 +524,8 @@ progress(struct adder *a, bool last)
 	        a->scanned, a->indexed, a->chunks, a->unchanged, a->skipped,
 	        secs);
 	if (last)
-		fputc('\n', stderr);
-	fflush(stderr);
+		(void)fputc('\n', stderr);
+	(void)fflush(stderr);
 }
 
 static void
@@ -1229,7 +1229,7 @@ print_json(const struct idxopts *o, const char *query,
 	}
 	json_object_set_new(root, "hits", arr);
 	rc = json_dumpf(root, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-	fputc('\n', stdout);
+	(void)fputc('\n', stdout);
 	json_decref(root);
 	return rc == 0 ? 0 : 1;
 }
@@ -1354,7 +1354,7 @@ cmd_stats(const struct idxopts *o, const struct scrim_config *c)
 		json_object_set_new(j, "generation", json_integer(st.generation));
 		json_object_set_new(j, "updated", json_integer(st.updated));
 		json_dumpf(j, stdout, JSON_INDENT(2));
-		fputc('\n', stdout);
+		(void)fputc('\n', stdout);
 		json_decref(j);
 	} else {
 		char when[64] = "never";
@@ -1362,7 +1362,7 @@ cmd_stats(const struct idxopts *o, const struct scrim_config *c)
 		struct tm tm;
 
 		if (st.updated > 0 && localtime_r(&u, &tm) != NULL)
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+			(void)strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
 		printf("index       %s\n", o->db ? "-" : o->name);
 		printf("path        %s\n", path);
 		printf("files       %lld (%.1f MB)\n", (long long)st.files,

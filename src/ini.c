@@ -90,7 +90,7 @@ ini_read_binary(const char *path, size_t max, size_t *len, int *err)
 		n += fread(buf + n, 1, cap - n, f);
 		if (ferror(f) || n > max) {
 			*err = ferror(f) ? EIO : EFBIG;
-			fclose(f);
+			(void)fclose(f);
 			free(buf);
 			return NULL;
 		}
@@ -99,7 +99,7 @@ ini_read_binary(const char *path, size_t max, size_t *len, int *err)
 		cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
 		buf = xrealloc(buf, cap + 1);
 	}
-	fclose(f);
+	(void)fclose(f);
 	buf[n] = '\0';
 	*len = n;
 	return buf;

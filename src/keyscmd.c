@@ -494,8 +494,8 @@ cmd_usage(redisContext *rc, const char *id)
 	now = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 	secs = tv.tv_sec;
 	gmtime_r(&secs, &tm);
-	strftime(day, sizeof(day), "%Y%m%d", &tm);
-	strftime(month, sizeof(month), "%Y%m", &tm);
+	(void)strftime(day, sizeof(day), "%Y%m%d", &tm);
+	(void)strftime(month, sizeof(month), "%Y%m", &tm);
 	snprintf(minute, sizeof(minute), "%llu", (unsigned long long)(now / 60000));
 	snprintf(since, sizeof(since), "%llu", (unsigned long long)(now - 60000));
 	r = redisCommand(rc, "ZCOUNT scrim:{%s}:rpm %s +inf", h, since);

@@ -642,8 +642,8 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 
 	current_cfg = cfg;
 	gmtime_r(&secs, &tm);
-	strftime(day, sizeof(day), "%Y%m%d", &tm);
-	strftime(month, sizeof(month), "%Y%m", &tm);
+	(void)strftime(day, sizeof(day), "%Y%m%d", &tm);
+	(void)strftime(month, sizeof(month), "%Y%m", &tm);
 	snprintf(minute, sizeof(minute), "%llu",
 	         (unsigned long long)(now / 60000));
 	{

@@ -238,10 +238,9 @@ cmd_version(int argc, char **argv)
 	}
 	printf("scrim %s (commit %s)\n", SCRIM_VERSION, SCRIM_COMMIT);
 	printf("libevent %s\n", event_get_version());
-	printf("libcurl %s (%s%s%s)\n", cv->version,
+	printf("libcurl %s (%s%s)\n", cv->version,
 	       cv->ssl_version ? cv->ssl_version : "no TLS",
-	       (cv->features & CURL_VERSION_HTTP2) ? ", HTTP/2" : "",
-	       cv->libz_version ? "" : "");
+	       (cv->features & CURL_VERSION_HTTP2) ? ", HTTP/2" : "");
 	printf("%s\n", OpenSSL_version(OPENSSL_VERSION));
 	printf("jansson %s\n", jansson_version_str());
 	printf("%s\n", pdf_reader_version() ? pdf_reader_version()

@@ -89,7 +89,7 @@ metrics_label(char *out, size_t cap, const char *v)
 		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
 		          (c >= '0' && c <= '9') || c == '_' || c == '.' ||
 		          c == ':' || c == '-';
-		out[i] = ok ? c : '_';
+		out[i] = (char)(ok ? c : '_');
 	}
 	out[i] = '\0';
 }

@@ -368,7 +368,7 @@ pdf_extract(const char *data, size_t n, size_t max_text, struct pdf_text *out,
 		snprintf(err, errlen, "pipe: %s", strerror(errno));
 		return PDF_FAILED;
 	}
-	fflush(NULL);
+	(void)fflush(NULL);
 	pid = fork();
 	if (pid < 0) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));

@@ -365,7 +365,7 @@ map_choices(struct restore *r, const char *payload, size_t len)
 		json_t *ix = json_object_get(json_array_get(choices, i), "index");
 		double d = json_number_value(ix);
 		/* The provider's number: cast only what fits a choice index. */
-		if (json_is_number(ix) && d >= 0 && d <= 1e6 && d == (long)d)
+		if (json_is_number(ix) && d >= 0 && d <= 1e6 && d == (double)(long)d)
 			r->choice_index[i] = (long)d;
 	}
 	json_decref(j);

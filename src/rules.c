@@ -67,7 +67,7 @@ rcomplain(struct rloader *ld, int line, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	ld->errors++;
 	if (ld->to_stderr && line > 0)
@@ -154,8 +154,9 @@ parse_example(struct rloader *ld, int line, const char *v, bool positive)
 		                      v[i + 1] == '\\')) {
 			/* Examples are one line: \n, \t and \\ stand for the
 			 * characters a multi-line value needs. */
-			text[o++] = v[i + 1] == 'n' ? '\n' : v[i + 1] == 't' ? '\t'
-			                                                    : '\\';
+			text[o++] = (char)(v[i + 1] == 'n'   ? '\n'
+			                   : v[i + 1] == 't' ? '\t'
+			                                     : '\\');
 			i += 2;
 			continue;
 		}
@@ -365,14 +366,19 @@ on_key(void *arg, int line, char *key, char *v)
 		parse_anchor(ld, line, v);
 		break;
 	case 4: {
-		unsigned b, a;
-		if (sscanf(v, "%u %u", &b, &a) != 2 || b > 65536 || a > 65536) {
+		/* strtoul, not sscanf: "%u" wraps 4294967297 to 1. */
+		char *e1, *e2 = NULL;
+		unsigned long b = strtoul(v, &e1, 10), a = 0;
+
+		if (e1 != v)
+			a = strtoul(e1, &e2, 10);
+		if (e1 == v || e2 == e1 || b > 65536 || a > 65536) {
 			rcomplain(ld, line, "window: two numbers of bytes, before "
 			                    "and after the anchor (at most 65536)");
 			return;
 		}
-		r->win_before = b;
-		r->win_after = a;
+		r->win_before = (unsigned)b;
+		r->win_after = (unsigned)a;
 		break;
 	}
 	case 5:
@@ -557,6 +563,7 @@ rules_load(const char *dir, bool to_stderr)
 	struct rloader ld;
 	DIR *d;
 	struct dirent *e;
+	const char *jit;
 	char *names[RULES_MAX_FILES];
 	size_t nnames = 0;
 	uint32_t max_groups = 1;
@@ -569,8 +576,8 @@ rules_load(const char *dir, bool to_stderr)
 	rs->dir = xstrdup(dir);
 	/* SCRIM_PCRE2_JIT=0 measures what MemoryDenyWriteExecute=yes would
 	 * cost (it makes the kernel refuse the JIT) without that sandbox. */
-	rs->jit = getenv("SCRIM_PCRE2_JIT") == NULL ||
-	          strcmp(getenv("SCRIM_PCRE2_JIT"), "0") != 0;
+	jit = getenv("SCRIM_PCRE2_JIT");
+	rs->jit = jit == NULL || strcmp(jit, "0") != 0;
 
 	d = opendir(dir);
 	if (d == NULL) {

@@ -755,7 +755,7 @@ apply_one(struct scrub_ctx *ctx, const char *v, size_t vn,
 			 * would split characters: keep them out of the output. */
 			if (c >= 0x80)
 				continue;
-			if (!buf_addc(out, keep ? (char)c : '*'))
+			if (!buf_addc(out, (char)(keep ? c : '*')))
 				return false;
 		}
 		return true;

@@ -249,11 +249,11 @@ server_run(const char *config_path)
 	if (RAND_bytes((unsigned char *)&srv.req_id_salt,
 	               sizeof(srv.req_id_salt)) != 1)
 		srv.req_id_salt = (uint32_t)getpid();
-	signal(SIGPIPE, SIG_IGN);
+	(void)signal(SIGPIPE, SIG_IGN);
 	/* A file size limit (LimitFSIZE=, ulimit -f) must reach the audit
 	 * writer as EFBIG, a write error its on_failure policy handles, not
 	 * kill the gateway with every request in flight. */
-	signal(SIGXFSZ, SIG_IGN);
+	(void)signal(SIGXFSZ, SIG_IGN);
 	/* A core file would hold prompts, personal data and provider keys
 	 * in the clear, wherever the system puts cores: none. */
 	{

@@ -91,8 +91,11 @@ sock_add(struct scrim_upstream *up, curl_socket_t s)
 		size_t n = up->nsocks ? up->nsocks : 64;
 		while (n <= (size_t)s)
 			n *= 2;
+		/* An array of pointers. */
+		/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
 		up->socks = xrealloc(up->socks, n * sizeof(*up->socks));
 		memset(up->socks + up->nsocks, 0,
+		       /* NOLINTNEXTLINE(bugprone-sizeof-expression) */
 		       (n - up->nsocks) * sizeof(*up->socks));
 		up->nsocks = n;
 	}

@@ -278,6 +278,8 @@ bech32(const char *s, size_t n)
 	for (size_t i = 0; i < sep; i++)
 		v[k++] = (unsigned char)((s[i] | 0x20) & 31);
 	for (size_t i = sep + 1; i < n; i++) {
+		/* The 32 letters of the alphabet, not its NUL. */
+		/* NOLINTNEXTLINE(bugprone-not-null-terminated-result) */
 		const char *p = memchr(cs, s[i] | 0x20, 32);
 		if (p == NULL || k == sizeof(v))
 			return false;
@@ -307,7 +309,7 @@ validate_uk_nino(const char *s, size_t n)
 			continue;
 		if (k == 9)
 			return false;
-		c[k++] = s[i] >= 'a' && s[i] <= 'z' ? (char)(s[i] - 32) : s[i];
+		c[k++] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
 	}
 	if (k != 9)
 		return false;

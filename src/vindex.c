@@ -333,7 +333,7 @@ set_err(struct vindex *vx, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(vx->err, sizeof(vx->err), fmt, ap);
+	(void)vsnprintf(vx->err, sizeof(vx->err), fmt, ap);
 	va_end(ap);
 }
 
@@ -2038,7 +2038,7 @@ fts_query(struct vindex *vx, const char *q, size_t n, char *out,
 			for (size_t j = a; j < i && k < sizeof(t[0].word) - 1; j++) {
 				char c = q[j];
 				t[nt].word[k++] =
-					(c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+					(char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
 			}
 			t[nt].word[k] = '\0';
 			/* The first pass drops stop words; the second keeps
