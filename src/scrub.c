@@ -745,12 +745,15 @@ apply_one(struct scrub_ctx *ctx, const char *v, size_t vn,
 		return buf_addc(out, '[') && buf_add(out, r->type, strlen(r->type)) &&
 		       buf_addc(out, ']');
 	case ACT_MASK: {
-		size_t alnum = 0, seen = 0;
+		size_t alnum = 0, seen = 0, tail;
 		for (size_t i = 0; i < vn; i++)
 			alnum += is_alnum((unsigned char)v[i]);
+		/* The last 4 letters or digits, but never more than half of
+		 * them: "a@b.io" kept whole would not be masked at all. */
+		tail = alnum / 2 < 4 ? alnum / 2 : 4;
 		for (size_t i = 0; i < vn; i++) {
 			unsigned char c = (unsigned char)v[i];
-			bool keep = !is_alnum(c) || seen++ >= alnum - (alnum < 4 ? alnum : 4);
+			bool keep = !is_alnum(c) || seen++ >= alnum - tail;
 			/* Non-ASCII bytes are masked whole, one '*' per byte
 			 * would split characters: keep them out of the output. */
 			if (c >= 0x80)

@@ -144,9 +144,15 @@ test_actions(void)
 		memset(&ctx, 0, sizeof(ctx));
 		ctx.overrides = &ov;
 		ctx.noverrides = 1;
-		o = scrub(&ctx, "an ab@cd.io here");
-		CHECK(o != NULL && strcmp(o, "an **@cd.io here") == 0,
+		o = scrub(&ctx, "an abcd@efgh.io here");
+		CHECK(o != NULL && strcmp(o, "an ****@**gh.io here") == 0,
 		      "mask keeps the last 4: %s", o ? o : "(failed)");
+		o = scrub(&ctx, "an ab@cd.io here");
+		CHECK(o != NULL && strcmp(o, "an **@*d.io here") == 0,
+		      "mask keeps at most half: %s", o ? o : "(failed)");
+		o = scrub(&ctx, "an a@b.io here");
+		CHECK(o != NULL && strcmp(o, "an *@*.io here") == 0,
+		      "a short value is never left whole: %s", o ? o : "(failed)");
 	}
 }
 
