@@ -31,17 +31,30 @@ export function tempDir(prefix = 'scrim-test-') {
 
 // ---------------------------------------------------------------- ports
 
-/** A TCP port that was free a moment ago on 127.0.0.1. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
+/**
+ * A TCP port that was free a moment ago on 127.0.0.1. Chosen below the
+ * kernel's ephemeral range (ip_local_port_range, 32768 and up by
+ * default): a port the kernel hands out itself is also what it gives the
+ * next outgoing connection, and with hundreds of client sockets open in
+ * the test files running beside this one, one of them took a listener's
+ * port between freePort() and scrim's bind ("Address already in use").
+ */
+const PORT_LOW = 20000;
+const PORT_HIGH = 32000;
+function tryPort(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+export async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW));
+    if (await tryPort(port)) return port;
+  }
+  throw new Error(`no free port in ${PORT_LOW}-${PORT_HIGH - 1} after 200 tries`);
 }
 
 // ---------------------------------------------------------------- PKI
