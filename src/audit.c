@@ -364,6 +364,7 @@ format_record(const struct audit *a, const struct audit_record *r,
 	ok = buf_add(b, "{\"type\":\"request\"", 17) && put_time(b, r->time_ms) &&
 	     put_str(b, "request_id", r->request_id) &&
 	     put_str(b, "key_id", r->key_id) &&
+	     put_str(b, "key_name", r->key_name) &&
 	     put_client(b, a->client_mode, r->client_addr) &&
 	     put_str(b, "way_in", r->way_in) && put_str(b, "host", r->host) &&
 	     put_str(b, "method", r->method) &&

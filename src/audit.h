@@ -27,6 +27,7 @@ struct audit_record {
 	uint64_t time_ms;        /* wall clock, ms since the epoch */
 	const char *request_id;
 	const char *key_id;
+	const char *key_name;    /* a virtual key's --name; a config key's id */
 	const char *client_addr; /* as received; audit.c applies client_address */
 	const char *way_in;      /* "base_url", "proxy", "intercept" */
 	const char *host;        /* intercepted or proxied host, else NULL */

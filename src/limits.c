@@ -51,7 +51,7 @@ static const char check_lua[] =
     "if redis.call('EXISTS', KEYS[8]) == 1 then return {'cancelled'} end\n"
     "local r = redis.call('HMGET', KEYS[1], 'id', 'revoked', 'expires', "
     "'rpm', 'tpm', 'tpd', 'budget', 'maxpar', 'models', 'actions', "
-    "'indexes')\n"
+    "'indexes', 'name')\n"
     "if not r[1] then return {'unknown'} end\n"
     "if r[2] == '1' then return {'revoked', r[1]} end\n"
     "local now = tonumber(ARGV[1])\n"
@@ -114,7 +114,7 @@ static const char check_lua[] =
     "redis.call('PEXPIRE', KEYS[7], 3600000)\n"
     "return {'ok', r[1], r[9] or '', '', 0, rpm, rpm - used_rpm - 1, "
     "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5]), "
-    "r[10] or '', r[11] or ''}\n";
+    "r[10] or '', r[11] or '', r[12] or ''}\n";
 
 /* KEYS: tpm tpd usd par resv rpm gone; ARGV: member, token delta,
  * micro-USD delta, refund (1: give the reservation back, and the request
@@ -569,6 +569,7 @@ check_reply(void *arg, redisReply *rep)
 			res.verdict = LIM_OK;
 			reply_str(rep, 11, res.actions, sizeof(res.actions));
 			reply_str(rep, 12, res.indexes, sizeof(res.indexes));
+			reply_str(rep, 13, res.key_name, sizeof(res.key_name));
 			p->ticket->active = true;
 		}
 		/* Remember what Redis said, for fail-open. */

@@ -34,6 +34,7 @@ enum limits_verdict {
 struct limits_result {
 	enum limits_verdict verdict;
 	char key_id[64];
+	char key_name[128];  /* --name, for the audit record; "" unknown */
 	char models[512];    /* comma-separated globs; "" = any */
 	char actions[512];   /* "MATCH=action ..." scrub overrides; "" none */
 	char indexes[640];   /* the key's index grant (context.h); "" none;

@@ -94,6 +94,7 @@ struct scrim_req {
 	char vkey[600];           /* the key presented; wiped */
 	size_t vkey_len;
 	char vkey_id[64];
+	char vkey_name[128];
 	struct limits_pending *lim_pending;
 	struct limits_ticket ticket;
 	struct limits_result lim;
@@ -234,6 +235,12 @@ write_audit(struct scrim_req *r, uint64_t now)
 	rec.time_ms = (uint64_t)wall.tv_sec * 1000 + (uint64_t)wall.tv_nsec / 1000000;
 	rec.request_id = r->conn->req_id;
 	rec.key_id = r->key_id;
+	/* A config key's id is its name; a virtual key has its --name. */
+	if (r->vkey_name[0] != '\0')
+		rec.key_name = r->vkey_name;
+	else if (r->key_id != NULL && r->key_id != r->vkey_id &&
+	         strcmp(r->key_id, "-") != 0)
+		rec.key_name = r->key_id;
 	rec.client_addr = r->conn->peer;
 	rec.way_in = r->mode == MODE_INTERCEPT ? "intercept"
 	             : r->mode == MODE_ABSOLUTE ? "proxy"
@@ -674,6 +681,7 @@ limits_apply(struct scrim_req *r)
 		break;
 	}
 	snprintf(r->vkey_id, sizeof(r->vkey_id), "%s", res->key_id);
+	snprintf(r->vkey_name, sizeof(r->vkey_name), "%s", res->key_name);
 	r->key_id = r->vkey_id;
 	if (!model_allowed(res->models, r->model)) {
 		limits_settle(r->srv->limits, &r->ticket, -1, 0, true);

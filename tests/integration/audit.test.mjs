@@ -73,6 +73,7 @@ test('one record per request, with decision, counts and sizes', () => {
   const [a, b, c, d] = reqs;
   assert.equal(a.decision, 'forwarded');
   assert.equal(a.key_id, 'test');
+  assert.equal(a.key_name, 'test', 'a [keys] entry is named by its id');
   assert.equal(a.status, 200);
   assert.equal(a.path, '/v1/chat/completions');
   assert.ok(a.redactions.EMAIL >= 1 && a.redactions.CREDIT_CARD >= 1 && a.redactions.IBAN >= 1, JSON.stringify(a));

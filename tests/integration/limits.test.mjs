@@ -15,6 +15,8 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
+import fs from 'node:fs';
+import path from 'node:path';
 import { startFakeProvider, countTokens } from '../fake_provider/provider.mjs';
 import {
   startScrim, startRedis, configFor, execFile, request, auth, chatBody, parseSSE, chatStreamContent,
@@ -267,6 +269,17 @@ test('3a. non-streaming chat: minute, day and month counters hold exactly the pr
   assert.equal(await redisSum(redis, `scrim:{${k.hash}}:usd:*`), 2 * pin + 3 * pout, 'micro-USD at acct-* = 2 3');
   assert.equal(u.usd.toFixed(6), ((2 * pin + 3 * pout) / 1e6).toFixed(6), u.text);
   assert.equal(u.requests, 1, u.text);
+  // The audit record names the virtual key by id and by --name.
+  const stateDir = fs.readFileSync(scrim.configPath, 'utf8').match(/^state_dir = (.+)$/m)[1];
+  const rid = r.headers['x-request-id'];
+  const rec = await waitFor(() => {
+    try {
+      return fs.readFileSync(path.join(stateDir, 'audit.jsonl'), 'utf8').trim().split('\n')
+        .map((l) => JSON.parse(l)).find((x) => x.request_id === rid);
+    } catch { return undefined; }
+  }, { timeoutMs: 5000, what: 'the audit record' });
+  assert.equal(rec.key_id, k.id, JSON.stringify(rec));
+  assert.match(rec.key_name || '', /^lim\d+$/, JSON.stringify(rec));
 });
 
 test('3b. stream without include_usage: scrim asks for usage, the client sees no usage chunk, the tokens are accounted', async () => {
