@@ -266,8 +266,8 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 	} else if (strncmp(v, "digits ", 7) == 0) {
 		char *end;
 		long d = strtol(v + 7, &end, 10);
-		if (*end || d < 2 || d > 64) {
-			rcomplain(ld, line, "anchor digits N: N from 2 to 64");
+		if (*end || d < 1 || d > 64) {
+			rcomplain(ld, line, "anchor digits N: N from 1 to 64");
 			return false;
 		}
 		r->anchor = ANCHOR_DIGITS;
@@ -293,13 +293,24 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 			          words ? "words" : "literals");
 			return false;
 		}
-		for (size_t k = 0; words && k < r->nanchor_words; k++)
-			if (strlen(r->anchor_words[k]) < 2) {
-				rcomplain(ld, line, "anchor words: '%s' is shorter than 2 "
-				                    "bytes (use char or literals)",
-				          r->anchor_words[k]);
+		for (size_t k = 0; words && k < r->nanchor_words; k++) {
+			const char *w = r->anchor_words[k];
+			size_t wl = strlen(w), core = wl;
+			bool lead = wl > 0 && w[0] == '*';
+			bool trail = wl > 1 && w[wl - 1] == '*';
+			core -= lead + trail;
+			if (core >= 2 && memchr(w + lead, '*', core) != NULL) {
+				rcomplain(ld, line, "anchor words: '%s': '*' only at "
+				                    "the start (inside a word) or the "
+				                    "end (a prefix)", w);
 				return false;
 			}
+			if (core < 2) {
+				rcomplain(ld, line, "anchor words: '%s' is shorter than "
+				                    "2 bytes (use char or literals)", w);
+				return false;
+			}
+		}
 	} else {
 		rcomplain(ld, line, "anchor: 'any', 'char C', 'digits N', "
 		                    "'token N', 'words a|b' or 'literals A|B'");
@@ -490,64 +501,259 @@ fold1(char c)
 	return (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
 }
 
-static unsigned
-word_key(const char *w)
+static bool
+alnum1(char c)
 {
-	return (unsigned)fold1(w[0]) << 8 | fold1(w[1]);
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+	       (c >= 'A' && c <= 'Z');
 }
 
-/* Word anchors, and literal anchors of two bytes or more, share the
- * index (literals are matched folded there; the regex then decides). */
-static bool
-indexed(const struct rule *r, size_t k)
+/* Letters folded, digits kept, anything else 0: word_hash3's alphabet. */
+static unsigned char
+cls1(unsigned char c)
 {
-	return r->anchor == ANCHOR_WORDS ||
-	       (r->anchor == ANCHOR_LITERALS && strlen(r->anchor_words[k]) >= 2);
+	if (c >= 'A' && c <= 'Z')
+		return (unsigned char)(c + 32);
+	return alnum1((char)c) ? c : 0;
+}
+
+/* One anchor entry as the indexes see it. */
+struct entry {
+	const char *text;
+	size_t len;
+	unsigned flags;
+	bool at_start; /* words index (else spots) */
+	unsigned key;
+	uint16_t off;
+};
+
+/*
+ * How rare a byte is in ordinary text, roughly: prose is lower-case
+ * letters and spaces; capitals start sentences; '.' and ',' end them;
+ * other punctuation, digits and the rare capitals are what keys, field
+ * names and literals are made of. Picks the byte of an entry that the
+ * spots pass stops at ("ghp_": '_', "eyJ": 'J', "*name:": ':').
+ */
+static int
+byte_rarity(unsigned char c)
+{
+	if (c >= 0x80)
+		return 3;
+	if (c >= 'a' && c <= 'z')
+		return strchr("jkqxz", c) ? 3 : 0;
+	if (c >= 'A' && c <= 'Z')
+		return strchr("JKQXZ", c) ? 5 : strchr("AIT", c) ? 2 : 3;
+	if (c >= '0' && c <= '9')
+		return 2;
+	if (c == ' ' || c == '.' || c == ',' || c == '\'' || c == '\n')
+		return c == ' ' ? 0 : 1;
+	return 4;
+}
+
+/*
+ * Entry k of rule r: "word" (a whole word), "word*" (a word's start),
+ * "*part" (anywhere, even inside a word), a literal (anywhere, exact).
+ * Entries of one byte (literals only) are not indexed: false.
+ */
+static bool
+entry_of(const struct rule *r, size_t k, struct entry *e)
+{
+	const char *w = r->anchor_words[k];
+	size_t wl = strlen(w);
+
+	memset(e, 0, sizeof(*e));
+	if (r->anchor == ANCHOR_LITERALS) {
+		if (wl < 2)
+			return false;
+		e->text = w;
+		e->len = wl;
+	} else {
+		bool lead = w[0] == '*', trail = wl > 1 && w[wl - 1] == '*';
+		e->text = w + lead;
+		e->len = wl - lead - trail;
+		e->flags = WORD_FOLD;
+		/* Punctuation at an end is its own boundary ("name:"). */
+		if (!trail && alnum1(e->text[e->len - 1]))
+			e->flags |= WORD_RIGHT;
+		e->at_start = !lead && alnum1(e->text[0]);
+	}
+	if (e->at_start) {
+		e->key = (unsigned)fold1(e->text[0]) << 8 | fold1(e->text[1]);
+		return true;
+	}
+	{
+		int best = -1;
+		for (size_t i = 0; i < e->len; i++) {
+			int rr = byte_rarity((unsigned char)e->text[i]);
+			if (rr > best) {
+				best = rr;
+				e->off = (uint16_t)i;
+			}
+		}
+		e->key = (unsigned char)e->text[e->off];
+	}
+	return true;
+}
+
+/* The keys a spots entry is found under: its key byte in both cases
+ * when folded. */
+static size_t
+entry_keys(const struct entry *e, unsigned keys[2])
+{
+	unsigned char c = (unsigned char)e->key;
+
+	keys[0] = c;
+	if ((e->flags & WORD_FOLD) && ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) {
+		keys[0] = c | 0x20;
+		keys[1] = c & ~0x20u;
+		return 2;
+	}
+	return 1;
+}
+
+static void
+bit_set(uint64_t *bits, unsigned k)
+{
+	bits[k >> 6] |= 1ULL << (k & 63);
+}
+
+/* Marks the hashes a word-start entry can show in the text: its first
+ * four bytes; for a shorter entry, a boundary (0) after it when it is a
+ * whole word, else whatever may follow, and then anything. */
+static void
+hash4_mark(struct word_index *wi, const struct entry *e)
+{
+	static const char any[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+	unsigned char t[4];
+	size_t fixed = e->len < 4 ? e->len : 4;
+
+	for (size_t i = 0; i < fixed; i++)
+		t[i] = cls1((unsigned char)e->text[i]);
+	/* The byte after a whole word is a boundary; after that, or after
+	 * a prefix, any of the 37. */
+	if (fixed < 4 && (e->flags & WORD_RIGHT))
+		t[fixed++] = 0;
+	if (fixed == 4) {
+		bit_set(wi->bits, word_hash4(t[0], t[1], t[2], t[3]));
+		return;
+	}
+	for (size_t x = 0; x < sizeof(any); x++) { /* the NUL is 0 */
+		t[fixed] = (unsigned char)any[x];
+		if (fixed == 3) {
+			bit_set(wi->bits, word_hash4(t[0], t[1], t[2], t[3]));
+			continue;
+		}
+		for (size_t y = 0; y < sizeof(any); y++)
+			bit_set(wi->bits, word_hash4(t[0], t[1], t[2],
+			                             (unsigned char)any[y]));
+	}
+}
+
+/* Marks the byte pair next to a spots entry's key byte, in every case
+ * the entry allows. */
+static void
+pair_mark(struct word_index *wi, const struct entry *e, unsigned key)
+{
+	bool before = e->off > 0;
+	unsigned char o = (unsigned char)e->text[before ? e->off - 1 : e->off + 1];
+	unsigned char ov[2] = {o, o};
+
+	if (!before && e->off + 1u >= e->len)
+		return; /* a one-byte entry: not indexed */
+	if ((e->flags & WORD_FOLD) && (o | 0x20) >= 'a' && (o | 0x20) <= 'z') {
+		ov[0] = o | 0x20;
+		ov[1] = o & ~0x20u;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (before)
+			bit_set(wi->bits, (unsigned)ov[i] << 8 | key);
+		else
+			bit_set(wi->bits_after, key << 8 | ov[i]);
+	}
+}
+
+static void
+index_build(struct ruleset *rs, struct word_index *wi, bool at_start)
+{
+	size_t n = 0;
+	uint32_t *fill;
+
+	wi->start = xcalloc(65537, sizeof(*wi->start));
+	/* Counting sort by key. */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1) {
+			for (size_t k = 1; k <= 65536; k++)
+				wi->start[k] += wi->start[k - 1];
+			wi->refs = xcalloc(n ? n : 1, sizeof(*wi->refs));
+			wi->nrefs = n;
+		}
+		fill = pass == 1 ? xcalloc(65536, sizeof(*fill)) : NULL;
+		for (size_t i = 0; i < rs->nrules; i++) {
+			const struct rule *r = &rs->rules[i];
+			if (r->anchor != ANCHOR_WORDS && r->anchor != ANCHOR_LITERALS)
+				continue;
+			for (size_t k = 0; k < r->nanchor_words; k++) {
+				struct entry e;
+				unsigned keys[2];
+				size_t nk;
+				if (!entry_of(r, k, &e) || e.at_start != at_start)
+					continue;
+				if (at_start) {
+					keys[0] = e.key;
+					nk = 1;
+				} else {
+					nk = entry_keys(&e, keys);
+				}
+				for (size_t q = 0; q < nk; q++) {
+					struct word_ref *ref;
+					if (pass == 0) {
+						wi->start[keys[q] + 1]++;
+						n++;
+						continue;
+					}
+					ref = &wi->refs[wi->start[keys[q]] + fill[keys[q]]++];
+					ref->rule = (uint32_t)i;
+					ref->word = (uint16_t)k;
+					ref->len = (uint16_t)e.len;
+					ref->off = e.off;
+					ref->flags = (uint16_t)e.flags;
+					ref->text = e.text;
+					for (unsigned b = 0; b < 4 && b < ref->len; b++) {
+						unsigned char c = (unsigned char)e.text[b];
+						if (e.flags & WORD_FOLD)
+							c = fold1((char)c);
+						ref->head |= (uint32_t)c << (8 * b);
+						ref->mask |= 0xffu << (8 * b);
+					}
+					if (at_start)
+						hash4_mark(wi, &e);
+					else
+						pair_mark(wi, &e, keys[q]);
+				}
+			}
+		}
+		free(fill);
+	}
 }
 
 static void
 build_word_index(struct ruleset *rs)
 {
-	struct word_index *wi = &rs->words;
-	size_t n = 0, k;
+	struct word_index *sp = &rs->spots;
 
-	for (size_t i = 0; i < rs->nrules; i++)
-		for (k = 0; k < rs->rules[i].nanchor_words; k++)
-			n += indexed(&rs->rules[i], k);
-	wi->start = xcalloc(65537, sizeof(*wi->start));
-	wi->refs = xcalloc(n ? n : 1, sizeof(*wi->refs));
-	wi->nrefs = n;
-	/* Counting sort by key. */
-	for (size_t i = 0; i < rs->nrules; i++)
-		for (k = 0; k < rs->rules[i].nanchor_words; k++)
-			if (indexed(&rs->rules[i], k))
-				wi->start[word_key(rs->rules[i].anchor_words[k]) + 1]++;
-	for (k = 1; k <= 65536; k++)
-		wi->start[k] += wi->start[k - 1];
-	{
-		uint32_t *fill = xcalloc(65536, sizeof(*fill));
-		for (size_t i = 0; i < rs->nrules; i++) {
-			const struct rule *r = &rs->rules[i];
-			for (k = 0; k < r->nanchor_words; k++) {
-				if (!indexed(r, k))
-					continue;
-				unsigned key = word_key(r->anchor_words[k]);
-				struct word_ref *ref =
-				    &wi->refs[wi->start[key] + fill[key]++];
-				ref->rule = (uint32_t)i;
-				ref->word = (uint16_t)k;
-				ref->len = (uint16_t)strlen(r->anchor_words[k]);
-				ref->text = r->anchor_words[k];
-				for (unsigned b = 0; b < 4 && b < ref->len; b++) {
-					ref->head |= (uint32_t)fold1(ref->text[b])
-					             << (8 * b);
-					ref->mask |= 0xffu << (8 * b);
-				}
-				wi->bits[key >> 6] |= 1ULL << (key & 63);
-			}
+	index_build(rs, &rs->words, true);
+	index_build(rs, sp, false);
+	for (unsigned c = 0; c < 256; c++)
+		if (sp->start[c + 1] > sp->start[c]) {
+			if (sp->nrare < sizeof(sp->rare))
+				sp->rare[sp->nrare] = (unsigned char)c;
+			sp->nrare++;
 		}
-		free(fill);
-	}
+	rs->min_digits = 64;
+	for (size_t i = 0; i < rs->nrules; i++)
+		if (rs->rules[i].anchor == ANCHOR_DIGITS &&
+		    rs->rules[i].anchor_digits < rs->min_digits)
+			rs->min_digits = rs->rules[i].anchor_digits;
 }
 
 static int
@@ -674,6 +880,8 @@ rules_unref(struct ruleset *rs)
 	free(rs->rules);
 	free(rs->words.start);
 	free(rs->words.refs);
+	free(rs->spots.start);
+	free(rs->spots.refs);
 	pcre2_match_data_free(rs->md);
 	pcre2_match_context_free(rs->mctx);
 	pcre2_jit_stack_free(rs->jit_stack);

@@ -75,29 +75,67 @@ struct rule {
 	size_t nexamples;
 };
 
-/* Where each anchor word starts, by its first two bytes lower-cased:
- * refs[start[k] .. start[k + 1]) are the words whose key is k. One pass
- * over a text finds the anchors of every word-anchored rule. */
+/*
+ * Anchor words and literals, indexed so that one pass over a text finds
+ * the anchors of every rule: refs[start[k] .. start[k + 1]) are the
+ * entries whose key is k. Two indexes, two passes:
+ *
+ *   words  words that start a word (the usual case: "dear", "passport"),
+ *          keyed by their first two bytes folded, and looked up only
+ *          where a word starts, so "hi" is not seen inside "this";
+ *   spots  everything that may sit anywhere: literals (exact case) and
+ *          words marked "*x" (inside a word: "*name:" in "FirstName:"),
+ *          keyed by their rarest byte (both cases when folded), so that
+ *          the pass only stops at the few bytes of the text in that set
+ *          ('_', '-', ':', 'J'...) and not at the letters of prose.
+ */
+#define WORD_FOLD 1u  /* case-insensitive (ASCII) */
+#define WORD_RIGHT 2u /* not followed by an ASCII letter or digit */
+
 struct word_ref {
 	uint32_t rule;
 	uint16_t word;
 	uint16_t len;
-	/* The word's first four bytes, folded, little-endian, and which of
-	 * them it has: one compare turns most candidates away. */
+	uint16_t off;   /* spots: where the key byte sits in the entry */
+	uint16_t flags; /* WORD_* */
+	/* The entry's first four bytes, folded when WORD_FOLD, little-
+	 * endian, and which of them it has: one compare turns most
+	 * candidates away. */
 	uint32_t head, mask;
-	const char *text; /* the word itself (the rule owns it) */
+	const char *text; /* the entry, without its '*' marks */
 };
 
+/* The words index's first filter: a hash of a word start's first four
+ * bytes, letters folded, digits kept, anything else 0 ("hi, " and "hi "
+ * both hash as "hi\0" and one more byte). */
+static inline unsigned
+word_hash4(unsigned char a, unsigned char b, unsigned char c, unsigned char d)
+{
+	uint32_t x = (uint32_t)a | (uint32_t)b << 8 | (uint32_t)c << 16 |
+	             (uint32_t)d << 24;
+	return (x * 0x9e3779b1u) >> 16;
+}
+
 struct word_index {
-	uint64_t bits[1024]; /* one bit per key: a first filter in L1 */
+	/* words: word_hash4 of each entry's start. spots: the byte pairs
+	 * ending at an entry's key byte (entries with one before it), and
+	 * starting at it (the others), 16 bits (first << 8 | second). */
+	uint64_t bits[1024];
+	uint64_t bits_after[1024];
 	uint32_t *start;     /* 65537 entries */
 	struct word_ref *refs;
 	size_t nrefs;
+	/* spots: the key bytes, for the vector scan (nrare > 16: the scan
+	 * falls back to one byte at a time) */
+	unsigned char rare[16];
+	unsigned nrare;
 };
 
 struct ruleset {
 	int refcnt;
-	struct word_index words;
+	struct word_index words;     /* at word starts */
+	struct word_index spots;     /* anywhere */
+	unsigned min_digits;         /* the shortest digit run any rule wants */
 	char *dir;
 	struct rule *rules;
 	size_t nrules;

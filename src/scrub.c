@@ -22,6 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define SCRUB_THRESHOLD 0.5
 #define SCRUB_CONTEXT_BONUS 0.2
@@ -244,50 +247,253 @@ static const unsigned char fold[256] = {
 #undef F4
 };
 
-/*
- * One pass over the text for the anchors of every word-anchored rule:
- * each position is looked up by its first two bytes (folded) in the
- * ruleset's word index, so the cost does not grow with the number of
- * words or rules.
- */
+static const unsigned char alnum_tab[256] = {
+#define R10(b) [(b)] = 1, [(b) + 1] = 1, [(b) + 2] = 1, [(b) + 3] = 1, \
+	[(b) + 4] = 1, [(b) + 5] = 1, [(b) + 6] = 1, [(b) + 7] = 1, \
+	[(b) + 8] = 1, [(b) + 9] = 1
+	R10('0'),
+	R10('A'), R10('K'), ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+	['Y'] = 1, ['Z'] = 1,
+	R10('a'), R10('k'), ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+	['y'] = 1, ['z'] = 1,
+#undef R10
+};
+
+/* Does ref's entry stand at s[at..]? The first four bytes were compared
+ * through head; the rest here, folded or exact. */
 static bool
-word_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
-          long only)
+ref_matches(const struct word_ref *ref, const unsigned char *u, size_t n,
+            size_t at)
+{
+	size_t wl = ref->len, j;
+	const unsigned char *t = (const unsigned char *)ref->text;
+
+	if (ref->flags & WORD_FOLD) {
+		for (j = 4; j < wl && fold[u[at + j]] == fold[t[j]]; j++)
+			;
+	} else {
+		for (j = 4; j < wl && u[at + j] == t[j]; j++)
+			;
+	}
+	if (j < wl)
+		return false;
+	return !(ref->flags & WORD_RIGHT) || at + wl >= n || !alnum_tab[u[at + wl]];
+}
+
+/* The four bytes at u + at, folded or not, zero past the end. */
+static uint32_t
+head_at(const unsigned char *u, size_t n, size_t at, bool folded)
+{
+	uint32_t h = 0;
+	for (size_t b = 0; b < 4 && at + b < n; b++)
+		h |= (uint32_t)(folded ? fold[u[at + b]] : u[at + b]) << (8 * b);
+	return h;
+}
+
+/* Letters folded, digits kept, anything else 0: word_hash3's alphabet. */
+static const unsigned char cls_tab[256] = {
+#define C10(b) [(b)] = (b), [(b) + 1] = (b) + 1, [(b) + 2] = (b) + 2, \
+	[(b) + 3] = (b) + 3, [(b) + 4] = (b) + 4, [(b) + 5] = (b) + 5, \
+	[(b) + 6] = (b) + 6, [(b) + 7] = (b) + 7, [(b) + 8] = (b) + 8, \
+	[(b) + 9] = (b) + 9
+#define U10(b) [(b)] = (b) + 32, [(b) + 1] = (b) + 33, [(b) + 2] = (b) + 34, \
+	[(b) + 3] = (b) + 35, [(b) + 4] = (b) + 36, [(b) + 5] = (b) + 37, \
+	[(b) + 6] = (b) + 38, [(b) + 7] = (b) + 39, [(b) + 8] = (b) + 40, \
+	[(b) + 9] = (b) + 41
+	C10('0'), C10('a'), C10('k'), U10('A'), U10('K'),
+	['u'] = 'u', ['v'] = 'v', ['w'] = 'w', ['x'] = 'x', ['y'] = 'y',
+	['z'] = 'z', ['U'] = 'u', ['V'] = 'v', ['W'] = 'w', ['X'] = 'x',
+	['Y'] = 'y', ['Z'] = 'z',
+#undef U10
+#undef C10
+};
+
+/* Could an entry of the words index start at i (i + 1 < n)? A filter
+ * on the first four bytes, which turns away "that" for "thanks" and
+ * "provide" for "prof". */
+static inline bool
+word_maybe(const struct word_index *wi, const unsigned char *u, size_t n,
+           size_t i)
+{
+	unsigned h = word_hash4(cls_tab[u[i]], cls_tab[u[i + 1]],
+	                        i + 2 < n ? cls_tab[u[i + 2]] : 0,
+	                        i + 3 < n ? cls_tab[u[i + 3]] : 0);
+	return (wi->bits[h >> 6] >> (h & 63)) & 1;
+}
+
+/* A word start that passed the filter: add a window for each entry of
+ * the index that stands there. */
+static bool
+word_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
+        struct windows *wins, long only)
 {
 	const struct word_index *wi = &rs->words;
-	const unsigned char *u = (const unsigned char *)s;
+	unsigned key = (unsigned)fold[u[i]] << 8 | fold[u[i + 1]];
+	uint32_t head = head_at(u, n, i, true);
 
-	if (wi->nrefs == 0 || n < 2)
-		return true;
-	for (size_t i = 0; i + 1 < n; i++) {
-		unsigned key = (unsigned)fold[u[i]] << 8 | fold[u[i + 1]];
-
-		if (!(wi->bits[key >> 6] & (1ULL << (key & 63))))
+	for (uint32_t k = wi->start[key]; k < wi->start[key + 1]; k++) {
+		const struct word_ref *ref = &wi->refs[k];
+		if ((head & ref->mask) != ref->head || ref->len > n - i ||
+		    (only >= 0 && ref->rule != (uint32_t)only) ||
+		    !ref_matches(ref, u, n, i))
 			continue;
-		uint32_t a = wi->start[key], b = wi->start[key + 1];
-		/* The text's next four bytes, folded (zero past the end). */
-		uint32_t head = key >> 8 | (key & 0xff) << 8;
-		if (i + 2 < n)
-			head |= (uint32_t)fold[u[i + 2]] << 16;
-		if (i + 3 < n)
-			head |= (uint32_t)fold[u[i + 3]] << 24;
-		for (uint32_t k = a; k < b; k++) {
-			const struct word_ref *ref = &wi->refs[k];
-			size_t wl = ref->len, j;
+		if (!win_add(&wins[ref->rule], (const char *)u, n, i, i + ref->len,
+		             &rs->rules[ref->rule]))
+			return false;
+	}
+	return true;
+}
 
-			if ((head & ref->mask) != ref->head || wl > n - i)
-				continue;
-			if (only >= 0 && ref->rule != (uint32_t)only)
-				continue;
-			for (j = 4; j < wl &&
-			            fold[u[i + j]] == fold[(unsigned char)ref->text[j]];
-			     j++)
-				;
-			if (j >= wl && !win_add(&wins[ref->rule], s, n, i, i + wl,
-			                        &rs->rules[ref->rule]))
+#ifdef __SSE2__
+/* Which of the 16 bytes at p are ASCII letters or digits, as bits.
+ * Signed compares: bytes from 0x80 up are negative, so in neither
+ * range. */
+static inline unsigned
+alnum16(const unsigned char *p)
+{
+	__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i l = _mm_or_si128(x, _mm_set1_epi8(0x20));
+	__m128i d = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
+	                          _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
+	__m128i a = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
+	                          _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
+	return (unsigned)_mm_movemask_epi8(_mm_or_si128(d, a));
+}
+#endif
+
+/*
+ * The anchors at word starts. A word starts at a letter or digit after a
+ * byte that is not one (so after '_', '-', '\'' or any non-ASCII byte),
+ * as the rules' own look-behinds want. With SSE2, 64 bytes at a time:
+ * a mask of letters and digits, shifted against itself, gives the word
+ * starts as bits, and only those are looked up (one in five or six
+ * bytes of prose).
+ */
+static bool
+words_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
+           long only)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	bool prev = false; /* the byte before i is a letter or digit */
+	size_t i = 0;
+
+	if (rs->words.nrefs == 0 || n < 2)
+		return true;
+#ifdef __SSE2__
+	for (; i + 64 < n; i += 64) {
+		uint64_t m = (uint64_t)alnum16(u + i) |
+		             (uint64_t)alnum16(u + i + 16) << 16 |
+		             (uint64_t)alnum16(u + i + 32) << 32 |
+		             (uint64_t)alnum16(u + i + 48) << 48;
+		uint64_t starts = m & ~(m << 1 | (uint64_t)prev);
+		prev = m >> 63;
+		while (starts != 0) {
+			/* i + 64 < n, so the byte after any start exists. */
+			size_t at = i + (size_t)__builtin_ctzll(starts);
+			if (word_maybe(&rs->words, u, n, at) &&
+			    !word_at(rs, u, n, at, wins, only))
 				return false;
+			starts &= starts - 1;
 		}
 	}
+#endif
+	for (; i + 1 < n; i++) {
+		bool cur = alnum_tab[u[i]];
+		if (cur && !prev && word_maybe(&rs->words, u, n, i) &&
+		    !word_at(rs, u, n, i, wins, only))
+			return false;
+		prev = cur;
+	}
+	return true;
+}
+
+/* One byte of the key set at i: the entries keyed by it. */
+static bool
+spot_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
+        struct windows *wins, long only)
+{
+	const struct word_index *wi = &rs->spots;
+	unsigned before = i > 0 ? (unsigned)u[i - 1] << 8 | u[i] : 0;
+	unsigned after = i + 1 < n ? (unsigned)u[i] << 8 | u[i + 1] : 0;
+
+	/* The byte next to the key byte first: ':' ends many field names,
+	 * but '":' of JSON none. */
+	if (!((wi->bits[before >> 6] >> (before & 63)) & 1) &&
+	    !((wi->bits_after[after >> 6] >> (after & 63)) & 1))
+		return true;
+	for (uint32_t k = wi->start[u[i]]; k < wi->start[u[i] + 1]; k++) {
+		const struct word_ref *ref = &wi->refs[k];
+		size_t at;
+		if (i < ref->off)
+			continue;
+		at = i - ref->off;
+		if (ref->len > n - at ||
+		    (head_at(u, n, at, ref->flags & WORD_FOLD) & ref->mask) !=
+		        ref->head ||
+		    (only >= 0 && ref->rule != (uint32_t)only) ||
+		    !ref_matches(ref, u, n, at))
+			continue;
+		if (!win_add(&wins[ref->rule], (const char *)u, n, at, at + ref->len,
+		             &rs->rules[ref->rule]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The anchors that may stand anywhere (literals, "*part" words): the
+ * pass stops only at the key bytes, found 16 at a time with SSE2 when
+ * there are at most 16 of them, else one byte at a time.
+ */
+static bool
+spots_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
+           long only)
+{
+	const struct word_index *wi = &rs->spots;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+
+	if (wi->nrefs == 0)
+		return true;
+#ifdef __SSE2__
+	if (wi->nrare <= sizeof(wi->rare)) {
+		__m128i set[sizeof(wi->rare)];
+		for (unsigned r = 0; r < wi->nrare; r++)
+			set[r] = _mm_set1_epi8((char)wi->rare[r]);
+		for (; i + 16 <= n; i += 16) {
+			__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(u + i));
+			__m128i hit = _mm_cmpeq_epi8(x, set[0]);
+			unsigned m;
+			for (unsigned r = 1; r < wi->nrare; r++)
+				hit = _mm_or_si128(hit, _mm_cmpeq_epi8(x, set[r]));
+			m = (unsigned)_mm_movemask_epi8(hit);
+			while (m != 0) {
+				if (!spot_at(rs, u, n, i + (size_t)__builtin_ctz(m), wins,
+				             only))
+					return false;
+				m &= m - 1;
+			}
+		}
+	}
+#endif
+	for (; i < n; i++)
+		if (wi->start[u[i] + 1] > wi->start[u[i]] &&
+		    !spot_at(rs, u, n, i, wins, only))
+			return false;
+	return true;
+}
+
+static bool
+anchor_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
+            long only)
+{
+	if (!words_pass(rs, s, n, wins, only) || !spots_pass(rs, s, n, wins, only))
+		return false;
+	/* Two passes, and spots found at offsets within their entries: put
+	 * each rule's windows back in order. */
+	for (size_t r = 0; r < rs->nrules; r++)
+		if (wins[r].n > 1)
+			win_normalise(&wins[r]);
 	return true;
 }
 
@@ -329,7 +535,8 @@ skip_to_digit(const char *s, size_t i, size_t n)
 }
 
 static bool
-find_digit_runs(struct digit_runs *dr, const char *s, size_t n)
+find_digit_runs(struct digit_runs *dr, const char *s, size_t n,
+                unsigned min_digits)
 {
 	size_t i = 0;
 
@@ -354,8 +561,8 @@ find_digit_runs(struct digit_runs *dr, const char *s, size_t n)
 				break;
 			}
 		}
-		if (digits < 2)
-			continue; /* no digit rule wants a lone digit */
+		if (digits < min_digits)
+			continue; /* no digit rule wants so short a run */
 		if (dr->n == dr->cap) {
 			size_t cap = dr->cap ? dr->cap * 2 : 64;
 			struct digit_run *v = realloc(dr->v, cap * sizeof(*v));
@@ -373,15 +580,15 @@ find_digit_runs(struct digit_runs *dr, const char *s, size_t n)
 }
 
 static bool
-windows_for(struct windows *w, const char *s, size_t n, const struct rule *r,
-            struct digit_runs *dr)
+windows_for(const struct ruleset *rs, struct windows *w, const char *s,
+            size_t n, const struct rule *r, struct digit_runs *dr)
 {
 	if (r->anchor == ANCHOR_WORDS)
-		return true; /* filled by word_pass */
+		return true; /* filled by anchor_pass */
 	if (r->anchor != ANCHOR_LITERALS)
-		w->n = 0; /* literals keep what word_pass found */
+		w->n = 0; /* literals keep what anchor_pass found */
 	if (r->anchor == ANCHOR_DIGITS) {
-		if (!dr->done && !find_digit_runs(dr, s, n))
+		if (!dr->done && !find_digit_runs(dr, s, n, rs->min_digits))
 			return false;
 		for (size_t k = 0; k < dr->n; k++)
 			if (dr->v[k].digits >= r->anchor_digits &&
@@ -409,22 +616,27 @@ windows_for(struct windows *w, const char *s, size_t n, const struct rule *r,
 		return true; /* handled above */
 	case ANCHOR_TOKEN: {
 		/* Long runs of letters and digits: keys, wallet addresses.
-		 * A run of at least N that starts in [i, i + N) covers byte
-		 * i + N - 1; when that one is not alphanumeric, skip N bytes
-		 * at once (prose has short words). */
+		 * Probe the last byte a run of N starting at i would cover;
+		 * a gap before it means no such run starts before the gap,
+		 * so the next probe is N bytes past the gap. Each byte is
+		 * looked at about once, and prose (short words) mostly
+		 * not at all. i is always at a run's start or after a gap. */
 		size_t want = r->anchor_digits, i = 0;
 		while (want > 0 && i + want <= n) {
-			size_t st, e = i + want - 1;
+			size_t b, e = i + want - 1;
 			if (!is_alnum_byte((unsigned char)s[e])) {
 				i = e + 1;
 				continue;
 			}
-			st = e;
-			while (st > i && is_alnum_byte((unsigned char)s[st - 1]))
-				st--;
+			for (b = e; b > i && is_alnum_byte((unsigned char)s[b - 1]); b--)
+				;
+			if (b > i) {
+				i = b;
+				continue;
+			}
 			for (e++; e < n && is_alnum_byte((unsigned char)s[e]); e++)
 				;
-			if (e - st >= want && !win_add(w, s, n, st, e, r))
+			if (!win_add(w, s, n, i, e, r))
 				return false;
 			i = e + 1;
 		}
@@ -433,7 +645,7 @@ windows_for(struct windows *w, const char *s, size_t n, const struct rule *r,
 	case ANCHOR_WORDS:
 		return true;
 	case ANCHOR_LITERALS:
-		/* Longer literals come from word_pass; one-byte ones here. */
+		/* Longer literals come from spots_pass; one-byte ones here. */
 		for (size_t k = 0; k < r->nanchor_words; k++) {
 			const char *wd = r->anchor_words[k];
 			size_t wl = strlen(wd), off = 0;
@@ -498,7 +710,7 @@ run_rule(struct ruleset *rs, const struct rule *r, const char *s, size_t n,
          struct windows *w, struct digit_runs *dr, struct scrub_hits *out,
          char *err, size_t errlen)
 {
-	if (!windows_for(w, s, n, r, dr)) {
+	if (!windows_for(rs, w, s, n, r, dr)) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -571,7 +783,7 @@ scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
 	if (r->anchor == ANCHOR_WORDS || r->anchor == ANCHOR_LITERALS) {
 		struct windows *wins = calloc(rs->nrules, sizeof(*wins));
 		long idx = (long)(r - rs->rules);
-		if (wins == NULL || !word_pass(rs, s, n, wins, idx)) {
+		if (wins == NULL || !anchor_pass(rs, s, n, wins, idx)) {
 			free(wins);
 			snprintf(err, errlen, "out of memory");
 			return -1;
@@ -632,7 +844,7 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 	int rc = 0;
 
 	out->n = 0;
-	if (wins == NULL || !word_pass(rs, s, n, wins, -1)) {
+	if (wins == NULL || !anchor_pass(rs, s, n, wins, -1)) {
 		snprintf(err, errlen, "out of memory");
 		rc = -1;
 	}

@@ -84,7 +84,7 @@ test_refused(void)
 		GOOD_HEAD GOOD_EX "score = x\n",
 		GOOD_HEAD GOOD_EX "action = shred\n",
 		/* anchors */
-		GOOD_HEAD GOOD_EX "anchor = digits 1\n",
+		GOOD_HEAD GOOD_EX "anchor = digits 0\n",
 		GOOD_HEAD GOOD_EX "anchor = digits 65\n",
 		GOOD_HEAD GOOD_EX "anchor = digits 7x\n",
 		GOOD_HEAD GOOD_EX "anchor = token 7\n",
@@ -128,7 +128,7 @@ test_good_and_duplicates(void)
 	              "context_required = no\ncontext_window = 64\n"
 	              "score = 0.9\naction = tokenize\n"
 	              "\n[rule t.words]\ntype = WORD\npattern = secret\\d+\n"
-	              "anchor = words secret|hidden\naction = redact\n"
+	              "anchor = words secret*|hidden\naction = redact\n"
 	              "match = a [[secret42]] b\n"
 	              "\n[rule t.lits]\ntype = LIT\npattern = AKIA[0-9]{4}\n"
 	              "anchor = literals AKIA\naction = block\n"
