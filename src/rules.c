@@ -325,7 +325,7 @@ on_key(void *arg, int line, char *key, char *v)
 	static const char *const keys[] = {
 	    "type", "pattern", "validator", "anchor", "window", "context",
 	    "context_required", "context_window", "negative", "score", "action",
-	    "match", "nomatch",
+	    "match", "nomatch", "inside",
 	};
 	struct rloader *ld = arg;
 	struct rule *r = ld->cur;
@@ -436,6 +436,13 @@ on_key(void *arg, int line, char *key, char *v)
 	case 12:
 		parse_example(ld, line, v, k == 11);
 		break;
+	case 13:
+		if (strcmp(v, "yes") != 0 && strcmp(v, "no") != 0) {
+			rcomplain(ld, line, "inside: yes or no");
+			return;
+		}
+		r->inside = v[0] == 'y';
+		break;
 	}
 }
 
@@ -472,8 +479,9 @@ compile_rule(struct rloader *ld, struct ruleset *rs, struct rule *r)
 		}
 	}
 	r->code = pcre2_compile((PCRE2_SPTR)r->pattern, PCRE2_ZERO_TERMINATED,
-	                        PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C, &ec, &eo,
-	                        NULL);
+	                        PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C |
+	                            (r->inside ? PCRE2_USE_OFFSET_LIMIT : 0),
+	                        &ec, &eo, NULL);
 	if (r->code == NULL) {
 		pcre2_get_error_message(ec, msg, sizeof(msg));
 		rcomplain(ld, r->line, "rule '%s': pattern error at offset %zu: %s",

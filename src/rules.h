@@ -67,6 +67,11 @@ struct rule {
 	char **negative;      /* words that lower it */
 	size_t nnegative;
 	bool context_required;
+	/* Every match overlaps its anchor, so in a window a match starts
+	 * before the last anchor's end: the regex is not tried past it
+	 * (PCRE2's offset limit). Most rules; not those whose anchor is a
+	 * context word near the value ("aws" for a secret key). */
+	bool inside;
 	unsigned context_window;
 	double score;
 	enum scrub_action action;

@@ -127,6 +127,7 @@ scrub_utf8_valid(const char *s, size_t n)
 
 struct window {
 	size_t start, end;
+	size_t last; /* the end of the last anchor in it, minus one */
 };
 
 struct windows {
@@ -152,6 +153,8 @@ win_add(struct windows *w, const char *s, size_t n, size_t a_start,
 	if (w->n > 0 && ws >= w->v[w->n - 1].start && ws <= w->v[w->n - 1].end) {
 		if (we > w->v[w->n - 1].end)
 			w->v[w->n - 1].end = we;
+		if (a_end - 1 > w->v[w->n - 1].last)
+			w->v[w->n - 1].last = a_end - 1;
 		return true;
 	}
 	if (w->n == w->cap) {
@@ -164,6 +167,7 @@ win_add(struct windows *w, const char *s, size_t n, size_t a_start,
 	}
 	w->v[w->n].start = ws;
 	w->v[w->n].end = we;
+	w->v[w->n].last = a_end > a_start ? a_end - 1 : a_start;
 	w->n++;
 	return true;
 }
@@ -188,6 +192,8 @@ win_normalise(struct windows *w)
 		if (w->v[i].start <= w->v[o].end) {
 			if (w->v[i].end > w->v[o].end)
 				w->v[o].end = w->v[i].end;
+			if (w->v[i].last > w->v[o].last)
+				w->v[o].last = w->v[i].last;
 		} else {
 			w->v[++o] = w->v[i];
 		}
@@ -717,9 +723,22 @@ run_rule(struct ruleset *rs, const struct rule *r, const char *s, size_t n,
 	for (size_t k = 0; k < w->n; k++) {
 		size_t off = w->v[k].start, end = w->v[k].end;
 
-		while (off < end) {
-			int rc = pcre2_match(r->code, (PCRE2_SPTR)s, end, off,
-			                     PCRE2_NO_UTF_CHECK, rs->md, rs->mctx);
+		/* A rule whose matches overlap their anchors need not be tried
+		 * from past the last anchor of the window: a window is mostly
+		 * what may follow its anchors, and the regex would otherwise
+		 * try to start at every byte of it. */
+		pcre2_set_offset_limit(rs->mctx,
+		                       r->inside ? w->v[k].last : PCRE2_UNSET);
+		while (off < end && (!r->inside || off <= w->v[k].last)) {
+			/* pcre2_jit_match: the JIT's own entry, without
+			 * pcre2_match's checks (the subject was validated once,
+			 * the offsets are ours); it is most of the cost of the
+			 * many short windows of digit anchors. */
+			int rc = rs->jit ? pcre2_jit_match(r->code, (PCRE2_SPTR)s, end,
+			                                   off, 0, rs->md, rs->mctx)
+			                 : pcre2_match(r->code, (PCRE2_SPTR)s, end, off,
+			                               PCRE2_NO_UTF_CHECK, rs->md,
+			                               rs->mctx);
 			PCRE2_SIZE *ov;
 			size_t ms, me, vs, ve;
 			double score;
