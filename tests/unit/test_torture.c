@@ -1,11 +1,12 @@
 /*
  * test_torture.c - curl-style malloc torture (RELIABILITY.md section 8,
- * L1): the HTTP head parser, the chunked decoder and a JSON body scrubbed
- * then restored run with allocation N failing, for N = 1, 2, ... until
- * an operation completes with no failure injected. Each run must end in
- * a clean error or in exactly the output of an undisturbed run; never a
- * crash, never success with other output. Leaks are ASan's (LeakSanitizer)
- * to find: ctest runs this binary in the SCRIM_SANITIZE build too.
+ * L1): the HTTP head parser, the chunked decoder, the audit line reader
+ * and a JSON body scrubbed then restored run with allocation N failing,
+ * for N = 1, 2, ... until an operation completes with no failure
+ * injected. Each run must end in a clean error or in exactly the output
+ * of an undisturbed run; never a crash, never success with other output.
+ * Leaks are ASan's (LeakSanitizer) to find: ctest runs this binary in the
+ * SCRIM_SANITIZE build too.
  *
  * How failures are injected: the link wraps malloc, calloc and realloc
  * (-Wl,--wrap, see CMakeLists.txt), which reroutes every call made from
@@ -19,6 +20,7 @@
  * scrubber's own arrays (scrub.c).
  */
 #include "alloc.h"
+#include "auditchain.h"
 #include "buf.h"
 #include "harness.h"
 #include "http.h"
@@ -28,10 +30,13 @@
 #include "scrub.h"
 #include "vault.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef SCRIM_SOURCE_DIR
 #error "SCRIM_SOURCE_DIR must name the source tree (CMakeLists.txt sets it)"
@@ -377,6 +382,56 @@ op_scrub_restore(struct buf *out)
 	return ok;
 }
 
+/* --- audit line reader ---------------------------------------------- */
+
+/* A file with a line longer than the reader's first buffer (it grows
+ * twice), then a short one and a last one without a newline. */
+static char reader_path[] = "/tmp/scrim-torture-reader-XXXXXX";
+
+static bool
+reader_file(void)
+{
+	static const char tail[] = "\nshort\nlast";
+	char *text;
+	size_t longn = 200000, n = longn + sizeof(tail) - 1;
+	int fd = mkstemp(reader_path);
+	bool ok;
+
+	text = malloc(n);
+	if (fd < 0 || text == NULL)
+		return false;
+	memset(text, 'x', longn);
+	memcpy(text + longn, tail, sizeof(tail) - 1);
+	ok = write(fd, text, n) == (ssize_t)n;
+	free(text);
+	return close(fd) == 0 && ok;
+}
+
+static bool
+op_reader(struct buf *out)
+{
+	struct auditchain_reader r;
+	const char *line;
+	size_t n;
+	bool nl, ok = true;
+	int fd = open(reader_path, O_RDONLY | O_CLOEXEC), got;
+
+	if (fd < 0)
+		return false;
+	auditchain_reader_init(&r, fd);
+	while ((got = auditchain_reader_next(&r, &line, &n, &nl)) == 1)
+		ok = ok && buf_addf(out, "%zu%c", n, nl ? '\n' : '$') &&
+		     buf_add(out, line, n);
+	if (got < 0) {
+		/* The only allocation is the buffer's growth: a clean ENOMEM. */
+		CHECK(errno == ENOMEM, "reader: -1 with %s", strerror(errno));
+		ok = false;
+	}
+	auditchain_reader_free(&r);
+	close(fd);
+	return ok;
+}
+
 int
 main(void)
 {
@@ -386,6 +441,10 @@ main(void)
 	n = torture("http head", op_head);
 	CHECK(n > 0, "the head test allocates nothing it can fail");
 	(void)torture("chunked", op_chunked);
+	CHECK(reader_file(), "cannot write %s", reader_path);
+	n = torture("audit line reader", op_reader);
+	CHECK(n >= 2, "the reader grew its buffer only %lu times", n);
+	unlink(reader_path);
 
 	rules = rules_load(SCRIM_SOURCE_DIR "/rules", true);
 	CHECK(rules != NULL, "cannot load the rules");
