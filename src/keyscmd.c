@@ -2,11 +2,11 @@
  * keyscmd.c - the key commands. They run outside the event loop, so they
  * use hiredis' blocking API with a timeout. The key is printed once and
  * never stored: Redis holds its SHA-256 (the record's hash tag), limits
- * and metadata. The record layout is limits.c's, and so is the rule
- * that keeps it usable on Redis Cluster: every command touches keys of
- * one hash slot, so a key's record and the index (scrim:id:ID,
- * scrim:keys) are written by separate commands, in an order that is safe
- * should this process die between them.
+ * and metadata. The record layout is limits.c's. As Redis Cluster
+ * requires, every command touches keys of one hash slot, so a key's
+ * record and the index (scrim:id:ID, scrim:keys) are written by separate
+ * commands, in the order keyadmin.c uses, safe should this process die
+ * between them.
  */
 #include "keyscmd.h"
 
@@ -14,7 +14,7 @@
 #include "auth.h"
 #include "config.h"
 #include "context.h"
-#include "limits.h"
+#include "keyadmin.h"
 #include "redis.h"
 #include "rules.h"
 
@@ -230,13 +230,13 @@ index_record(redisContext *rc, const char *h, const char *id)
 	       ok_reply(redisCommand(rc, "SADD scrim:keys %s", id), "SADD");
 }
 
-/* The per-key script (limits.c) on record h: "show" or "revoke". True
+/* The per-key script (keyadmin.c) on record h: "show" or "revoke". True
  * when the record was there. */
 static bool
 key_op(redisContext *rc, const char *h, const char *op)
 {
 	char rec[128];
-	const char *argv[] = {"EVAL", limits_key_lua, "1", rec, op};
+	const char *argv[] = {"EVAL", keyadmin_key_lua, "1", rec, op};
 	redisReply *r;
 	bool ok;
 
@@ -522,7 +522,7 @@ cmd_rotate(redisContext *rc, const char *id)
 		auth_key_hex(key, strlen(key), nh);
 		if (write_record(rc, nh, id, &o) && key_op(rc, h, "revoke")) {
 			redisReply *cas = redisCommand(rc, "EVAL %s 1 scrim:id:%s %s %s",
-			                               limits_repoint_lua, id, h, nh);
+			                               keyadmin_repoint_lua, id, h, nh);
 			if (cas != NULL && cas->type == REDIS_REPLY_INTEGER &&
 			    cas->integer == 1) {
 				printf("key: %s\nid:  %s\n# The old key is revoked; the "

@@ -83,24 +83,14 @@ void limits_settle(struct limits *l, struct limits_ticket *t, long tokens,
                    long micros, bool refund);
 
 /*
- * Key administration for the admin API. op: "list", "show", "revoke",
- * "rotate", "usage", "create"; args are the operation's arguments as
- * strings (see limits.c). Each operation is a short chain of Redis calls
- * that each stay within one hash slot (so it works on Redis Cluster),
- * ordered so that dying between two leaves nothing unsafe. The callback
- * runs once, from the loop, with the answer as JSON text, or NULL when
- * Redis could not answer. False, and no callback: Redis is not connected
- * (or op is unknown).
+ * Key administration for the admin API: keyadmin_start (keyadmin.h) on
+ * this instance's Redis connection. False, and no callback: Redis is not
+ * connected (or op is unknown).
  */
 typedef void (*limits_admin_cb)(void *arg, const char *json, size_t len);
 bool limits_admin(struct limits *l, const char *op, const char *const *args,
                   size_t nargs, limits_admin_cb cb, void *arg)
     SCRIM_MUSTCHECK;
-
-/* The per-key admin script (show, revoke, usage of one key's slot) and
- * the id's compare-and-set, shared with `scrim keys` (keyscmd.c). */
-extern const char limits_key_lua[];
-extern const char limits_repoint_lua[];
 
 bool limits_connected(const struct limits *l);
 struct redis_stats;
