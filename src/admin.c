@@ -2,8 +2,8 @@
  * admin.c - the admin port's pages. /healthz answers from memory;
  * /readyz resolves every routed provider's host through evdns (never a
  * blocking getaddrinfo on the loop) and says which failed; /proxy.pac;
- * and the key admin API (/admin/keys...), behind the admin token, with
- * one asynchronous Redis script per operation.
+ * and the key admin API (/admin/keys...), behind the admin token, each
+ * operation a short asynchronous chain of Redis calls (limits_admin).
  */
 #include "admin.h"
 
@@ -212,7 +212,6 @@ proxy_pac(struct scrim_conn *c)
 
 struct admin_op {
 	struct scrim_conn *c;     /* NULL once the client left */
-	struct redis_call *call;
 	char *newkey;             /* create/rotate: shown once; wiped */
 	char op[16];
 	char id[64];
@@ -233,7 +232,6 @@ op_answer(void *arg, const char *json, size_t len)
 	json_t *j, *res;
 	char *out;
 
-	o->call = NULL;
 	if (c == NULL) {
 		op_free(o);
 		return;
@@ -276,8 +274,7 @@ op_start(struct scrim_conn *c, struct admin_op *o, const char *const *args,
 {
 	o->c = c;
 	c->admin_op = o;
-	o->call = limits_admin(c->srv->limits, o->op, args, nargs, op_answer, o);
-	if (o->call == NULL) {
+	if (!limits_admin(c->srv->limits, o->op, args, nargs, op_answer, o)) {
 		c->admin_op = NULL;
 		op_free(o);
 		conn_send_error(c, ERR_LIMITS_UNAVAILABLE, "Redis is not connected");
@@ -829,7 +826,7 @@ admin_conn_closed(struct scrim_conn *c)
 	if (p != NULL)
 		p->conn = NULL;
 	c->admin = NULL;
-	/* A Redis call in flight frees its op when it answers. */
+	/* An operation in flight frees its op when it answers. */
 	if (o != NULL)
 		o->c = NULL;
 	c->admin_op = NULL;

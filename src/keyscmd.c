@@ -2,7 +2,11 @@
  * keyscmd.c - the key commands. They run outside the event loop, so they
  * use hiredis' blocking API with a timeout. The key is printed once and
  * never stored: Redis holds its SHA-256 (the record's hash tag), limits
- * and metadata. The record layout is limits.c's.
+ * and metadata. The record layout is limits.c's. As Redis Cluster
+ * requires, every command touches keys of one hash slot, so a key's
+ * record and the index (scrim:id:ID, scrim:keys) are written by separate
+ * commands, in the order keyadmin.c uses, safe should this process die
+ * between them.
  */
 #include "keyscmd.h"
 
@@ -10,6 +14,7 @@
 #include "auth.h"
 #include "config.h"
 #include "context.h"
+#include "keyadmin.h"
 #include "redis.h"
 #include "rules.h"
 
@@ -184,16 +189,15 @@ parse_date(const char *s, long *out)
 	return parse_long(s, out);
 }
 
-/* A new key record under hash h for id. */
+/* A new key record under hash h for id; nothing points at it yet. */
 static bool
 write_record(redisContext *rc, const char *h, const char *id,
              const struct limits_opts *o)
 {
-	char rec[128], idkey[128], rpm[24], tpm[24], tpd[24], budget[32],
-	    maxpar[24], expires[24], created[24];
+	char rec[128], rpm[24], tpm[24], tpd[24], budget[32], maxpar[24],
+	    expires[24], created[24];
 
 	snprintf(rec, sizeof(rec), "scrim:{%s}:key", h);
-	snprintf(idkey, sizeof(idkey), "scrim:id:%s", id);
 	snprintf(rpm, sizeof(rpm), "%ld", o->rpm);
 	snprintf(tpm, sizeof(tpm), "%ld", o->tpm);
 	snprintf(tpd, sizeof(tpd), "%ld", o->tpd);
@@ -210,12 +214,41 @@ write_record(redisContext *rc, const char *h, const char *id,
 		                      "meta", o->meta, "actions",
 		                      o->actions ? o->actions : "", "indexes",
 		                      o->indexes ? o->indexes : ""};
-		if (!ok_reply(redisCommandArgv(rc, SCRIM_ARRAY_LEN(argv), argv, NULL),
-		              "HSET"))
-			return false;
+		return ok_reply(redisCommandArgv(rc, SCRIM_ARRAY_LEN(argv), argv,
+		                                 NULL),
+		                "HSET");
 	}
-	return ok_reply(redisCommand(rc, "SET %s %s", idkey, h), "SET") &&
+}
+
+/* Index a new record: the id names it, and list finds the id. Dying
+ * between the two leaves an id list does not show, of a key never
+ * printed. */
+static bool
+index_record(redisContext *rc, const char *h, const char *id)
+{
+	return ok_reply(redisCommand(rc, "SET scrim:id:%s %s", id, h), "SET") &&
 	       ok_reply(redisCommand(rc, "SADD scrim:keys %s", id), "SADD");
+}
+
+/* The per-key script (keyadmin.c) on record h: "show" or "revoke". True
+ * when the record was there. */
+static bool
+key_op(redisContext *rc, const char *h, const char *op)
+{
+	char rec[128];
+	const char *argv[] = {"EVAL", keyadmin_key_lua, "1", rec, op};
+	redisReply *r;
+	bool ok;
+
+	snprintf(rec, sizeof(rec), "scrim:{%s}:key", h);
+	r = redisCommandArgv(rc, SCRIM_ARRAY_LEN(argv), argv, NULL);
+	ok = r != NULL && r->type == REDIS_REPLY_STRING &&
+	     strncmp(r->str, "{\"error\"", 8) != 0;
+	if (r == NULL || r->type == REDIS_REPLY_ERROR)
+		fprintf(stderr, "scrim keys: %s failed: %s\n", op,
+		        r ? r->str : "no reply");
+	freeReplyObject(r);
+	return ok;
 }
 
 static int
@@ -307,7 +340,8 @@ cmd_create(redisContext *rc, int argc, char **argv)
 	if (key == NULL)
 		return 1;
 	auth_key_hex(key, strlen(key), h);
-	if (!write_record(rc, h, id, &o)) {
+	/* The record first: until the id is indexed nothing reaches it. */
+	if (!write_record(rc, h, id, &o) || !index_record(rc, h, id)) {
 		xfree_secret(key);
 		return 1;
 	}
@@ -317,18 +351,26 @@ cmd_create(redisContext *rc, int argc, char **argv)
 	return 0;
 }
 
+/* The hash of the key the id names now; quiet: say nothing if none. */
 static bool
-hash_of(redisContext *rc, const char *id, char h[65])
+lookup(redisContext *rc, const char *id, char h[65], bool quiet)
 {
 	redisReply *r = redisCommand(rc, "GET scrim:id:%s", id);
-	bool ok = r && r->type == REDIS_REPLY_STRING && r->len == 64;
+	bool ok = r && r->type == REDIS_REPLY_STRING && r->len == 64 &&
+	          strspn(r->str, "0123456789abcdef") == 64;
 
 	if (ok)
 		memcpy(h, r->str, 65);
-	else
+	else if (!quiet)
 		fprintf(stderr, "scrim keys: no key with id %s\n", id);
 	freeReplyObject(r);
 	return ok;
+}
+
+static bool
+hash_of(redisContext *rc, const char *id, char h[65])
+{
+	return lookup(rc, id, h, false);
 }
 
 static redisReply *
@@ -378,7 +420,10 @@ cmd_list(redisContext *rc)
 	for (size_t i = 0; i < ids->elements; i++) {
 		char h[65];
 		redisReply *r;
-		if (!hash_of(rc, ids->element[i]->str, h))
+		/* An id whose map or record is gone is skipped: the index is
+		 * written after the record and is not atomic with it. */
+		if (ids->element[i]->type != REDIS_REPLY_STRING ||
+		    !lookup(rc, ids->element[i]->str, h, true))
 			continue;
 		r = record(rc, h);
 		if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
@@ -402,6 +447,11 @@ cmd_show(redisContext *rc, const char *id)
 	if (!hash_of(rc, id, h))
 		return 1;
 	r = record(rc, h);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+		fprintf(stderr, "scrim keys: no key with id %s\n", id);
+		freeReplyObject(r);
+		return 1;
+	}
 	print_record(r, true);
 	printf("meta: %s\ncreated: %s\n", field(r, "meta"), field(r, "created"));
 	printf("actions: %s\nindexes: %s\n",
@@ -414,12 +464,21 @@ cmd_show(redisContext *rc, const char *id)
 static int
 cmd_revoke(redisContext *rc, const char *id)
 {
-	char h[65];
+	char h[65], now[65];
 
-	if (!hash_of(rc, id, h) ||
-	    !ok_reply(redisCommand(rc, "HSET scrim:{%s}:key revoked 1", h),
-	              "HSET"))
+	if (!hash_of(rc, id, h))
 		return 1;
+	if (!key_op(rc, h, "revoke")) {
+		fprintf(stderr, "scrim keys: no key with id %s\n", id);
+		return 1;
+	}
+	/* A rotation elsewhere may have moved the id to a new record
+	 * meanwhile: what is revoked is the key the id names. */
+	for (int i = 0; i < 3 && lookup(rc, id, now, true) &&
+	                    strcmp(now, h) != 0; i++) {
+		memcpy(h, now, sizeof(h));
+		(void)key_op(rc, h, "revoke");
+	}
 	printf("revoked %s\n", id);
 	return 0;
 }
@@ -436,6 +495,11 @@ cmd_rotate(redisContext *rc, const char *id)
 	if (!hash_of(rc, id, h))
 		return 1;
 	r = record(rc, h);
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+		fprintf(stderr, "scrim keys: no key with id %s\n", id);
+		freeReplyObject(r);
+		return 1;
+	}
 	memset(&o, 0, sizeof(o));
 	o.name = field(r, "name");
 	o.rpm = strtol(field(r, "rpm"), NULL, 10);
@@ -450,13 +514,26 @@ cmd_rotate(redisContext *rc, const char *id)
 	snprintf(o.meta, sizeof(o.meta), "%s", field(r, "meta"));
 	key = auth_generate_key();
 	if (key != NULL) {
+		/* The new record, then the old key revoked, then the id moved
+		 * (only if no other rotation moved it first). Dying before the
+		 * end leaves at worst the id on a revoked key, and a record
+		 * whose key was never printed; the other order could leave the
+		 * old key working with no id left to revoke it by. */
 		auth_key_hex(key, strlen(key), nh);
-		if (write_record(rc, nh, id, &o) &&
-		    ok_reply(redisCommand(rc, "HSET scrim:{%s}:key revoked 1", h),
-		             "HSET")) {
-			printf("key: %s\nid:  %s\n# The old key is revoked; the new "
-			       "one is shown once.\n", key, id);
-			rc2 = 0;
+		if (write_record(rc, nh, id, &o) && key_op(rc, h, "revoke")) {
+			redisReply *cas = redisCommand(rc, "EVAL %s 1 scrim:id:%s %s %s",
+			                               keyadmin_repoint_lua, id, h, nh);
+			if (cas != NULL && cas->type == REDIS_REPLY_INTEGER &&
+			    cas->integer == 1) {
+				printf("key: %s\nid:  %s\n# The old key is revoked; the "
+				       "new one is shown once.\n", key, id);
+				rc2 = 0;
+			} else {
+				fprintf(stderr, "scrim keys: %s was rotated meanwhile; "
+				                "try again\n", id);
+				(void)key_op(rc, nh, "revoke");
+			}
+			freeReplyObject(cas);
 		}
 	}
 	xfree_secret(key);

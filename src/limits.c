@@ -16,6 +16,16 @@
  *                            that request's check, if it runs later,
  *                            reserves nothing
  *
+ * and an index for the key commands (keyadmin.c, keyscmd.c), each key in
+ * a slot of its own and only ever touched alone (never with a key's data
+ * in one script):
+ *
+ *   scrim:id:ID              the hash of the key the id names now
+ *   scrim:keys               set: every id, for list
+ *
+ * So every command and script stays within one slot, as Redis Cluster
+ * requires; the request path (check, settle) is one key's slot only.
+ *
  * Window names come from this host's clock: instances sharing a Redis
  * need NTP, as any distributed limiter does.
  */
@@ -24,6 +34,7 @@
 #include "alloc.h"
 #include "auth.h"
 #include "config.h"
+#include "keyadmin.h"
 #include "log.h"
 #include "redis.h"
 
@@ -151,72 +162,6 @@ static const char settle_lua[] =
     "return 1\n";
 
 
-/* Admin operations. Records are read whole (HGETALL) and returned as
- * JSON made by cjson, which Redis ships to scripts. Not cluster-safe (the
- * keys it touches are not all declared): admin operations are rare and
- * run against the primary. */
-static const char admin_lua[] =
-    "local op = ARGV[1]\n"
-    "local function rec(h)\n"
-    "  local f = redis.call('HGETALL', 'scrim:{' .. h .. '}:key')\n"
-    "  local t = {}\n"
-    "  for i = 1, #f, 2 do t[f[i]] = f[i + 1] end\n"
-    "  return t\n"
-    "end\n"
-    "local function hash_of(id)\n"
-    "  return redis.call('GET', 'scrim:id:' .. id)\n"
-    "end\n"
-    "if op == 'list' then\n"
-    "  local out = {}\n"
-    "  for _, id in ipairs(redis.call('SMEMBERS', 'scrim:keys')) do\n"
-    "    local h = hash_of(id)\n"
-    "    if h then table.insert(out, rec(h)) end\n"
-    "  end\n"
-    "  return cjson.encode({keys = out})\n"
-    "end\n"
-    "if op == 'create' then\n"
-    "  local h, id = ARGV[2], ARGV[3]\n"
-    "  redis.call('HSET', 'scrim:{' .. h .. '}:key', 'id', id, 'name', "
-    "ARGV[4], 'created', ARGV[5], 'revoked', '0', 'rpm', ARGV[6], 'tpm', "
-    "ARGV[7], 'tpd', ARGV[8], 'budget', ARGV[9], 'maxpar', ARGV[10], "
-    "'models', ARGV[11], 'expires', ARGV[12], 'meta', ARGV[13], 'actions', "
-    "ARGV[14] or '', 'indexes', ARGV[15] or '')\n"
-    "  redis.call('SET', 'scrim:id:' .. id, h)\n"
-    "  redis.call('SADD', 'scrim:keys', id)\n"
-    "  return cjson.encode(rec(h))\n"
-    "end\n"
-    "local h = hash_of(ARGV[2])\n"
-    "if not h then return cjson.encode({error = 'no such key'}) end\n"
-    "if op == 'show' then return cjson.encode(rec(h)) end\n"
-    "if op == 'revoke' then\n"
-    "  redis.call('HSET', 'scrim:{' .. h .. '}:key', 'revoked', '1')\n"
-    "  return cjson.encode(rec(h))\n"
-    "end\n"
-    "if op == 'rotate' then\n"
-    "  local nh = ARGV[3]\n"
-    "  local f = redis.call('HGETALL', 'scrim:{' .. h .. '}:key')\n"
-    "  if #f > 0 then redis.call('HSET', 'scrim:{' .. nh .. '}:key', "
-    "unpack(f)) end\n"
-    "  redis.call('HSET', 'scrim:{' .. nh .. '}:key', 'revoked', '0')\n"
-    "  redis.call('HSET', 'scrim:{' .. h .. '}:key', 'revoked', '1')\n"
-    "  redis.call('SET', 'scrim:id:' .. ARGV[2], nh)\n"
-    "  return cjson.encode(rec(nh))\n"
-    "end\n"
-    "if op == 'usage' then\n"
-    "  local p = 'scrim:{' .. h .. '}:'\n"
-    "  return cjson.encode({id = ARGV[2],\n"
-    "    requests_last_minute = redis.call('ZCOUNT', p .. 'rpm', ARGV[6], "
-    "'+inf'),\n"
-    "    tokens_this_minute = tonumber(redis.call('GET', p .. 'tpm:' .. "
-    "ARGV[3]) or '0'),\n"
-    "    tokens_today = tonumber(redis.call('GET', p .. 'tpd:' .. ARGV[4]) "
-    "or '0'),\n"
-    "    usd_this_month = (tonumber(redis.call('GET', p .. 'usd:' .. "
-    "ARGV[5]) or '0')) / 1000000,\n"
-    "    in_flight = tonumber(redis.call('GET', p .. 'par') or '0')})\n"
-    "end\n"
-    "return cjson.encode({error = 'unknown operation'})\n";
-
 #define LIMITS_MAX_REFUNDS 4096
 
 struct limits {
@@ -320,49 +265,11 @@ limits_free(struct limits *l)
 	free(l);
 }
 
-struct admin_call {
-	limits_admin_cb cb;
-	void *arg;
-};
-
-static void
-admin_reply(void *arg, redisReply *rep)
-{
-	struct admin_call *ac = arg;
-
-	if (rep != NULL && rep->type == REDIS_REPLY_STRING)
-		ac->cb(ac->arg, rep->str, rep->len);
-	else
-		ac->cb(ac->arg, NULL, 0);
-	free(ac);
-}
-
-struct redis_call *
+bool
 limits_admin(struct limits *l, const char *op, const char *const *args,
              size_t nargs, limits_admin_cb cb, void *arg)
 {
-	const char *argv[20];
-	size_t len[20];
-	struct admin_call *ac;
-	struct redis_call *call;
-
-	if (l == NULL || nargs > 15)
-		return NULL;
-	argv[0] = "EVAL";
-	argv[1] = admin_lua;
-	argv[2] = "0";
-	argv[3] = op;
-	for (size_t i = 0; i < nargs; i++)
-		argv[4 + i] = args[i];
-	for (size_t i = 0; i < 4 + nargs; i++)
-		len[i] = strlen(argv[i]);
-	ac = xcalloc(1, sizeof(*ac));
-	ac->cb = cb;
-	ac->arg = arg;
-	call = redis_call(l->redis, admin_reply, ac, (int)(4 + nargs), argv, len);
-	if (call == NULL)
-		free(ac);
-	return call;
+	return l != NULL && keyadmin_start(l->redis, op, args, nargs, cb, arg);
 }
 
 bool

@@ -83,16 +83,14 @@ void limits_settle(struct limits *l, struct limits_ticket *t, long tokens,
                    long micros, bool refund);
 
 /*
- * Key administration for the admin API, one Lua script per operation
- * (so each is one round trip and atomic). op: "list", "show", "revoke",
- * "rotate", "usage", "create". args are the operation's arguments as
- * strings (see limits.c). The callback gets the reply as JSON text, or
- * NULL when Redis could not answer.
+ * Key administration for the admin API: keyadmin_start (keyadmin.h) on
+ * this instance's Redis connection. False, and no callback: Redis is not
+ * connected (or op is unknown).
  */
 typedef void (*limits_admin_cb)(void *arg, const char *json, size_t len);
-struct redis_call *limits_admin(struct limits *l, const char *op,
-                                const char *const *args, size_t nargs,
-                                limits_admin_cb cb, void *arg);
+bool limits_admin(struct limits *l, const char *op, const char *const *args,
+                  size_t nargs, limits_admin_cb cb, void *arg)
+    SCRIM_MUSTCHECK;
 
 bool limits_connected(const struct limits *l);
 struct redis_stats;

@@ -375,19 +375,33 @@ export async function startScrim({ config, env = {}, args = [], bin = SCRIM_BIN,
  * Returns {url, port, dir, proc, pid, stop(), kill(), pause() (SIGSTOP),
  * resume() (SIGCONT), restart() (a new server on the same port and dir),
  * cli(...args) (redis-cli against it; resolves stdout, trimmed)}.
+ *
+ * With {cluster: true} it is a Redis Cluster of one node holding all 16384
+ * slots. Such a cluster redirects nothing, but it refuses what a real one
+ * refuses: a multi-key command or a script whose keys are in more than
+ * one slot (CROSSSLOT, and "Script attempted to access keys that do not
+ * hash to the same slot" for keys a script did not declare), and SELECT
+ * of a database other than 0. restart() keeps its nodes.conf, so the node
+ * comes back owning its slots.
  */
-export async function startRedis({ persist = false, bin = 'redis-server', readyTimeoutMs = 5000 } = {}) {
+export async function startRedis({ persist = false, cluster = false, bin = 'redis-server', readyTimeoutMs = 5000 } = {}) {
   const dir = tempDir('scrim-redis-');
   const port = await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
     '--daemonize', 'no', '--logfile', ''];
   if (persist) args.push('--appendonly', 'yes', '--appendfsync', 'always');
   else args.push('--appendonly', 'no');
+  // The cluster bus gets a free port of its own: by default it is port +
+  // 10000, which may be in the kernel's ephemeral range and taken.
+  if (cluster) {
+    args.push('--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'),
+      '--cluster-port', String(await freePort()));
+  }
   const cli = async (...a) => {
     const { stdout } = await execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...a]);
     return stdout.trim();
   };
-  const r = { url: `redis://127.0.0.1:${port}`, port, dir, proc: null, pid: null, cli };
+  const r = { url: `redis://127.0.0.1:${port}`, port, dir, proc: null, pid: null, cli, cluster };
   let exited = Promise.resolve();
   const spawnOne = async () => {
     const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -409,6 +423,18 @@ export async function startRedis({ persist = false, bin = 'redis-server', readyT
         if ((await cli('PING')) === 'PONG') break;
       } catch { /* not yet */ }
       if (Date.now() > deadline) throw new Error(`redis-server not ready after ${readyTimeoutMs} ms:\n${log}`);
+      await sleep(20);
+    }
+    if (!cluster) return;
+    // All slots to this node (once: a restarted node reads them back from
+    // nodes.conf), then wait until the node calls the cluster usable.
+    if (/^cluster_slots_assigned:0\s*$/m.test(await cli('CLUSTER', 'INFO'))) {
+      const ok = await cli('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+      if (ok !== 'OK') throw new Error(`CLUSTER ADDSLOTSRANGE answered ${ok}`);
+    }
+    for (;;) {
+      if (/^cluster_state:ok\s*$/m.test(await cli('CLUSTER', 'INFO'))) break;
+      if (Date.now() > deadline) throw new Error(`redis cluster not ok after ${readyTimeoutMs} ms:\n${await cli('CLUSTER', 'INFO')}`);
       await sleep(20);
     }
   };
