@@ -42,11 +42,13 @@ scrub(struct scrub_ctx *ctx, const char *s)
 	return ok ? res : NULL;
 }
 
+/* RELIABILITY L1: at least this many match and nomatch examples per
+ * shipped rule. */
+#define MIN_EXAMPLES 5
+
 static void
 test_examples(void)
 {
-	size_t thin = 0;
-
 	CHECK(rules_check_examples(rules, true) == 0,
 	      "every rule finds its match examples and none of its nomatch");
 	for (size_t i = 0; i < rules->nrules; i++) {
@@ -54,14 +56,10 @@ test_examples(void)
 		size_t pos = 0, neg = 0;
 		for (size_t k = 0; k < r->nexamples; k++)
 			r->examples[k].positive ? pos++ : neg++;
-		if (pos < 5 || neg < 5) {
-			printf("rule %s: %zu match, %zu nomatch examples\n", r->id,
-			       pos, neg);
-			thin++;
-		}
+		CHECK(pos >= MIN_EXAMPLES && neg >= MIN_EXAMPLES,
+		      "rule %s: %zu match, %zu nomatch examples (at least %d "
+		      "of each)", r->id, pos, neg, MIN_EXAMPLES);
 	}
-	printf("%zu rules, %zu with fewer than 5 match or 5 nomatch examples\n",
-	       rules->nrules, thin);
 }
 
 static void
