@@ -80,8 +80,26 @@ scrub_utf8_valid(const char *s, size_t n)
 	size_t i = 0;
 
 	while (i < n) {
-		unsigned char c = p[i];
+		unsigned char c;
 		uint64_t w;
+#ifdef __SSE2__
+		/* ASCII 32 bytes at a time (no byte has its top bit), and
+		 * straight to the next byte that has it: text in other
+		 * scripts mixes the two every few bytes. */
+		if (i + 32 <= n) {
+			__m128i a = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+			__m128i b =
+			    _mm_loadu_si128((const __m128i *)(const void *)(p + i + 16));
+			uint32_t m = (uint32_t)_mm_movemask_epi8(a) |
+			             (uint32_t)_mm_movemask_epi8(b) << 16;
+			if (m == 0) {
+				i += 32;
+				continue;
+			}
+			i += (size_t)__builtin_ctz(m);
+		}
+#endif
+		c = p[i];
 		/* ASCII runs eight bytes at a time. */
 		if (i + 8 <= n) {
 			memcpy(&w, p + i, 8);
@@ -205,13 +223,6 @@ static const unsigned char num_sep[256] = {
 	[' '] = 1, ['-'] = 1, ['.'] = 1, ['('] = 1, [')'] = 1, ['+'] = 1,
 	['/'] = 1,
 };
-
-static bool
-is_alnum_byte(unsigned char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-	       (c >= 'A' && c <= 'Z');
-}
 
 /* For context words, only ASCII letters and digits join a word: "_" and
  * other scripts are boundaries ("routing_number", "こんにちは。Lot"). */
@@ -527,6 +538,17 @@ skip_to_digit(const char *s, size_t i, size_t n)
 {
 	const uint64_t ones = 0x0101010101010101ULL, highs = ones * 0x80;
 
+#ifdef __SSE2__
+	while (i + 16 <= n) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+		unsigned m = (unsigned)_mm_movemask_epi8(
+		    _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
+		                  _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1))));
+		if (m != 0)
+			return i + (size_t)__builtin_ctz(m);
+		i += 16;
+	}
+#endif
 	while (i + 8 <= n) {
 		uint64_t x, t;
 		memcpy(&x, s + i, 8);
@@ -585,6 +607,81 @@ find_digit_runs(struct digit_runs *dr, const char *s, size_t n,
 	return true;
 }
 
+/*
+ * Long runs of ASCII letters and digits (keys, wallet addresses): the
+ * windows of a token anchor. With SSE2, 64 bytes of letter-and-digit
+ * mask at a time: prose is short words, and a block with no run long
+ * enough is passed over by looking at where its runs start and end.
+ */
+static bool
+token_windows(struct windows *w, const char *s, size_t n, const struct rule *r)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t want = r->anchor_digits, i = 0, run = 0; /* run: its start */
+	bool in = false;
+
+	if (want == 0)
+		return true;
+#ifdef __SSE2__
+	for (; i + 64 <= n; i += 64) {
+		uint64_t m = (uint64_t)alnum16(u + i) |
+		             (uint64_t)alnum16(u + i + 16) << 16 |
+		             (uint64_t)alnum16(u + i + 32) << 32 |
+		             (uint64_t)alnum16(u + i + 48) << 48;
+		uint64_t inner, x;
+		size_t len;
+
+		if (in) { /* a run from the blocks before */
+			size_t b;
+			if (~m == 0)
+				continue;
+			b = (size_t)__builtin_ctzll(~m);
+			if (i + b - run >= want && !win_add(w, s, n, run, i + b, r))
+				return false;
+			in = false;
+			m &= ~0ULL << b;
+		}
+		if (m == ~0ULL) {
+			in = true;
+			run = i;
+			continue;
+		}
+		inner = m;
+		if (m >> 63) { /* a run going on into the next block */
+			size_t t = (size_t)__builtin_clzll(~m);
+			in = true;
+			run = i + 64 - t;
+			inner = m & (~0ULL >> t);
+		}
+		/* Any run of want or more among the rest? x keeps the bits
+		 * that start want ones in a row. */
+		x = want <= 63 ? inner : 0;
+		for (len = 1; x != 0 && len * 2 <= want; len *= 2)
+			x &= x >> len;
+		if (x != 0 && len < want)
+			x &= x >> (want - len);
+		while (x != 0 && inner != 0) {
+			size_t a = (size_t)__builtin_ctzll(inner);
+			size_t e = a + (size_t)__builtin_ctzll(~(inner >> a));
+			if (e - a >= want && !win_add(w, s, n, i + a, i + e, r))
+				return false;
+			inner &= ~0ULL << e;
+		}
+	}
+#endif
+	for (; i < n; i++) {
+		bool cur = alnum_tab[u[i]];
+		if (cur && !in)
+			run = i;
+		else if (!cur && in && i - run >= want && !win_add(w, s, n, run, i, r))
+			return false;
+		in = cur;
+	}
+	if (in && n - run >= want && !win_add(w, s, n, run, n, r))
+		return false;
+	return true;
+}
+
 static bool
 windows_for(const struct ruleset *rs, struct windows *w, const char *s,
             size_t n, const struct rule *r, struct digit_runs *dr)
@@ -620,34 +717,8 @@ windows_for(const struct ruleset *rs, struct windows *w, const char *s,
 	}
 	case ANCHOR_DIGITS:
 		return true; /* handled above */
-	case ANCHOR_TOKEN: {
-		/* Long runs of letters and digits: keys, wallet addresses.
-		 * Probe the last byte a run of N starting at i would cover;
-		 * a gap before it means no such run starts before the gap,
-		 * so the next probe is N bytes past the gap. Each byte is
-		 * looked at about once, and prose (short words) mostly
-		 * not at all. i is always at a run's start or after a gap. */
-		size_t want = r->anchor_digits, i = 0;
-		while (want > 0 && i + want <= n) {
-			size_t b, e = i + want - 1;
-			if (!is_alnum_byte((unsigned char)s[e])) {
-				i = e + 1;
-				continue;
-			}
-			for (b = e; b > i && is_alnum_byte((unsigned char)s[b - 1]); b--)
-				;
-			if (b > i) {
-				i = b;
-				continue;
-			}
-			for (e++; e < n && is_alnum_byte((unsigned char)s[e]); e++)
-				;
-			if (!win_add(w, s, n, i, e, r))
-				return false;
-			i = e + 1;
-		}
-		return true;
-	}
+	case ANCHOR_TOKEN:
+		return token_windows(w, s, n, r);
 	case ANCHOR_WORDS:
 		return true;
 	case ANCHOR_LITERALS:

@@ -192,7 +192,7 @@ test_digits_and_tokens(void)
 	         "\n[rule t.k]\ntype = K\npattern = [A-Za-z0-9]{20,}\n"
 	         "anchor = token 20\nwindow = 0 0\n"
 	         "match = key [[abcdefghij0123456789xyz]] end\n");
-	char buf[200];
+	char buf[400];
 	size_t bad = 0;
 
 	CHECK(rs != NULL, "digits 1 and token load");
@@ -201,7 +201,7 @@ test_digits_and_tokens(void)
 	CHECK(strcmp(spans0(rs, "at 5 Main Street"), "3-16;") == 0,
 	      "a lone digit is a run");
 	/* A token of 19 is not one; of 20 and more is, wherever it is. */
-	for (size_t len = 18; len < 60; len++)
+	for (size_t len = 18; len < 200; len++)
 		for (size_t at = 0; at + len + 1 < sizeof(buf); at += 7) {
 			char want[64] = "";
 			memset(buf, ' ', sizeof(buf));
@@ -214,8 +214,17 @@ test_digits_and_tokens(void)
 				snprintf(want, sizeof(want), "%zu-%zu;", at, at + len);
 			bad += strcmp(spans(rs, buf, sizeof(buf)), want) != 0;
 		}
-	CHECK(bad == 0, "tokens of 18 to 59 bytes at many offsets: %zu wrong",
+	CHECK(bad == 0, "tokens of 18 to 199 bytes at many offsets: %zu wrong",
 	      bad);
+	/* Texts that are one token, of every length around the blocks. */
+	for (size_t len = 1; len < sizeof(buf); len++) {
+		char want[64] = "";
+		memset(buf, 'k', len);
+		if (len >= 20)
+			snprintf(want, sizeof(want), "0-%zu;", len);
+		bad += strcmp(spans(rs, buf, len), want) != 0;
+	}
+	CHECK(bad == 0, "a text that is all one token: %zu wrong", bad);
 	rules_unref(rs);
 }
 
