@@ -540,7 +540,9 @@ struct entry {
  * letters and spaces; capitals start sentences; '.' and ',' end them;
  * other punctuation, digits and the rare capitals are what keys, field
  * names and literals are made of. Picks the byte of an entry that the
- * spots pass stops at ("ghp_": '_', "eyJ": 'J', "*name:": ':').
+ * spots pass stops at ("ghp_": '_', "eyJ": 'J', "*name:": ':'). Ties go
+ * to the first, so AWS's AKIA, ASIA, ABIA... share 'A' and the pass
+ * compares against fewer bytes.
  */
 static int
 byte_rarity(unsigned char c)
@@ -550,7 +552,7 @@ byte_rarity(unsigned char c)
 	if (c >= 'a' && c <= 'z')
 		return strchr("jkqxz", c) ? 3 : 0;
 	if (c >= 'A' && c <= 'Z')
-		return strchr("JKQXZ", c) ? 5 : strchr("AIT", c) ? 2 : 3;
+		return strchr("JKQXZ", c) ? 5 : 3;
 	if (c >= '0' && c <= '9')
 		return 2;
 	if (c == ' ' || c == '.' || c == ',' || c == '\'' || c == '\n')

@@ -298,10 +298,24 @@ ref_matches(const struct word_ref *ref, const unsigned char *u, size_t n,
 }
 
 /* The four bytes at u + at, folded or not, zero past the end. */
-static uint32_t
+static inline uint32_t
 head_at(const unsigned char *u, size_t n, size_t at, bool folded)
 {
 	uint32_t h = 0;
+
+	if (at + 4 <= n) {
+		memcpy(&h, u + at, 4);
+		if (folded) {
+			/* ASCII 'A'..'Z' to lower case, four at a time: the
+			 * high bit of each byte of lo and hi brackets the
+			 * range; bytes from 0x80 up are left alone. */
+			uint32_t x = h & 0x7f7f7f7fu;
+			uint32_t lo = x + 0x3f3f3f3fu; /* >= 'A' sets bit 7 */
+			uint32_t hi = x + 0x25252525u; /* > 'Z' sets bit 7 */
+			h |= (lo & ~hi & ~h & 0x80808080u) >> 2;
+		}
+		return h;
+	}
 	for (size_t b = 0; b < 4 && at + b < n; b++)
 		h |= (uint32_t)(folded ? fold[u[at + b]] : u[at + b]) << (8 * b);
 	return h;

@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <errno.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,9 +70,8 @@ explain(const struct scrub_hits *hits, size_t line)
 }
 
 static int
-scrub_text(struct ruleset *rs, struct scrub_ctx *ctx, const char *s,
-           size_t n, bool show, struct buf *out, struct scrub_hits *hits,
-           size_t line)
+scrub_find_line(struct ruleset *rs, const char *s, size_t n, bool show,
+                struct scrub_hits *hits, size_t line)
 {
 	char err[200];
 
@@ -88,6 +88,23 @@ scrub_text(struct ruleset *rs, struct scrub_ctx *ctx, const char *s,
 	}
 	if (show)
 		explain(hits, line);
+	return 0;
+}
+
+static int
+scrub_find_checked(struct ruleset *rs, const char *s, size_t n, bool show,
+                   struct scrub_hits *hits)
+{
+	return scrub_find_line(rs, s, n, show, hits, 0);
+}
+
+static int
+scrub_text(struct ruleset *rs, struct scrub_ctx *ctx, const char *s,
+           size_t n, bool show, struct buf *out, struct scrub_hits *hits,
+           size_t line)
+{
+	if (scrub_find_line(rs, s, n, show, hits, line) != 0)
+		return -1;
 	buf_reset(out);
 	if (!scrub_apply(ctx, s, n, hits, out)) {
 		fprintf(stderr, "scrim scrub: out of memory\n");
@@ -172,37 +189,65 @@ scrub_too_large(void)
 }
 
 /*
- * All of stdin into in, read(2) straight into the buffer: a file's size
- * is known up front, so it and the answer (out) are allocated once. On
- * a large text, copying through stdio and regrowing cost as much as the
- * scrubbing itself.
+ * All of stdin, as one text. A regular file's size is known up front:
+ * its bytes are read into one anonymous mapping made for them, in 2 MiB
+ * pages where the kernel has them. Not a mapping of the file itself: a
+ * file truncated while mapped would kill the process with SIGBUS.
+ * Anything else (a pipe) grows a buffer as it comes.
+ *
+ * Why huge pages: every 4 KiB page of a fresh buffer costs a fault on
+ * first touch, and under some hypervisors a second, slower one the
+ * first time user space reads it. Measured on a 50 MB text here: 69 ms
+ * of reading and first touch with 4 KiB pages, 10 ms with 2 MiB ones.
  */
-static int
-read_all(struct buf *in, struct buf *out)
+#define SCRUBCMD_HUGE ((size_t)2 << 20)
+
+struct input {
+	char *p;
+	size_t len;
+	size_t cap;    /* room at p, when mapped */
+	void *map;     /* the mapping (p is within it), or NULL */
+	size_t maplen;
+	struct buf buf; /* not mapped: p is buf.p */
+};
+
+static void
+input_free(struct input *in)
 {
-	struct stat st;
-	size_t want = 65536;
-
-	if (fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode) &&
-	    st.st_size > 0) {
-		want = (uint64_t)st.st_size < SCRUBCMD_MAX_INPUT
-		           ? (size_t)st.st_size + 1
-		           : SCRUBCMD_MAX_INPUT;
-		/* Placeholders are about as long as what they replace. */
-		if (!buf_reserve(out, want + want / 8))
-			return scrub_too_large();
+	if (in->map != NULL) {
+		OPENSSL_cleanse(in->p, in->len);
+		munmap(in->map, in->maplen);
 	}
-	for (;;) {
-		ssize_t got;
+	buf_wipe(&in->buf);
+	memset(in, 0, sizeof(*in));
+}
 
-		if (in->cap - in->len < 2) { /* room for a byte and the NUL */
-			size_t more = in->cap ? in->cap : want;
-			if (more > in->max - in->len)
-				more = in->max - in->len;
-			if (more == 0 || !buf_reserve(in, more))
-				return scrub_too_large();
-		}
-		got = read(STDIN_FILENO, in->p + in->len, in->cap - in->len - 1);
+/* A mapping of at least want bytes starting on a 2 MiB boundary. */
+static bool
+input_map(struct input *in, size_t want)
+{
+	uintptr_t a;
+
+	in->cap = (want + SCRUBCMD_HUGE - 1) & ~(SCRUBCMD_HUGE - 1);
+	in->maplen = in->cap + SCRUBCMD_HUGE;
+	in->map = mmap(NULL, in->maplen, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (in->map == MAP_FAILED) {
+		in->map = NULL;
+		return false;
+	}
+	a = ((uintptr_t)in->map + SCRUBCMD_HUGE - 1) & ~(uintptr_t)(SCRUBCMD_HUGE - 1);
+	in->p = (char *)a;
+	/* Advice only: without THP the pages are 4 KiB and all still works. */
+	(void)madvise(in->p, in->cap, MADV_HUGEPAGE);
+	return true;
+}
+
+static int
+read_fd(int fd, char *p, size_t cap, size_t *len)
+{
+	while (*len < cap) {
+		ssize_t got = read(fd, p + *len, cap - *len);
 		if (got == 0)
 			break;
 		if (got < 0) {
@@ -212,10 +257,109 @@ read_all(struct buf *in, struct buf *out)
 			        strerror(errno));
 			return 1;
 		}
-		in->len += (size_t)got;
-		in->p[in->len] = '\0';
+		*len += (size_t)got;
 	}
 	return 0;
+}
+
+static int
+read_all(struct input *in)
+{
+	struct stat st;
+
+	memset(in, 0, sizeof(*in));
+	buf_init(&in->buf, SCRUBCMD_MAX_INPUT);
+	if (fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode) &&
+	    st.st_size > 0) {
+		if ((uint64_t)st.st_size > SCRUBCMD_MAX_INPUT)
+			return scrub_too_large();
+		/* +1: a file that grew since fstat shows as a full mapping. */
+		if (input_map(in, (size_t)st.st_size + 1)) {
+			if (read_fd(STDIN_FILENO, in->p, in->cap, &in->len) != 0)
+				return 1;
+			if (in->len < in->cap)
+				return 0;
+			/* It grew: the rest as a stream, after what came. */
+			if (!buf_add(&in->buf, in->p, in->len))
+				return scrub_too_large();
+			OPENSSL_cleanse(in->p, in->len);
+			munmap(in->map, in->maplen);
+			in->map = NULL;
+			in->p = NULL;
+			in->len = 0;
+		}
+	}
+	for (;;) {
+		size_t before;
+		if (in->buf.cap - in->buf.len < 2) { /* room for a byte and a NUL */
+			size_t more = in->buf.cap ? in->buf.cap : 65536;
+			if (more > in->buf.max - in->buf.len)
+				more = in->buf.max - in->buf.len;
+			if (more == 0 || !buf_reserve(&in->buf, more))
+				return scrub_too_large();
+		}
+		before = in->buf.len;
+		if (read_fd(STDIN_FILENO, in->buf.p, in->buf.cap - 1, &in->buf.len) !=
+		    0)
+			return 1;
+		in->buf.p[in->buf.len] = '\0';
+		if (in->buf.len < in->buf.cap - 1 || in->buf.len == before)
+			break;
+	}
+	in->p = in->buf.p;
+	in->len = in->buf.len;
+	return 0;
+}
+
+/*
+ * The answer of a whole text, written as it is made: one chunk of about
+ * 1 MiB at a time (never splitting a hit), so a large text needs no
+ * second buffer of its size.
+ */
+#define SCRUBCMD_CHUNK ((size_t)1 << 20)
+
+static int
+write_scrubbed(struct scrub_ctx *ctx, const char *s, size_t n,
+               struct scrub_hits *hits)
+{
+	struct buf out;
+	size_t at = 0, k = 0;
+	int rc = 0;
+
+	buf_init(&out, SCRUBCMD_MAX_INPUT);
+	while (at < n && rc == 0) {
+		size_t end = n - at > SCRUBCMD_CHUNK ? at + SCRUBCMD_CHUNK : n;
+		size_t k2 = k;
+		struct scrub_hits part;
+
+		while (k2 < hits->n && hits->v[k2].start < end) {
+			if (hits->v[k2].end > end)
+				end = hits->v[k2].end;
+			k2++;
+		}
+		for (size_t j = k; j < k2; j++) {
+			hits->v[j].start -= at;
+			hits->v[j].end -= at;
+		}
+		part.v = hits->v + k;
+		part.n = k2 - k;
+		part.cap = part.n;
+		buf_reset(&out);
+		if (!scrub_apply(ctx, s + at, end - at, &part, &out)) {
+			fprintf(stderr, "scrim scrub: out of memory\n");
+			rc = 1;
+		} else if (out.len > 0 && fwrite(out.p, 1, out.len, stdout) != out.len) {
+			rc = 1;
+		}
+		for (size_t j = k; j < k2; j++) {
+			hits->v[j].start += at;
+			hits->v[j].end += at;
+		}
+		at = end;
+		k = k2;
+	}
+	buf_wipe(&out);
+	return rc;
 }
 
 int
@@ -264,21 +408,17 @@ scrubcmd_run(int argc, char **argv)
 	if (jsonl) {
 		rc = run_jsonl(rs, &ctx, show);
 	} else {
-		struct buf in, out;
+		struct input in;
 		struct scrub_hits hits;
 
-		buf_init(&in, SCRUBCMD_MAX_INPUT);
-		buf_init(&out, SCRUBCMD_MAX_INPUT + SCRUBCMD_MAX_INPUT / 2);
 		scrub_hits_init(&hits);
-		rc = read_all(&in, &out);
-		if (rc == 0 && scrub_text(rs, &ctx, in.p ? in.p : "", in.len, show,
-		                          &out, &hits, 0) != 0)
+		rc = read_all(&in);
+		if (rc == 0 && scrub_find_checked(rs, in.p ? in.p : "", in.len,
+		                                  show, &hits) != 0)
 			rc = 1;
-		if (rc == 0 && out.len > 0 &&
-		    fwrite(out.p, 1, out.len, stdout) != out.len)
-			rc = 1;
-		buf_wipe(&in);
-		buf_wipe(&out);
+		if (rc == 0)
+			rc = write_scrubbed(&ctx, in.p ? in.p : "", in.len, &hits);
+		input_free(&in);
 		scrub_hits_free(&hits);
 	}
 	vault_free(ctx.vault);
