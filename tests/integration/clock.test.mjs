@@ -42,7 +42,7 @@ import path from 'node:path';
 import { startFakeProvider } from '../fake_provider/provider.mjs';
 import {
   startScrim, startRedis, configFor, execFile, request, auth, chatBody, errorOf, waitFor, show, sleep,
-  tempDir, SCRIM_BIN,
+  tempDir, SCRIM_BIN, TEST_KEY,
 } from './lib.mjs';
 
 const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1';
@@ -237,7 +237,6 @@ test('2. audit epochs roll by time across clock jumps (both clocks): forward 3 e
   dirs.push(dir);
   const clock = fakeClock(dir);
   const g = await gateway({}, clock.env({ monotonic: true }));
-  const TEST_KEY = 'sk-scrim-test-0123456789';
 
   // [offset in minutes, the epoch the request's record must be sealed in]
   const phases = [
