@@ -17,9 +17,12 @@ pkgs=(
 if [ "${SCRIM_TEST_DEPS:-0}" = 1 ]; then
   # The test suite: a real Redis, Chromium to look at the status page,
   # clang and its fuzzer runtime for the libFuzzer targets, clang-tidy
-  # for the static checks (.clang-tidy).
+  # for the static checks (.clang-tidy), libfaketime to move scrim's
+  # clock while it runs (clock.test.mjs), slowhttptest for slowloris,
+  # slow body and slow read attacks (slowhttp.test.mjs,
+  # bench/slowhttp.sh).
   pkgs+=(redis-server chromium clang-14 libclang-rt-14-dev llvm-14
-    clang-tidy-14)
+    clang-tidy-14 faketime slowhttptest)
 fi
 
 $SUDO apt-get update -qq

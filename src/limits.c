@@ -57,7 +57,15 @@
  * and a check whose answer was lost can be refunded safely later. A check
  * can also run after its refund (sent on a newer connection while the old
  * one still held the check, late): the refund left a tombstone (gone),
- * and the check then reserves nothing. */
+ * and the check then reserves nothing.
+ *
+ * A request logged later than now is from before a jump back of this
+ * host's clock (or from an instance whose clock runs ahead): it counts as
+ * made now. Left at its time, it would hold its place in the log for the
+ * length of the jump (a jump back of an hour: the key short of that much
+ * of its limit for an hour, and a Retry-After of an hour); dropped, it
+ * would hand out a fresh window. Moved to now, it leaves the window a
+ * minute later: at most a minute late, never early. */
 static const char check_lua[] =
     "if redis.call('EXISTS', KEYS[8]) == 1 then return {'cancelled'} end\n"
     "local r = redis.call('HMGET', KEYS[1], 'id', 'revoked', 'expires', "
@@ -78,6 +86,8 @@ static const char check_lua[] =
     "local used_tpm = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
     "local used_rpm, rpm_reset = 0, 0\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)\n"
+    "for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], "
+    "'+inf')) do redis.call('ZADD', KEYS[2], now, m) end\n"
     "if rpm > 0 then\n"
     "  used_rpm = redis.call('ZCARD', KEYS[2])\n"
     "  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')\n"
