@@ -8,6 +8,9 @@
 #include "json.h"
 
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 struct walker {
 	const char *in;
@@ -125,7 +128,25 @@ scan_string(struct walker *w, bool decode)
 		unsigned char c = (unsigned char)w->in[i];
 		size_t run = i;
 
-		/* Fast path: a run of plain ASCII. */
+		/* Fast path: a run of plain ASCII, 16 bytes at a time with
+		 * SSE2 (most of a prompt is), then byte by byte. */
+#ifdef __SSE2__
+		while (i + 16 <= w->n) {
+			__m128i x =
+			    _mm_loadu_si128((const __m128i *)(const void *)(w->in + i));
+			/* Signed: bytes from 0x80 up are below 0x20 too. */
+			__m128i sp = _mm_or_si128(
+			    _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
+			    _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+			                 _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
+			unsigned m = (unsigned)_mm_movemask_epi8(sp);
+			if (m != 0) {
+				i += (size_t)__builtin_ctz(m);
+				break;
+			}
+			i += 16;
+		}
+#endif
 		while (i < w->n && (c = (unsigned char)w->in[i]) >= 0x20 &&
 		       c < 0x80 && c != '"' && c != '\\')
 			i++;
