@@ -382,6 +382,111 @@ op_scrub_restore(struct buf *out)
 	return ok;
 }
 
+/* --- the scrubber's windows, anchor by anchor ------------------------ */
+
+/*
+ * A small pack with one rule per anchor kind, each searched in its own
+ * call so that the first window of each kind is allocated on the path
+ * being tested: word starts in a 64-byte block and in the tail, spots
+ * found 16 at a time and in the tail, a one-byte literal, digit runs,
+ * tokens ending in a later block, inside a block, in the tail and at
+ * the end, and scrub_find_rule's own window array.
+ */
+static struct ruleset *anchor_rules;
+static char anchor_dir[] = "/tmp/scrim-torture-anchors-XXXXXX";
+
+static const char anchor_pack[] =
+    "[rule t.w]\ntype = W\npattern = (?i)hello \\w+|name: \\w+\n"
+    "anchor = words hello|*name:\nwindow = 0 8\nmatch = [[hello bob]]\n"
+    "[rule t.l]\ntype = L\npattern = AKIA\\d+|#\\w+\n"
+    "anchor = literals AKIA|#\nwindow = 0 8\nmatch = [[AKIA1234]]\n"
+    "[rule t.k]\ntype = K\npattern = [a-z]{20,}\n"
+    "anchor = token 20\nwindow = 0 0\n"
+    "match = [[abcdefghijabcdefghij]]\n"
+    "[rule t.d]\ntype = D\npattern = \\d{4}\n"
+    "anchor = digits 4\nwindow = 0 0\nmatch = [[1234]]\n";
+
+static bool
+anchor_find(const char *s, const char *rule_id, struct buf *out)
+{
+	struct scrub_hits h;
+	char err[128];
+	int rc;
+
+	scrub_hits_init(&h);
+	if (rule_id == NULL) {
+		rc = scrub_find(anchor_rules, s, strlen(s), &h, err, sizeof(err));
+	} else {
+		const struct rule *r = NULL;
+		for (size_t i = 0; i < anchor_rules->nrules; i++)
+			if (strcmp(anchor_rules->rules[i].id, rule_id) == 0)
+				r = &anchor_rules->rules[i];
+		rc = scrub_find_rule(anchor_rules, r, s, strlen(s), &h, err,
+		                     sizeof(err));
+	}
+	if (rc != 0)
+		/* Only an allocation can fail here. */
+		CHECK(strcmp(err, "out of memory") == 0 ||
+		          strcmp(err, "too many hits") == 0,
+		      "anchors: %s", err);
+	for (size_t i = 0; rc == 0 && i < h.n; i++)
+		if (!buf_addf(out, "%zu-%zu:%s;", h.v[i].start, h.v[i].end,
+		              h.v[i].rule->id))
+			rc = -1;
+	scrub_hits_free(&h);
+	return rc == 0 && buf_addc(out, '|');
+}
+
+static bool
+op_anchors(struct buf *out)
+{
+	static const char pad[] = "................................"; /* 32 */
+	char block_word[160], long_tok[200], mid_tok[200], block_spot[64];
+
+	/* "hello" inside the first 64-byte block; "AKIA" in the first 16. */
+	snprintf(block_word, sizeof(block_word), "say hello bob%s%s", pad, pad);
+	snprintf(block_spot, sizeof(block_spot), "key AKIA1234 %s", pad);
+	/* A token from the first block into the second, and one inside. */
+	snprintf(long_tok, sizeof(long_tok), "%s%.18s%s%s%s", pad, pad,
+	         "abcdefghijabcdefghijabcdefghij", pad, pad);
+	snprintf(mid_tok, sizeof(mid_tok), "a %s%s%s", "abcdefghijabcdefghijab",
+	         pad, pad);
+	return anchor_find(block_word, NULL, out) &&
+	       anchor_find("hi hello bob", NULL, out) &&
+	       anchor_find(block_spot, NULL, out) &&
+	       anchor_find("my name: bob", NULL, out) &&
+	       anchor_find("x AKIA99", NULL, out) &&
+	       anchor_find("tag #red", NULL, out) &&
+	       anchor_find("pin 4321", NULL, out) &&
+	       anchor_find("hi hello bob", "t.w", out) &&
+	       anchor_find("tag #red", "t.l", out) &&
+	       anchor_find(long_tok, "t.k", out) &&
+	       anchor_find(mid_tok, "t.k", out) &&
+	       anchor_find("a abcdefghijabcdefghijab b", "t.k", out) &&
+	       anchor_find("a abcdefghijabcdefghijab", "t.k", out) &&
+	       anchor_find("pin 4321", "t.d", out);
+}
+
+static bool
+anchor_rules_load(void)
+{
+	char path[128];
+	FILE *f;
+
+	if (mkdtemp(anchor_dir) == NULL)
+		return false;
+	snprintf(path, sizeof(path), "%s/a.rules", anchor_dir);
+	f = fopen(path, "w");
+	if (f == NULL)
+		return false;
+	fputs(anchor_pack, f);
+	fclose(f);
+	anchor_rules = rules_load(anchor_dir, true);
+	unlink(path);
+	rmdir(anchor_dir);
+	return anchor_rules != NULL;
+}
+
 /* --- audit line reader ---------------------------------------------- */
 
 /* A file with a line longer than the reader's first buffer (it grows
@@ -467,5 +572,20 @@ main(void)
 	      "the stream is restored: %.*s", (int)out.len, out.p ? out.p : "");
 	buf_free(&out);
 	rules_unref(rules);
+
+	CHECK(anchor_rules_load(), "cannot load the anchor rules");
+	if (anchor_rules == NULL)
+		return harness_done();
+	n = torture("scrub anchors", op_anchors);
+	CHECK(n >= 14, "scrub anchors: only %lu allocations", n);
+	buf_init(&out, 1 << 20);
+	CHECK(op_anchors(&out) && out.p != NULL &&
+	          strcmp(out.p,
+	                 "4-13:t.w;|3-12:t.w;|4-12:t.l;|3-12:t.w;|2-8:t.l;|"
+	                 "4-8:t.l;|4-8:t.d;|3-12:t.w;|4-8:t.l;|50-80:t.k;|"
+	                 "2-24:t.k;|2-24:t.k;|2-24:t.k;|4-8:t.d;|") == 0,
+	      "anchors: %s", out.p ? out.p : "");
+	buf_free(&out);
+	rules_unref(anchor_rules);
 	return harness_done();
 }
