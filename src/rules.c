@@ -353,10 +353,13 @@ on_key(void *arg, int line, char *key, char *v)
 	ld->seen |= 1u << k;
 	switch (k) {
 	case 0: /* type */
+		/* At most 30: a placeholder is the type, '_' and up to 16 hex
+		 * digits in the vault's 48 bytes (vault_put refused longer
+		 * types, so such a rule failed every request it matched). */
 		if (*v == '\0' || strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-		                      != strlen(v) || strlen(v) > 32) {
+		                      != strlen(v) || strlen(v) > 30) {
 			rcomplain(ld, line, "type: upper-case letters, digits and "
-			                    "'_', at most 32");
+			                    "'_', at most 30");
 			return;
 		}
 		r->type = xstrdup(v);

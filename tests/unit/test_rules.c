@@ -58,6 +58,9 @@ test_refused(void)
 		"[rule]\n",
 		"[rules t.x]\n",
 		"[rule T.Upper]\n" "type = X\npattern = x\nmatch = [[x]]\n",
+		/* 31 letters: no room for its placeholders in the vault */
+		"[rule t.a]\ntype = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\npattern = x\n"
+		"match = [[x]]\n",
 		"[rule t.a\n",
 		/* required keys and examples */
 		"[rule t.a]\ntype = EMAIL\nmatch = [[x]]\n",
