@@ -233,6 +233,31 @@ on_section(void *arg, int line, char *hdr)
 	ld->seen = 0;
 }
 
+/* Entries of a words list: '*' only at an end, 2 bytes or more besides. */
+static bool
+words_valid(struct rloader *ld, int line, const char *what, char **list,
+            size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		const char *w = list[k];
+		size_t wl = strlen(w), core = wl;
+		bool lead = wl > 0 && w[0] == '*';
+		bool trail = wl > 1 && w[wl - 1] == '*';
+		core -= lead + trail;
+		if (core >= 2 && memchr(w + lead, '*', core) != NULL) {
+			rcomplain(ld, line, "%s: '%s': '*' only at the start (inside a "
+			                    "word) or the end (a prefix)", what, w);
+			return false;
+		}
+		if (core < 2) {
+			rcomplain(ld, line, "%s: '%s' is shorter than 2 bytes (use char "
+			                    "or literals)", what, w);
+			return false;
+		}
+	}
+	return true;
+}
+
 static bool
 parse_anchor(struct rloader *ld, int line, const char *v)
 {
@@ -293,24 +318,9 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 			          words ? "words" : "literals");
 			return false;
 		}
-		for (size_t k = 0; words && k < r->nanchor_words; k++) {
-			const char *w = r->anchor_words[k];
-			size_t wl = strlen(w), core = wl;
-			bool lead = wl > 0 && w[0] == '*';
-			bool trail = wl > 1 && w[wl - 1] == '*';
-			core -= lead + trail;
-			if (core >= 2 && memchr(w + lead, '*', core) != NULL) {
-				rcomplain(ld, line, "anchor words: '%s': '*' only at "
-				                    "the start (inside a word) or the "
-				                    "end (a prefix)", w);
-				return false;
-			}
-			if (core < 2) {
-				rcomplain(ld, line, "anchor words: '%s' is shorter than "
-				                    "2 bytes (use char or literals)", w);
-				return false;
-			}
-		}
+		if (words && !words_valid(ld, line, "anchor words", r->anchor_words,
+		                          r->nanchor_words))
+			return false;
 	} else {
 		rcomplain(ld, line, "anchor: 'any', 'char C', 'digits N', "
 		                    "'token N', 'words a|b' or 'literals A|B'");
@@ -325,7 +335,7 @@ on_key(void *arg, int line, char *key, char *v)
 	static const char *const keys[] = {
 	    "type", "pattern", "validator", "anchor", "window", "context",
 	    "context_required", "context_window", "negative", "score", "action",
-	    "match", "nomatch", "inside",
+	    "match", "nomatch", "inside", "near",
 	};
 	struct rloader *ld = arg;
 	struct rule *r = ld->cur;
@@ -445,6 +455,20 @@ on_key(void *arg, int line, char *key, char *v)
 			return;
 		}
 		r->inside = v[0] == 'y';
+		break;
+	case 14:
+		if (strncmp(v, "words ", 6) != 0) {
+			rcomplain(ld, line, "near: words a|b|c");
+			return;
+		}
+		r->near_words = split_bar(v + 6, &r->nnear_words, true);
+		if (r->nnear_words == 0) {
+			rcomplain(ld, line, "near words needs at least one entry");
+			return;
+		}
+		if (!words_valid(ld, line, "near words", r->near_words,
+		                 r->nnear_words))
+			return;
 		break;
 	}
 }
@@ -571,11 +595,13 @@ byte_rarity(unsigned char c)
 static bool
 entry_of(const struct rule *r, size_t k, struct entry *e)
 {
-	const char *w = r->anchor_words[k];
+	bool near = k >= r->nanchor_words;
+	const char *w = near ? r->near_words[k - r->nanchor_words]
+	                     : r->anchor_words[k];
 	size_t wl = strlen(w);
 
 	memset(e, 0, sizeof(*e));
-	if (r->anchor == ANCHOR_LITERALS) {
+	if (!near && r->anchor == ANCHOR_LITERALS) {
 		if (wl < 2)
 			return false;
 		e->text = w;
@@ -589,6 +615,8 @@ entry_of(const struct rule *r, size_t k, struct entry *e)
 		if (!trail && alnum1(e->text[e->len - 1]))
 			e->flags |= WORD_RIGHT;
 		e->at_start = !lead && alnum1(e->text[0]);
+		if (near)
+			e->flags |= WORD_NEAR;
 	}
 	if (e->at_start) {
 		e->key = (unsigned)fold1(e->text[0]) << 8 | fold1(e->text[1]);
@@ -703,9 +731,14 @@ index_build(struct ruleset *rs, struct word_index *wi, bool at_start)
 		fill = pass == 1 ? xcalloc(65536, sizeof(*fill)) : NULL;
 		for (size_t i = 0; i < rs->nrules; i++) {
 			const struct rule *r = &rs->rules[i];
-			if (r->anchor != ANCHOR_WORDS && r->anchor != ANCHOR_LITERALS)
-				continue;
-			for (size_t k = 0; k < r->nanchor_words; k++) {
+			size_t own = r->anchor == ANCHOR_WORDS ||
+			                     r->anchor == ANCHOR_LITERALS
+			                 ? r->nanchor_words
+			                 : 0;
+			/* The rule's anchor entries, then its near words. */
+			for (size_t k = 0; k < r->nanchor_words + r->nnear_words; k++) {
+				if (k < r->nanchor_words && k >= own)
+					continue;
 				struct entry e;
 				unsigned keys[2];
 				size_t nk;
@@ -884,6 +917,7 @@ rules_unref(struct ruleset *rs)
 		free(r->validator_name);
 		pcre2_code_free(r->code);
 		free_list(r->anchor_words, r->nanchor_words);
+		free_list(r->near_words, r->nnear_words);
 		free_list(r->context, r->ncontext);
 		free_list(r->negative, r->nnegative);
 		for (size_t k = 0; k < r->nexamples; k++)

@@ -61,6 +61,9 @@ struct rule {
 	char **anchor_words;
 	size_t nanchor_words;
 	unsigned win_before, win_after;
+	/* near = words ...: only windows that also hold one of these */
+	char **near_words;
+	size_t nnear_words;
 
 	char **context;       /* words that raise confidence */
 	size_t ncontext;
@@ -96,6 +99,7 @@ struct rule {
  */
 #define WORD_FOLD 1u  /* case-insensitive (ASCII) */
 #define WORD_RIGHT 2u /* not followed by an ASCII letter or digit */
+#define WORD_NEAR 4u  /* a rule's near word, not an anchor */
 
 struct word_ref {
 	uint32_t rule;

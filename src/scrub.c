@@ -339,6 +339,34 @@ static const unsigned char cls_tab[256] = {
 #undef C10
 };
 
+/* A near word is kept as where it stands (no window: see near_filter);
+ * an anchor, as the window around it. wins[0 .. nrules) are the rules'
+ * windows, wins[nrules ..) their near words. */
+static bool
+anchor_add(struct ruleset *rs, struct windows *wins, const struct word_ref *ref,
+           const unsigned char *u, size_t n, size_t at)
+{
+	struct windows *w;
+
+	if (!(ref->flags & WORD_NEAR))
+		return win_add(&wins[ref->rule], (const char *)u, n, at,
+		               at + ref->len, &rs->rules[ref->rule]);
+	w = &wins[rs->nrules + ref->rule];
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		struct window *v = realloc(w->v, cap * sizeof(*v));
+		if (v == NULL)
+			return false;
+		w->v = v;
+		w->cap = cap;
+	}
+	w->v[w->n].start = at;
+	w->v[w->n].end = at + ref->len;
+	w->v[w->n].last = at;
+	w->n++;
+	return true;
+}
+
 /* Could an entry of the words index start at i (i + 1 < n)? A filter
  * on the first four bytes, which turns away "that" for "thanks" and
  * "provide" for "prof". */
@@ -368,8 +396,7 @@ word_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
 		    (only >= 0 && ref->rule != (uint32_t)only) ||
 		    !ref_matches(ref, u, n, i))
 			continue;
-		if (!win_add(&wins[ref->rule], (const char *)u, n, i, i + ref->len,
-		             &rs->rules[ref->rule]))
+		if (!anchor_add(rs, wins, ref, u, n, i))
 			return false;
 	}
 	return true;
@@ -464,8 +491,7 @@ spot_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
 		    (only >= 0 && ref->rule != (uint32_t)only) ||
 		    !ref_matches(ref, u, n, at))
 			continue;
-		if (!win_add(&wins[ref->rule], (const char *)u, n, at, at + ref->len,
-		             &rs->rules[ref->rule]))
+		if (!anchor_add(rs, wins, ref, u, n, at))
 			return false;
 	}
 	return true;
@@ -522,7 +548,7 @@ anchor_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
 		return false;
 	/* Two passes, and spots found at offsets within their entries: put
 	 * each rule's windows back in order. */
-	for (size_t r = 0; r < rs->nrules; r++)
+	for (size_t r = 0; r < 2 * rs->nrules; r++)
 		if (wins[r].n > 1)
 			win_normalise(&wins[r]);
 	return true;
@@ -796,15 +822,38 @@ match_error(int rc, const struct rule *r, char *err, size_t errlen)
 	return -1;
 }
 
+/*
+ * near = words ...: keep only the windows that one of the words overlaps
+ * (both lists in order of start; a word that ends before a window ends
+ * before every later one). An address needs its number and its street
+ * word; text full of numbers, or of words like "way" and "place", has
+ * many of either and few windows with both.
+ */
+static void
+near_filter(struct windows *w, const struct windows *near)
+{
+	size_t o = 0, j = 0;
+
+	for (size_t k = 0; k < w->n; k++) {
+		while (j < near->n && near->v[j].end <= w->v[k].start)
+			j++;
+		if (j < near->n && near->v[j].start < w->v[k].end)
+			w->v[o++] = w->v[k];
+	}
+	w->n = o;
+}
+
 static int
 run_rule(struct ruleset *rs, const struct rule *r, const char *s, size_t n,
-         struct windows *w, struct digit_runs *dr, struct scrub_hits *out,
-         char *err, size_t errlen)
+         struct windows *w, const struct windows *near, struct digit_runs *dr,
+         struct scrub_hits *out, char *err, size_t errlen)
 {
 	if (!windows_for(rs, w, s, n, r, dr)) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	if (r->nnear_words > 0)
+		near_filter(w, near);
 	for (size_t k = 0; k < w->n; k++) {
 		size_t off = w->v[k].start, end = w->v[k].end;
 
@@ -881,22 +930,31 @@ scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
                 size_t n, struct scrub_hits *out, char *err, size_t errlen)
 {
 	struct windows w = {NULL, 0, 0};
+	struct windows near = {NULL, 0, 0};
 	struct digit_runs dr = {NULL, 0, 0, false};
 	int rc;
 
-	if (r->anchor == ANCHOR_WORDS || r->anchor == ANCHOR_LITERALS) {
-		struct windows *wins = calloc(rs->nrules, sizeof(*wins));
+
+	if (r->anchor == ANCHOR_WORDS || r->anchor == ANCHOR_LITERALS ||
+	    r->nnear_words > 0) {
+		struct windows *wins = calloc(2 * rs->nrules, sizeof(*wins));
 		long idx = (long)(r - rs->rules);
 		if (wins == NULL || !anchor_pass(rs, s, n, wins, idx)) {
+			if (wins != NULL) {
+				free(wins[idx].v);
+				free(wins[rs->nrules + (size_t)idx].v);
+			}
 			free(wins);
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
 		w = wins[idx];
+		near = wins[rs->nrules + (size_t)idx];
 		free(wins);
 	}
-	rc = run_rule(rs, r, s, n, &w, &dr, out, err, errlen);
+	rc = run_rule(rs, r, s, n, &w, &near, &dr, out, err, errlen);
 	free(w.v);
+	free(near.v);
 	free(dr.v);
 	return rc;
 }
@@ -941,7 +999,8 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
            char *err, size_t errlen)
 {
 	struct windows w = {NULL, 0, 0};
-	struct windows *wins = calloc(rs->nrules ? rs->nrules : 1, sizeof(*wins));
+	struct windows *wins =
+	    calloc(rs->nrules ? 2 * rs->nrules : 1, sizeof(*wins));
 	struct digit_runs dr = {NULL, 0, 0, false};
 	unsigned char *taken = NULL;
 	size_t kept = 0;
@@ -956,10 +1015,10 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 		const struct rule *r = &rs->rules[i];
 		bool indexed = r->anchor == ANCHOR_WORDS ||
 		               r->anchor == ANCHOR_LITERALS;
-		rc = run_rule(rs, r, s, n, indexed ? &wins[i] : &w, &dr, out, err,
-		              errlen);
+		rc = run_rule(rs, r, s, n, indexed ? &wins[i] : &w,
+		              &wins[rs->nrules + i], &dr, out, err, errlen);
 	}
-	for (size_t i = 0; wins != NULL && i < rs->nrules; i++)
+	for (size_t i = 0; wins != NULL && i < 2 * rs->nrules; i++)
 		free(wins[i].v);
 	free(wins);
 	free(w.v);

@@ -228,6 +228,39 @@ test_digits_and_tokens(void)
 	rules_unref(rs);
 }
 
+/* near = words: a window counts only with one of the words in it. */
+static void
+test_near(void)
+{
+	struct ruleset *rs =
+	    load("[rule t.n]\ntype = N\npattern = \\d+\n"
+	         "anchor = digits 1\nwindow = 4 20\ninside = yes\n"
+	         "near = words street|*straße\n"
+	         "match = [[12]] Main Street\nnomatch = 12 apples\n");
+
+	CHECK(rs != NULL, "near loads");
+	if (rs == NULL)
+		return;
+	CHECK(strcmp(spans0(rs, "12 apples"), "") == 0, "no near word: no window");
+	CHECK(strcmp(spans0(rs, "12 Main Street"), "0-2;") == 0,
+	      "a near word in the window");
+	CHECK(strcmp(spans0(rs, "12 and then, much later, a street"), "") == 0,
+	      "a near word past the window");
+	CHECK(strcmp(spans0(rs, "Hauptstraße 5, and a long way further on, 7 streets"),
+	             "13-14;") == 0,
+	      "a near word inside a word (*straße), and not a whole word");
+	CHECK(strcmp(spans0(rs, "7 Street, and much later on, a lone number: 8"),
+	             "0-1;") == 0,
+	      "windows filtered one by one");
+	rules_unref(rs);
+	rs = load("[rule t.n]\ntype = N\npattern = x\nnear = literals x\n"
+	          "match = [[x]]\n");
+	CHECK(rs == NULL, "near takes words only");
+	rs = load("[rule t.n]\ntype = N\npattern = x\nnear = words x\n"
+	          "match = [[x]]\n");
+	CHECK(rs == NULL, "near words of one byte are refused");
+}
+
 int
 main(void)
 {
@@ -238,6 +271,7 @@ main(void)
 	test_literals();
 	test_block_edges();
 	test_digits_and_tokens();
+	test_near();
 	{
 		char path[128];
 		snprintf(path, sizeof(path), "%s/a.rules", dir);
