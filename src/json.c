@@ -8,7 +8,10 @@
 #include "json.h"
 
 #include <string.h>
-#ifdef __SSE2__
+/* SSE2 is in every x86-64; SCRIM_NO_SIMD builds the byte-at-a-time paths
+ * alone, which the unit tests also run (tests/unit/CMakeLists.txt). */
+#if defined(__SSE2__) && !defined(SCRIM_NO_SIMD)
+#define SCRIM_SIMD 1
 #include <emmintrin.h>
 #endif
 
@@ -130,7 +133,7 @@ scan_string(struct walker *w, bool decode)
 
 		/* Fast path: a run of plain ASCII, 16 bytes at a time with
 		 * SSE2 (most of a prompt is), then byte by byte. */
-#ifdef __SSE2__
+#ifdef SCRIM_SIMD
 		while (i + 16 <= w->n) {
 			__m128i x =
 			    _mm_loadu_si128((const __m128i *)(const void *)(w->in + i));

@@ -22,7 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#ifdef __SSE2__
+/* SSE2 is in every x86-64; SCRIM_NO_SIMD builds the byte-at-a-time paths
+ * alone, which the unit tests also run (tests/unit/CMakeLists.txt). */
+#if defined(__SSE2__) && !defined(SCRIM_NO_SIMD)
+#define SCRIM_SIMD 1
 #include <emmintrin.h>
 #endif
 
@@ -82,7 +85,7 @@ scrub_utf8_valid(const char *s, size_t n)
 	while (i < n) {
 		unsigned char c;
 		uint64_t w;
-#ifdef __SSE2__
+#ifdef SCRIM_SIMD
 		/* ASCII 32 bytes at a time (no byte has its top bit), and
 		 * straight to the next byte that has it: text in other
 		 * scripts mixes the two every few bytes. */
@@ -402,7 +405,7 @@ word_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
 	return true;
 }
 
-#ifdef __SSE2__
+#ifdef SCRIM_SIMD
 /* Which of the 16 bytes at p are ASCII letters or digits, as bits.
  * Signed compares: bytes from 0x80 up are negative, so in neither
  * range. */
@@ -437,7 +440,7 @@ words_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
 
 	if (rs->words.nrefs == 0 || n < 2)
 		return true;
-#ifdef __SSE2__
+#ifdef SCRIM_SIMD
 	for (; i + 64 < n; i += 64) {
 		uint64_t m = (uint64_t)alnum16(u + i) |
 		             (uint64_t)alnum16(u + i + 16) << 16 |
@@ -512,7 +515,7 @@ spots_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
 
 	if (wi->nrefs == 0)
 		return true;
-#ifdef __SSE2__
+#ifdef SCRIM_SIMD
 	if (wi->nrare <= sizeof(wi->rare)) {
 		__m128i set[sizeof(wi->rare)];
 		for (unsigned r = 0; r < wi->nrare; r++)
@@ -578,7 +581,7 @@ skip_to_digit(const char *s, size_t i, size_t n)
 {
 	const uint64_t ones = 0x0101010101010101ULL, highs = ones * 0x80;
 
-#ifdef __SSE2__
+#ifdef SCRIM_SIMD
 	while (i + 16 <= n) {
 		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
 		unsigned m = (unsigned)_mm_movemask_epi8(
@@ -662,7 +665,7 @@ token_windows(struct windows *w, const char *s, size_t n, const struct rule *r)
 
 	if (want == 0)
 		return true;
-#ifdef __SSE2__
+#ifdef SCRIM_SIMD
 	for (; i + 64 <= n; i += 64) {
 		uint64_t m = (uint64_t)alnum16(u + i) |
 		             (uint64_t)alnum16(u + i + 16) << 16 |
