@@ -665,7 +665,7 @@ static void
 hash4_mark(struct word_index *wi, const struct entry *e)
 {
 	static const char any[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-	unsigned char t[4];
+	unsigned char t[4] = {0};
 	size_t fixed = e->len < 4 ? e->len : 4;
 
 	for (size_t i = 0; i < fixed; i++)
