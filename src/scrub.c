@@ -206,9 +206,15 @@ win_normalise(struct windows *w)
 {
 	size_t o = 0;
 
+	bool sorted = true;
+
 	if (w->n < 2)
 		return;
-	qsort(w->v, w->n, sizeof(*w->v), win_cmp);
+	/* Mostly in order already (one pass found them all): no sort. */
+	for (size_t i = 1; i < w->n && sorted; i++)
+		sorted = w->v[i - 1].start <= w->v[i].start;
+	if (!sorted)
+		qsort(w->v, w->n, sizeof(*w->v), win_cmp);
 	for (size_t i = 1; i < w->n; i++) {
 		if (w->v[i].start <= w->v[o].end) {
 			if (w->v[i].end > w->v[o].end)
