@@ -796,10 +796,16 @@ build_word_index(struct ruleset *rs)
 			sp->nrare++;
 		}
 	rs->min_digits = 64;
-	for (size_t i = 0; i < rs->nrules; i++)
-		if (rs->rules[i].anchor == ANCHOR_DIGITS &&
-		    rs->rules[i].anchor_digits < rs->min_digits)
-			rs->min_digits = rs->rules[i].anchor_digits;
+	rs->big_digits = 65;
+	for (size_t i = 0; i < rs->nrules; i++) {
+		unsigned d = rs->rules[i].anchor_digits;
+		if (rs->rules[i].anchor != ANCHOR_DIGITS)
+			continue;
+		if (d < rs->min_digits)
+			rs->min_digits = d;
+		if (d >= 3 && d < rs->big_digits)
+			rs->big_digits = d;
+	}
 }
 
 static int

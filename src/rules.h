@@ -145,6 +145,7 @@ struct ruleset {
 	struct word_index words;     /* at word starts */
 	struct word_index spots;     /* anywhere */
 	unsigned min_digits;         /* the shortest digit run any rule wants */
+	unsigned big_digits;         /* the shortest of 3 digits or more */
 	char *dir;
 	struct rule *rules;
 	size_t nrules;

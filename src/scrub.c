@@ -572,6 +572,11 @@ struct digit_run {
 struct digit_runs {
 	struct digit_run *v;
 	size_t n, cap;
+	/* The runs of at least rs->big_digits digits again: most digit
+	 * rules want long runs (phones, cards), and text full of short
+	 * numbers would have each of them walk every run. */
+	struct digit_run *big;
+	size_t nbig, capbig;
 	bool done;
 };
 
@@ -612,8 +617,24 @@ skip_to_digit(const char *s, size_t i, size_t n)
 }
 
 static bool
+run_push(struct digit_run **v, size_t *n, size_t *cap,
+         const struct digit_run *d)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 64;
+		struct digit_run *nv = realloc(*v, c * sizeof(*nv));
+		if (nv == NULL)
+			return false;
+		*v = nv;
+		*cap = c;
+	}
+	(*v)[(*n)++] = *d;
+	return true;
+}
+
+static bool
 find_digit_runs(struct digit_runs *dr, const char *s, size_t n,
-                unsigned min_digits)
+                unsigned min_digits, unsigned big_digits)
 {
 	size_t i = 0;
 
@@ -640,18 +661,13 @@ find_digit_runs(struct digit_runs *dr, const char *s, size_t n,
 		}
 		if (digits < min_digits)
 			continue; /* no digit rule wants so short a run */
-		if (dr->n == dr->cap) {
-			size_t cap = dr->cap ? dr->cap * 2 : 64;
-			struct digit_run *v = realloc(dr->v, cap * sizeof(*v));
-			if (v == NULL)
+		{
+			struct digit_run d = {start, last + 1, digits};
+			if (!run_push(&dr->v, &dr->n, &dr->cap, &d) ||
+			    (digits >= big_digits &&
+			     !run_push(&dr->big, &dr->nbig, &dr->capbig, &d)))
 				return false;
-			dr->v = v;
-			dr->cap = cap;
 		}
-		dr->v[dr->n].start = start;
-		dr->v[dr->n].end = last + 1;
-		dr->v[dr->n].digits = digits;
-		dr->n++;
 	}
 	return true;
 }
@@ -733,19 +749,43 @@ token_windows(struct windows *w, const char *s, size_t n, const struct rule *r)
 
 static bool
 windows_for(const struct ruleset *rs, struct windows *w, const char *s,
-            size_t n, const struct rule *r, struct digit_runs *dr)
+            size_t n, const struct rule *r, struct digit_runs *dr,
+            const struct windows *near)
 {
 	if (r->anchor == ANCHOR_WORDS)
 		return true; /* filled by anchor_pass */
 	if (r->anchor != ANCHOR_LITERALS)
 		w->n = 0; /* literals keep what anchor_pass found */
 	if (r->anchor == ANCHOR_DIGITS) {
-		if (!dr->done && !find_digit_runs(dr, s, n, rs->min_digits))
+		size_t j = 0, nr;
+		const struct digit_run *runs;
+		if (!dr->done &&
+		    !find_digit_runs(dr, s, n, rs->min_digits, rs->big_digits))
 			return false;
-		for (size_t k = 0; k < dr->n; k++)
-			if (dr->v[k].digits >= r->anchor_digits &&
-			    !win_add(w, s, n, dr->v[k].start, dr->v[k].end, r))
+		runs = r->anchor_digits >= rs->big_digits ? dr->big : dr->v;
+		nr = r->anchor_digits >= rs->big_digits ? dr->nbig : dr->n;
+		for (size_t k = 0; k < nr; k++) {
+			const struct digit_run *d = &runs[k];
+			if (d->digits < r->anchor_digits)
+				continue;
+			/* With near words, a run no near word reaches makes no
+			 * window at all (near_filter would drop it anyway; on
+			 * text full of numbers, most of them). */
+			if (r->nnear_words > 0) {
+				size_t ws = d->start > r->win_before
+				                ? d->start - r->win_before
+				                : 0;
+				size_t we = d->end + r->win_after;
+				while (j < near->n && near->v[j].end <= ws)
+					j++;
+				if (j == near->n)
+					break;
+				if (near->v[j].start >= we)
+					continue;
+			}
+			if (!win_add(w, s, n, d->start, d->end, r))
 				return false;
+		}
 		return true;
 	}
 	switch (r->anchor) {
@@ -857,7 +897,7 @@ run_rule(struct ruleset *rs, const struct rule *r, const char *s, size_t n,
          struct windows *w, const struct windows *near, struct digit_runs *dr,
          struct scrub_hits *out, char *err, size_t errlen)
 {
-	if (!windows_for(rs, w, s, n, r, dr)) {
+	if (!windows_for(rs, w, s, n, r, dr, near)) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -940,7 +980,7 @@ scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
 {
 	struct windows w = {NULL, 0, 0};
 	struct windows near = {NULL, 0, 0};
-	struct digit_runs dr = {NULL, 0, 0, false};
+	struct digit_runs dr = {NULL, 0, 0, NULL, 0, 0, false};
 	int rc;
 
 
@@ -965,6 +1005,7 @@ scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
 	free(w.v);
 	free(near.v);
 	free(dr.v);
+	free(dr.big);
 	return rc;
 }
 
@@ -1010,7 +1051,7 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 	struct windows w = {NULL, 0, 0};
 	struct windows *wins =
 	    calloc(rs->nrules ? 2 * rs->nrules : 1, sizeof(*wins));
-	struct digit_runs dr = {NULL, 0, 0, false};
+	struct digit_runs dr = {NULL, 0, 0, NULL, 0, 0, false};
 	unsigned char *taken = NULL;
 	size_t kept = 0;
 	int rc = 0;
@@ -1032,6 +1073,7 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 	free(wins);
 	free(w.v);
 	free(dr.v);
+	free(dr.big);
 	if (rc != 0 || out->n < 2)
 		return rc;
 
