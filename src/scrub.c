@@ -1079,15 +1079,19 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 
 	/* Two rules that see the same entity type in overlapping spans
 	 * ("+1 415 555 2671" and "415 555 2671") saw one entity: keep the
-	 * union, so no part of it is left behind. */
+	 * union, so no part of it is left behind, under the rule that would
+	 * have won the overlap (allow first, then the score). Even when
+	 * their actions differ: kept apart, the loser of the overlap was
+	 * dropped whole and the bytes only it covered stayed in the clear. */
 	qsort(out->v, out->n, sizeof(*out->v), hit_type_position);
 	for (size_t i = 1; i < out->n; i++) {
 		struct scrub_hit *a = &out->v[kept], *b = &out->v[i];
-		if (strcmp(a->rule->type, b->rule->type) == 0 &&
-		    b->start < a->end && a->rule->action == b->rule->action) {
+		if (strcmp(a->rule->type, b->rule->type) == 0 && b->start < a->end) {
+			bool aa = a->rule->action == ACT_ALLOW;
+			bool ba = b->rule->action == ACT_ALLOW;
 			if (b->end > a->end)
 				a->end = b->end;
-			if (b->score > a->score) {
+			if (aa != ba ? ba : b->score > a->score) {
 				a->score = b->score;
 				a->rule = b->rule;
 			}

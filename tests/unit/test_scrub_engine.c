@@ -129,18 +129,25 @@ test_union(void)
 	    "match = [[12zz]]\n"
 	    "[rule u.b2]\ntype = Y\npattern = \\byy\\d+\nscore = 0.7\n"
 	    "match = [[yy12]]\n"
-	    /* Same type, other action: no union; allow wins. */
+	    /* Same type, other action: still one entity, under allow. */
 	    "[rule u.e]\ntype = W\npattern = \\bmn\\d+\naction = redact\n"
 	    "match = [[mn12]]\n"
 	    "[rule u.f]\ntype = W\npattern = \\d+op\\b\naction = allow\n"
-	    "score = 0.6\nmatch = [[12op]]\n");
+	    "score = 0.6\nmatch = [[12op]]\n"
+	    /* Same type, two actions that change the text: one entity,
+	     * under the better score; no byte of it left behind. */
+	    "[rule u.g]\ntype = Z\npattern = \\bqr\\d+\naction = redact\n"
+	    "score = 0.9\nmatch = [[qr12]]\n"
+	    "[rule u.h]\ntype = Z\npattern = \\d+st\\b\naction = tokenize\n"
+	    "score = 0.7\nmatch = [[12st]]\n");
 
 	CHECK(rs != NULL, "union rules load");
 	if (rs == NULL)
 		return;
 	EXPECT(rs, "x ab12cd y", "2-8:u.b;");
 	EXPECT(rs, "x ef12gh y", "2-8:u.c;");
-	EXPECT(rs, "x mn12op y", "4-8:u.f;");
+	EXPECT(rs, "x mn12op y", "2-8:u.f;");
+	EXPECT(rs, "x qr12st y", "2-8:u.g;");
 	EXPECT(rs, "x yy12zz y", "2-8:u.a2;");
 	/* Apart, they stay apart. */
 	EXPECT(rs, "ab1 and 2cd", "0-3:u.a;8-11:u.b;");
