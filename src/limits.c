@@ -83,7 +83,25 @@ static const char check_lua[] =
     "local maxpar = tonumber(r[8] or '0') or 0\n"
     "local tok = tonumber(ARGV[3])\n"
     "local usd = tonumber(ARGV[4])\n"
-    "local used_tpm = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+    /* One read for the counters of the limits that are set, none when
+     * none is: an unset limit's counter is written below (for `keys
+     * usage`) but never needs reading. */
+    "local ck, cv = {}, {}\n"
+    "if tpm > 0 then ck[#ck + 1] = KEYS[3] end\n"
+    "if tpd > 0 then ck[#ck + 1] = KEYS[4] end\n"
+    "if budget > 0 then ck[#ck + 1] = KEYS[5] end\n"
+    "if maxpar > 0 then ck[#ck + 1] = KEYS[6] end\n"
+    "if #ck > 0 then cv = redis.call('MGET', unpack(ck)) end\n"
+    "local i = 0\n"
+    "local function used(set)\n"
+    "  if not set then return 0 end\n"
+    "  i = i + 1\n"
+    "  return tonumber(cv[i] or '0') or 0\n"
+    "end\n"
+    "local used_tpm = used(tpm > 0)\n"
+    "local used_tpd = used(tpd > 0)\n"
+    "local used_usd = used(budget > 0)\n"
+    "local used_par = used(maxpar > 0)\n"
     "local used_rpm, rpm_reset = 0, 0\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)\n"
     "for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], "
@@ -102,20 +120,17 @@ static const char check_lua[] =
     "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
     "tonumber(ARGV[5])}\n"
     "end\n"
-    "if tpd > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') + tok > tpd "
-    "then\n"
+    "if tpd > 0 and used_tpd + tok > tpd then\n"
     "  return {'over', r[1], r[9] or '', 'tokens_per_day', "
     "tonumber(ARGV[6]), rpm, rpm - used_rpm, rpm_reset, tpm, "
     "math.max(tpm - used_tpm, 0), tonumber(ARGV[5])}\n"
     "end\n"
-    "if budget > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') + usd > "
-    "budget then\n"
+    "if budget > 0 and used_usd + usd > budget then\n"
     "  return {'over', r[1], r[9] or '', 'budget', tonumber(ARGV[7]), rpm, "
     "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
     "tonumber(ARGV[5])}\n"
     "end\n"
-    "if maxpar > 0 and tonumber(redis.call('GET', KEYS[6]) or '0') >= maxpar "
-    "then\n"
+    "if maxpar > 0 and used_par >= maxpar then\n"
     "  return {'over', r[1], r[9] or '', 'parallel', 1000, rpm, "
     "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
     "tonumber(ARGV[5])}\n"
@@ -123,16 +138,27 @@ static const char check_lua[] =
     "redis.call('ZADD', KEYS[2], now, ARGV[2])\n"
     "redis.call('PEXPIRE', KEYS[2], 61000)\n"
     "if rpm > 0 and rpm_reset == 0 then rpm_reset = 60000 end\n"
-    "redis.call('INCRBY', KEYS[3], tok)\n"
-    "redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) + 60000)\n"
-    "redis.call('INCRBY', KEYS[4], tok)\n"
-    "redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[6]) + 86400000)\n"
-    "redis.call('INCRBY', KEYS[5], usd)\n"
-    "redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[7]) + 86400000)\n"
-    "redis.call('INCR', KEYS[6])\n"
-    "redis.call('PEXPIRE', KEYS[6], 3600000)\n"
+    /* A window counter's expiry is set when the counter is made (INCRBY
+     * answers the increment itself): it names the end of its window,
+     * which later requests would only set again. */
+    "local fresh = redis.call('INCRBY', KEYS[3], tok) == tok\n"
+    "if fresh then redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) + 60000) "
+    "end\n"
+    "if redis.call('INCRBY', KEYS[4], tok) == tok then "
+    "redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[6]) + 86400000) end\n"
+    "if redis.call('INCRBY', KEYS[5], usd) == usd then "
+    "redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[7]) + 86400000) end\n"
+    /* The in-flight count and the reservations (which move together:
+     * the first in flight makes the hash) get their hour when they are
+     * made, and again with each new minute's counter: while the key is
+     * used they never expire, and a key left idle takes any leftovers
+     * (a crashed instance's) with it an hour later. */
+    "local p = redis.call('INCR', KEYS[6])\n"
     "redis.call('HSET', KEYS[7], ARGV[2], tok .. ':' .. usd)\n"
-    "redis.call('PEXPIRE', KEYS[7], 3600000)\n"
+    "if fresh or p == 1 then\n"
+    "  redis.call('PEXPIRE', KEYS[6], 3660000)\n"
+    "  redis.call('PEXPIRE', KEYS[7], 3660000)\n"
+    "end\n"
     "return {'ok', r[1], r[9] or '', '', 0, rpm, rpm - used_rpm - 1, "
     "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5]), "
     "r[10] or '', r[11] or '', r[12] or ''}\n";
@@ -142,7 +168,10 @@ static const char check_lua[] =
  * does not count against requests per minute either). Nothing happens
  * unless the reservation is still on record: settling twice changes
  * nothing. A refund that finds no record leaves a tombstone for an hour,
- * so the check, should it run after all, reserves nothing. */
+ * so the check, should it run after all, reserves nothing. A counter
+ * that has expired is not made again (it would have no expiry): one
+ * EXISTS over the four tells, in the usual case, that all of them are
+ * there. */
 static const char settle_lua[] =
     "local r = redis.call('HGET', KEYS[5], ARGV[1])\n"
     "if not r then\n"
@@ -157,8 +186,10 @@ static const char settle_lua[] =
     "  d, u = -tonumber(rt), -tonumber(ru)\n"
     "  redis.call('ZREM', KEYS[6], ARGV[1])\n"
     "end\n"
+    "local all = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) "
+    "== 4\n"
     "local function add(k, v)\n"
-    "  if v ~= 0 and redis.call('EXISTS', k) == 1 then\n"
+    "  if v ~= 0 and (all or redis.call('EXISTS', k) == 1) then\n"
     "    if redis.call('INCRBY', k, v) < 0 then "
     "redis.call('SET', k, 0, 'KEEPTTL') end\n"
     "  end\n"
@@ -166,7 +197,7 @@ static const char settle_lua[] =
     "add(KEYS[1], d)\n"
     "add(KEYS[2], d)\n"
     "add(KEYS[3], u)\n"
-    "if redis.call('EXISTS', KEYS[4]) == 1 and "
+    "if (all or redis.call('EXISTS', KEYS[4]) == 1) and "
     "redis.call('DECR', KEYS[4]) < 0 then redis.call('SET', KEYS[4], 0, "
     "'KEEPTTL') end\n"
     "return 1\n";
