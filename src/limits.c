@@ -215,6 +215,10 @@ struct limits {
 	} refunds[LIMITS_MAX_REFUNDS];
 	size_t nrefunds;
 	struct event *refund_timer;
+	/* Settles to send once the loop has written the answers. */
+	struct settle_arg *settles, **settles_tail;
+	struct event *settles_ev;
+	bool settles_pending;
 	char check_sha[41], settle_sha[41];
 	/* Fail-open: per-instance counters for keys seen recently. */
 	struct local_key *local;
@@ -250,8 +254,10 @@ struct limits_pending {
 	long reset_minute_ms;
 };
 
+struct settle_arg;
 static void queue_refund(struct limits *l, const struct limits_ticket *t,
                          bool served);
+static void settles_cb(evutil_socket_t fd, short what, void *arg);
 static void refund_cb(evutil_socket_t fd, short what, void *arg);
 
 static uint64_t
@@ -289,6 +295,10 @@ limits_new(struct event_base *base, const struct scrim_config *cfg)
 		return NULL;
 	}
 	l->refund_timer = evtimer_new(base, refund_cb, l);
+	l->settles_tail = &l->settles;
+	l->settles_ev = event_new(base, -1, 0, settles_cb, l);
+	if (l->refund_timer == NULL || l->settles_ev == NULL)
+		abort(); /* fixed bookkeeping: out of memory */
 	sha1_hex(check_lua, l->check_sha);
 	sha1_hex(settle_lua, l->settle_sha);
 	return l;
@@ -299,9 +309,14 @@ limits_free(struct limits *l)
 {
 	if (l == NULL)
 		return;
+	/* Settles still waiting go into the connection's buffer, as they
+	 * would have a moment later. */
+	if (l->settles != NULL)
+		settles_cb(-1, 0, l);
 	redis_free(l->redis);
 	if (l->refund_timer != NULL)
 		event_free(l->refund_timer);
+	event_free(l->settles_ev);
 	free(l->local);
 	free(l);
 }
@@ -666,17 +681,33 @@ limits_cancel(struct limits_pending *p)
 	pending_free(p);
 }
 
+/* One settle, from limits_settle or a refund, kept until Redis
+ * answers it: an answer of NOSCRIPT sends it again as EVAL. */
 struct settle_arg {
 	struct limits *l;
 	struct limits_ticket t;
+	long dt, du;
 	bool refund;
+	bool retried;          /* EVAL after NOSCRIPT */
+	struct settle_arg *next; /* in l->settles, waiting to be sent */
 };
+
+static bool send_settle_cmd(struct settle_arg *sa, bool eval);
 
 static void
 settle_reply(void *arg, redisReply *rep)
 {
 	struct settle_arg *sa = arg;
 
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+	    strncmp(rep->str, "NOSCRIPT", 8) == 0 && !sa->retried) {
+		/* Redis restarted or flushed its scripts: once as EVAL, which
+		 * loads it again for the EVALSHAs after. */
+		sa->retried = true;
+		if (send_settle_cmd(sa, true))
+			return;
+		rep = NULL;
+	}
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
 		log_warn("limits: settle failed: %.120s", rep->str);
 	/* Lost with the connection: it may or may not have run, and the
@@ -686,25 +717,26 @@ settle_reply(void *arg, redisReply *rep)
 	free(sa);
 }
 
-/* Send one settle; false when Redis is not there to take it. */
+/* Hand one settle to Redis; false when Redis is not there to take it
+ * (sa stays the caller's). */
 static bool
-send_settle(struct limits *l, const struct limits_ticket *t, long dt,
-            long du, bool refund)
+send_settle_cmd(struct settle_arg *sa, bool eval)
 {
+	const struct limits_ticket *t = &sa->t;
 	char d[32], u[32], par[128], resv[128], rpm[128], gone[160];
 	const char *argv[14];
 	size_t len[14];
 
-	snprintf(d, sizeof(d), "%ld", dt);
-	snprintf(u, sizeof(u), "%ld", du);
+	snprintf(d, sizeof(d), "%ld", sa->dt);
+	snprintf(u, sizeof(u), "%ld", sa->du);
 	snprintf(par, sizeof(par), "scrim:{%s}:par", t->hash);
 	snprintf(resv, sizeof(resv), "scrim:{%s}:resv", t->hash);
 	snprintf(rpm, sizeof(rpm), "scrim:{%s}:rpm", t->hash);
 	snprintf(gone, sizeof(gone), "scrim:{%s}:gone:%s", t->hash, t->member);
-	/* EVAL, not EVALSHA: settling is off the hot path, and this way it
-	 * needs no NOSCRIPT retry. */
-	argv[0] = "EVAL";
-	argv[1] = settle_lua;
+	/* EVALSHA: the script's 800 bytes are neither sent nor hashed again by
+	 * Redis on every request. */
+	argv[0] = eval ? "EVAL" : "EVALSHA";
+	argv[1] = eval ? settle_lua : sa->l->settle_sha;
 	argv[2] = "7";
 	argv[3] = t->tpm_key;
 	argv[4] = t->tpd_key;
@@ -716,14 +748,25 @@ send_settle(struct limits *l, const struct limits_ticket *t, long dt,
 	argv[10] = t->member;
 	argv[11] = d;
 	argv[12] = u;
-	argv[13] = refund ? "1" : "0";
+	argv[13] = sa->refund ? "1" : "0";
 	for (int i = 0; i < 14; i++)
 		len[i] = strlen(argv[i]);
+	return redis_call(sa->l->redis, settle_reply, sa, 14, argv, len) != NULL;
+}
+
+/* Send one settle; false when Redis is not there to take it. */
+static bool
+send_settle(struct limits *l, const struct limits_ticket *t, long dt,
+            long du, bool refund)
+{
 	struct settle_arg *sa = xcalloc(1, sizeof(*sa));
+
 	sa->l = l;
 	sa->t = *t;
+	sa->dt = dt;
+	sa->du = du;
 	sa->refund = refund;
-	if (redis_call(l->redis, settle_reply, sa, 14, argv, len) == NULL) {
+	if (!send_settle_cmd(sa, false)) {
 		free(sa);
 		return false;
 	}
@@ -777,23 +820,56 @@ refund_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Settles waiting for the loop: limits_settle runs as an answer ends,
+ * before conn.c writes that answer (in the same loop turn, from an
+ * event made active earlier); sent from here, after it, the settle
+ * costs the client's answer nothing. */
+static void
+settles_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct limits *l = arg;
+	struct settle_arg *sa = l->settles;
+
+	(void)fd;
+	(void)what;
+	l->settles_pending = false;
+	l->settles = NULL;
+	l->settles_tail = &l->settles;
+	while (sa != NULL) {
+		struct settle_arg *next = sa->next;
+		sa->next = NULL;
+		if (!send_settle_cmd(sa, false)) {
+			log_warn("limits: settle deferred (redis unavailable)");
+			/* Without the real usage, keep the reservation (it was
+			 * the worst case) and release the slot in flight later. */
+			queue_refund(l, &sa->t, true);
+			free(sa);
+		}
+		sa = next;
+	}
+}
+
 void
 limits_settle(struct limits *l, struct limits_ticket *t, long tokens,
               long micros, bool refund)
 {
-	long dt = 0, du = 0;
+	struct settle_arg *sa;
 
 	if (l == NULL || t == NULL || !t->active)
 		return;
 	t->active = false;
+	sa = xcalloc(1, sizeof(*sa));
+	sa->l = l;
+	sa->t = *t;
+	sa->refund = refund;
 	if (!refund && tokens >= 0) {
-		dt = tokens - t->reserved_tokens;
-		du = micros - t->reserved_micros;
+		sa->dt = tokens - t->reserved_tokens;
+		sa->du = micros - t->reserved_micros;
 	}
-	if (!send_settle(l, t, dt, du, refund)) {
-		log_warn("limits: settle deferred (redis unavailable)");
-		/* Without the real usage, keep the reservation (it was the
-		 * worst case) and release the slot in flight later. */
-		queue_refund(l, t, true);
+	*l->settles_tail = sa;
+	l->settles_tail = &sa->next;
+	if (!l->settles_pending) {
+		l->settles_pending = true;
+		event_active(l->settles_ev, EV_TIMEOUT, 1);
 	}
 }
