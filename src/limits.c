@@ -41,7 +41,6 @@
 #include <event2/event.h>
 
 #include <fnmatch.h>
-#include <stdarg.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -220,6 +219,10 @@ struct limits {
 	struct event *settles_ev;
 	bool settles_pending;
 	char check_sha[41], settle_sha[41];
+	/* The names of this minute's, day's and month's windows. */
+	uint64_t win_minute;
+	char win_minute_name[24], win_day[16], win_month[8];
+	time_t win_next_month;
 	/* Fail-open: per-instance counters for keys seen recently. */
 	struct local_key *local;
 	size_t nlocal, cap;
@@ -247,8 +250,11 @@ struct limits_pending {
 	void *arg;
 	struct limits_ticket *ticket;
 	bool retried;          /* EVAL after NOSCRIPT */
-	/* The command, kept for the retry. */
-	char *argv_buf[24];
+	/* The command, kept for the retry: its arguments one after the
+	 * other in args, each NUL-terminated. */
+	char args[1024];
+	size_t args_used;
+	const char *argv[24];
 	size_t argv_len[24];
 	int argc;
 	long reset_minute_ms;
@@ -266,6 +272,27 @@ now_ms(void)
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
 	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+/* out = "scrim:{" hash "}:" what [tail]: a key of one key's slot. The
+ * names are fixed and short, so running out of room is a programming
+ * error. Returns the length. */
+static size_t
+key_name(char *out, size_t cap, const char *hash, const char *what,
+         const char *tail)
+{
+	const char *parts[5] = {"scrim:{", hash, "}:", what, tail};
+	size_t n = 0;
+
+	for (size_t i = 0; i < 5 && parts[i] != NULL; i++) {
+		size_t len = strlen(parts[i]);
+		if (n + len >= cap)
+			abort();
+		memcpy(out + n, parts[i], len);
+		n += len;
+	}
+	out[n] = '\0';
+	return n;
 }
 
 static void
@@ -354,15 +381,49 @@ limits_price(const struct scrim_config *cfg, const char *model, long in,
 	return 0;
 }
 
+static char *
+put_long(char *o, long v)
+{
+	char tmp[24], *e = tmp + sizeof(tmp);
+	unsigned long u = v < 0 ? 0 - (unsigned long)v : (unsigned long)v;
+
+	do
+		*--e = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--e = '-';
+	memcpy(o, e, (size_t)(tmp + sizeof(tmp) - e));
+	return o + (tmp + sizeof(tmp) - e);
+}
+
+size_t
+limits_format_long(long v, char out[24])
+{
+	char *e = put_long(out, v);
+
+	*e = '\0';
+	return (size_t)(e - out);
+}
+
 void
 limits_format_reset(long ms, char *out, size_t cap)
 {
-	if (ms < 1000)
-		snprintf(out, cap, "%ldms", ms < 0 ? 0 : ms);
-	else if (ms < 60000)
-		snprintf(out, cap, "%lds", (ms + 999) / 1000);
-	else
-		snprintf(out, cap, "%ldm%lds", ms / 60000, ((ms % 60000) + 999) / 1000);
+	char tmp[64], *o = tmp;
+
+	/* By hand, not snprintf: it goes out with every virtual-key answer. */
+	if (ms < 1000) {
+		o = put_long(o, ms < 0 ? 0 : ms);
+		*o++ = 'm';
+	} else if (ms < 60000) {
+		o = put_long(o, (ms + 999) / 1000);
+	} else {
+		o = put_long(o, ms / 60000);
+		*o++ = 'm';
+		o = put_long(o, ((ms % 60000) + 999) / 1000);
+	}
+	*o++ = 's';
+	*o = '\0';
+	snprintf(out, cap, "%s", tmp);
 }
 
 static struct local_key *
@@ -387,8 +448,6 @@ local_find(struct limits *l, const char *hash, bool create)
 static void
 pending_free(struct limits_pending *p)
 {
-	for (int i = 0; i < p->argc; i++)
-		free(p->argv_buf[i]);
 	free(p);
 }
 
@@ -407,10 +466,13 @@ reply_int(const redisReply *r, size_t i)
 static void
 reply_str(const redisReply *r, size_t i, char *out, size_t cap)
 {
-	out[0] = '\0';
-	if (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING)
-		snprintf(out, cap, "%.*s", (int)r->element[i]->len,
-		         r->element[i]->str);
+	size_t n = 0;
+
+	if (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING) {
+		n = r->element[i]->len < cap - 1 ? r->element[i]->len : cap - 1;
+		memcpy(out, r->element[i]->str, n);
+	}
+	out[n] = '\0';
 }
 
 /* Redis could not answer: fail closed, or open on local counters. */
@@ -560,33 +622,54 @@ check_reply(void *arg, redisReply *rep)
 static void
 send_check(struct limits_pending *p, bool eval)
 {
-	const char *argv[24];
-
-	for (int i = 0; i < p->argc; i++)
-		argv[i] = p->argv_buf[i];
-	argv[0] = eval ? "EVAL" : "EVALSHA";
-	p->argv_len[0] = strlen(argv[0]);
-	argv[1] = eval ? check_lua : p->l->check_sha;
-	p->argv_len[1] = strlen(argv[1]);
-	p->call = redis_call(p->l->redis, check_reply, p, p->argc, argv,
+	p->argv[0] = eval ? "EVAL" : "EVALSHA";
+	p->argv_len[0] = strlen(p->argv[0]);
+	p->argv[1] = eval ? check_lua : p->l->check_sha;
+	p->argv_len[1] = strlen(p->argv[1]);
+	p->call = redis_call(p->l->redis, check_reply, p, p->argc, p->argv,
 	                     p->argv_len);
 }
 
+/* Append one argument made of up to four strings (the rest NULL). The
+ * command is fixed, so running out of room is a programming error. */
 static void
-pend_arg(struct limits_pending *p, const char *fmt, ...)
+pend_arg(struct limits_pending *p, const char *a, const char *b,
+         const char *c, const char *d)
 {
-	char tmp[256];
-	va_list ap;
-	int n;
+	const char *parts[4] = {a, b, c, d};
+	char *start = p->args + p->args_used;
+	size_t n = 0;
 
-	if (p->argc == (int)SCRIM_ARRAY_LEN(p->argv_buf))
-		abort(); /* a programming error: the command is fixed */
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	p->argv_buf[p->argc] = xstrdup(tmp);
-	p->argv_len[p->argc] = (size_t)(n < 0 ? 0 : n);
+	if (p->argc == (int)SCRIM_ARRAY_LEN(p->argv))
+		abort();
+	for (size_t i = 0; i < 4 && parts[i] != NULL; i++) {
+		size_t len = strlen(parts[i]);
+		if (p->args_used + n + len + 1 > sizeof(p->args))
+			abort();
+		memcpy(start + n, parts[i], len);
+		n += len;
+	}
+	start[n] = '\0';
+	p->argv[p->argc] = start;
+	p->argv_len[p->argc] = n;
 	p->argc++;
+	p->args_used += n + 1;
+}
+
+static void
+pend_num(struct limits_pending *p, long long v)
+{
+	char tmp[24], *e = tmp + sizeof(tmp) - 1;
+	unsigned long long u = v < 0 ? 0 - (unsigned long long)v
+	                             : (unsigned long long)v;
+
+	*e = '\0';
+	do
+		*--e = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--e = '-';
+	pend_arg(p, e, NULL, NULL, NULL);
 }
 
 struct limits_pending *
@@ -598,35 +681,35 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	struct limits_pending *p = xcalloc(1, sizeof(*p));
 	uint64_t now = now_ms();
 	time_t secs = (time_t)(now / 1000);
-	struct tm tm;
 	long minute_reset = (long)(60000 - now % 60000);
 	long day_reset = (long)(86400000 - now % 86400000);
 	long month_reset;
-	char minute[32], day[16], month[8];
 
 	current_cfg = cfg;
-	gmtime_r(&secs, &tm);
-	(void)strftime(day, sizeof(day), "%Y%m%d", &tm);
-	(void)strftime(month, sizeof(month), "%Y%m", &tm);
-	snprintf(minute, sizeof(minute), "%llu",
-	         (unsigned long long)(now / 60000));
-	{
-		/* Milliseconds to the first of next month, UTC. */
-		struct tm next = tm;
+	if (now / 60000 != l->win_minute) {
+		/* The windows' names change at most once a minute. */
+		struct tm tm, next;
+		l->win_minute = now / 60000;
+		gmtime_r(&secs, &tm);
+		(void)strftime(l->win_day, sizeof(l->win_day), "%Y%m%d", &tm);
+		(void)strftime(l->win_month, sizeof(l->win_month), "%Y%m", &tm);
+		snprintf(l->win_minute_name, sizeof(l->win_minute_name), "%llu",
+		         (unsigned long long)l->win_minute);
+		/* The first of next month, UTC. */
+		next = tm;
 		next.tm_mday = 1;
 		next.tm_hour = next.tm_min = next.tm_sec = 0;
 		next.tm_mon += 1;
-		month_reset = (long)((timegm(&next) - secs) * 1000);
+		l->win_next_month = timegm(&next);
 	}
+	month_reset = (long)((l->win_next_month - secs) * 1000);
 	memset(t, 0, sizeof(*t));
 	auth_key_hex(key, keylen, t->hash);
 	snprintf(t->member, sizeof(t->member), "%s", request_id);
-	snprintf(t->tpm_key, sizeof(t->tpm_key), "scrim:{%s}:tpm:%s", t->hash,
-	         minute);
-	snprintf(t->tpd_key, sizeof(t->tpd_key), "scrim:{%s}:tpd:%s", t->hash,
-	         day);
-	snprintf(t->usd_key, sizeof(t->usd_key), "scrim:{%s}:usd:%s", t->hash,
-	         month);
+	key_name(t->tpm_key, sizeof(t->tpm_key), t->hash, "tpm:",
+	         l->win_minute_name);
+	key_name(t->tpd_key, sizeof(t->tpd_key), t->hash, "tpd:", l->win_day);
+	key_name(t->usd_key, sizeof(t->usd_key), t->hash, "usd:", l->win_month);
 	t->reserved_tokens = tokens;
 	t->reserved_micros = micros;
 
@@ -634,24 +717,24 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	p->cb = cb;
 	p->arg = arg;
 	p->ticket = t;
-	pend_arg(p, "EVALSHA");
-	pend_arg(p, "%s", l->check_sha);
-	pend_arg(p, "8");
-	pend_arg(p, "scrim:{%s}:key", t->hash);
-	pend_arg(p, "scrim:{%s}:rpm", t->hash);
-	pend_arg(p, "%s", t->tpm_key);
-	pend_arg(p, "%s", t->tpd_key);
-	pend_arg(p, "%s", t->usd_key);
-	pend_arg(p, "scrim:{%s}:par", t->hash);
-	pend_arg(p, "scrim:{%s}:resv", t->hash);
-	pend_arg(p, "scrim:{%s}:gone:%s", t->hash, t->member);
-	pend_arg(p, "%llu", (unsigned long long)now);
-	pend_arg(p, "%s", request_id);
-	pend_arg(p, "%ld", tokens);
-	pend_arg(p, "%ld", micros);
-	pend_arg(p, "%ld", minute_reset);
-	pend_arg(p, "%ld", day_reset);
-	pend_arg(p, "%ld", month_reset);
+	pend_arg(p, "EVALSHA", NULL, NULL, NULL);
+	pend_arg(p, l->check_sha, NULL, NULL, NULL);
+	pend_arg(p, "8", NULL, NULL, NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:key", NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:rpm", NULL);
+	pend_arg(p, t->tpm_key, NULL, NULL, NULL);
+	pend_arg(p, t->tpd_key, NULL, NULL, NULL);
+	pend_arg(p, t->usd_key, NULL, NULL, NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:par", NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:resv", NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:gone:", t->member);
+	pend_num(p, (long long)now);
+	pend_arg(p, t->member, NULL, NULL, NULL);
+	pend_num(p, tokens);
+	pend_num(p, micros);
+	pend_num(p, minute_reset);
+	pend_num(p, day_reset);
+	pend_num(p, month_reset);
 	/* Refunds waiting from an outage go first, on the same connection,
 	 * so this check already sees them applied. */
 	if (l->nrefunds > 0 && redis_connected(l->redis))
@@ -729,10 +812,10 @@ send_settle_cmd(struct settle_arg *sa, bool eval)
 
 	snprintf(d, sizeof(d), "%ld", sa->dt);
 	snprintf(u, sizeof(u), "%ld", sa->du);
-	snprintf(par, sizeof(par), "scrim:{%s}:par", t->hash);
-	snprintf(resv, sizeof(resv), "scrim:{%s}:resv", t->hash);
-	snprintf(rpm, sizeof(rpm), "scrim:{%s}:rpm", t->hash);
-	snprintf(gone, sizeof(gone), "scrim:{%s}:gone:%s", t->hash, t->member);
+	len[6] = key_name(par, sizeof(par), t->hash, "par", NULL);
+	len[7] = key_name(resv, sizeof(resv), t->hash, "resv", NULL);
+	len[8] = key_name(rpm, sizeof(rpm), t->hash, "rpm", NULL);
+	len[9] = key_name(gone, sizeof(gone), t->hash, "gone:", t->member);
 	/* EVALSHA: the script's 800 bytes are neither sent nor hashed again by
 	 * Redis on every request. */
 	argv[0] = eval ? "EVAL" : "EVALSHA";
@@ -750,7 +833,8 @@ send_settle_cmd(struct settle_arg *sa, bool eval)
 	argv[12] = u;
 	argv[13] = sa->refund ? "1" : "0";
 	for (int i = 0; i < 14; i++)
-		len[i] = strlen(argv[i]);
+		if (i < 6 || i > 9)
+			len[i] = strlen(argv[i]);
 	return redis_call(sa->l->redis, settle_reply, sa, 14, argv, len) != NULL;
 }
 
