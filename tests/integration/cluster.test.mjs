@@ -84,7 +84,7 @@ function parseMonitorLine(line) {
 // slip past the layout check.
 const NO_KEYS = new Set(['PING', 'AUTH', 'HELLO', 'INFO', 'CLUSTER', 'COMMAND', 'CLIENT', 'SCAN', 'MONITOR', 'SCRIPT']);
 const FIRST_KEY = new Set(['GET', 'SET', 'SADD', 'SREM', 'SMEMBERS', 'SISMEMBER', 'HSET', 'HGET', 'HGETALL', 'HMGET',
-  'HDEL', 'HEXISTS', 'ZADD', 'ZREM', 'ZCARD', 'ZRANGE', 'ZCOUNT', 'ZREMRANGEBYSCORE', 'PEXPIRE', 'INCR', 'INCRBY',
+  'HDEL', 'HEXISTS', 'ZADD', 'ZREM', 'ZCARD', 'ZRANGE', 'ZRANGEBYSCORE', 'ZCOUNT', 'ZREMRANGEBYSCORE', 'PEXPIRE', 'INCR', 'INCRBY',
   'DECR', 'XADD', 'XRANGE', 'XLEN', 'TYPE', 'TTL', 'PTTL']);
 const ALL_KEYS = new Set(['EXISTS', 'DEL', 'UNLINK', 'MGET']);
 
