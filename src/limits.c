@@ -167,31 +167,22 @@ static const char check_lua[] =
 
 /* KEYS: tpm tpd usd par resv rpm gone; ARGV: member, token delta,
  * micro-USD delta, refund (1: give the reservation back, and the request
- * does not count against requests per minute either). Nothing happens
- * unless the reservation is still on record: settling twice changes
- * nothing. A refund that finds no record leaves a tombstone for an hour,
+ * does not count against requests per minute either; the deltas are then
+ * the reservation's, negated, the very numbers the check recorded under
+ * the member). Nothing happens unless the reservation is still on
+ * record (HDEL says so): settling twice changes nothing. A refund that finds no record leaves a tombstone for an hour,
  * so the check, should it run after all, reserves nothing. A counter
  * that has expired is not made again (it would have no expiry): one
  * EXISTS over the four tells, in the usual case, that all of them are
  * there. */
 static const char settle_lua[] =
-    "local r = redis.call('HGET', KEYS[5], ARGV[1])\n"
-    "if not r then\n"
+    "if redis.call('HDEL', KEYS[5], ARGV[1]) == 0 then\n"
     "  if ARGV[4] == '1' then redis.call('SET', KEYS[7], '1', 'PX', '3600000') "
     "end\n"
     "  return 0\n"
     "end\n"
-    "redis.call('HDEL', KEYS[5], ARGV[1])\n"
-    "local rt, ru = string.match(r, '(-?%d+):(-?%d+)')\n"
     "local d, u = ARGV[2], ARGV[3]\n"
-    "if ARGV[4] == '1' then\n"
-    "  local function neg(v)\n"
-    "    if string.sub(v, 1, 1) == '-' then return string.sub(v, 2) end\n"
-    "    return '-' .. v\n"
-    "  end\n"
-    "  d, u = neg(rt), neg(ru)\n"
-    "  redis.call('ZREM', KEYS[6], ARGV[1])\n"
-    "end\n"
+    "if ARGV[4] == '1' then redis.call('ZREM', KEYS[6], ARGV[1]) end\n"
     "local all = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) "
     "== 4\n"
     "local function add(k, v)\n"
@@ -818,8 +809,10 @@ send_settle_cmd(struct settle_arg *sa, bool eval)
 	const char *argv[14];
 	size_t len[14];
 
-	snprintf(d, sizeof(d), "%ld", sa->dt);
-	snprintf(u, sizeof(u), "%ld", sa->du);
+	/* A refund gives back what the check reserved: the ticket holds
+	 * the numbers it sent. */
+	snprintf(d, sizeof(d), "%ld", sa->refund ? -t->reserved_tokens : sa->dt);
+	snprintf(u, sizeof(u), "%ld", sa->refund ? -t->reserved_micros : sa->du);
 	len[6] = key_name(par, sizeof(par), t->hash, "par", NULL);
 	len[7] = key_name(resv, sizeof(resv), t->hash, "resv", NULL);
 	len[8] = key_name(rpm, sizeof(rpm), t->hash, "rpm", NULL);
