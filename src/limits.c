@@ -407,6 +407,7 @@ void
 limits_format_reset(long ms, char *out, size_t cap)
 {
 	char tmp[64], *o = tmp;
+	size_t len;
 
 	/* By hand, not snprintf: it goes out with every virtual-key answer. */
 	if (ms < 1000) {
@@ -420,8 +421,11 @@ limits_format_reset(long ms, char *out, size_t cap)
 		o = put_long(o, ((ms % 60000) + 999) / 1000);
 	}
 	*o++ = 's';
-	*o = '\0';
-	snprintf(out, cap, "%s", tmp);
+	if (cap == 0)
+		return;
+	len = (size_t)(o - tmp) < cap ? (size_t)(o - tmp) : cap - 1;
+	memcpy(out, tmp, len);
+	out[len] = '\0';
 }
 
 static struct local_key *
@@ -655,19 +659,12 @@ pend_arg(struct limits_pending *p, const char *a, const char *b,
 }
 
 static void
-pend_num(struct limits_pending *p, long long v)
+pend_num(struct limits_pending *p, long v)
 {
-	char tmp[24], *e = tmp + sizeof(tmp) - 1;
-	unsigned long long u = v < 0 ? 0 - (unsigned long long)v
-	                             : (unsigned long long)v;
+	char tmp[24];
 
-	*e = '\0';
-	do
-		*--e = (char)('0' + u % 10);
-	while ((u /= 10) != 0);
-	if (v < 0)
-		*--e = '-';
-	pend_arg(p, e, NULL, NULL, NULL);
+	(void)limits_format_long(v, tmp);
+	pend_arg(p, tmp, NULL, NULL, NULL);
 }
 
 struct limits_pending *
@@ -726,14 +723,14 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	pend_arg(p, "scrim:{", t->hash, "}:par", NULL);
 	pend_arg(p, "scrim:{", t->hash, "}:resv", NULL);
 	pend_arg(p, "scrim:{", t->hash, "}:gone:", t->member);
-	pend_num(p, (long long)now);
+	pend_num(p, (long)now);
 	pend_arg(p, t->member, NULL, NULL, NULL);
 	pend_num(p, tokens);
 	pend_num(p, micros);
 	pend_num(p, minute_reset);
 	pend_num(p, day_reset);
 	pend_num(p, month_reset);
-	pend_num(p, (long long)now - 60000);
+	pend_num(p, (long)now - 60000);
 	/* Refunds waiting from an outage go first, on the same connection,
 	 * so this check already sees them applied. */
 	if (l->nrefunds > 0 && redis_connected(l->redis))
