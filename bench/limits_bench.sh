@@ -6,15 +6,16 @@
 # non-streaming chat body) measures both through the same scrim, in front of
 # nginx answering a fixed chat.completion (with usage, so every virtual-key
 # request is settled), interleaved round by round. The difference between
-# the two is the price of the limits: the EVALSHA round trip on the request
-# path, and the settle EVAL plus reading usage off the answer.
+# the two is the price of the limits: the check's EVALSHA round trip on the
+# request path, and the settle's EVALSHA (sent once the answer is written)
+# plus reading usage off the answer.
 #
 #   bench/limits_bench.sh                 # about 1 minute
 #   LIMITS_BENCH_ROUNDS=5 bench/limits_bench.sh
 #
 # It also checks, with `INFO commandstats` over every measurement and with
 # MONITOR over a few single requests, that a virtual-key request costs Redis
-# exactly one EVALSHA (check + reserve) and one EVAL (settle), and a
+# exactly two EVALSHA (check + reserve, then the settle) and no EVAL, and a
 # config-key request nothing.
 #
 # Environment (all optional):
@@ -349,6 +350,11 @@ USAGE=$("$SCRIM" keys usage "$VIRTUAL_ID" -c "$TMP/scrim.conf" | sed -n 's/^ *in
 rcli INFO commandstats | tr -d '\r' | grep '^cmdstat' >"$TMP/commandstats.txt" || true
 ES_USEC=$(cmdstat evalsha | awk '{if ($1) printf "%.1f", $2 / $1; else print "-"}')
 EV_USEC=$(cmdstat eval | awk '{if ($1) printf "%.1f", $2 / $1; else print "-"}')
+# Both scripts' time per virtual-key request, which runs two (the check
+# and the settle, MONITOR above): the settle was an EVAL, and is an
+# EVALSHA too since it stopped sending its text.
+RQ_USEC=$(awk -v es="$(cmdstat evalsha)" -v ev="$(cmdstat eval)" \
+  'BEGIN {split(es, a, " "); split(ev, b, " "); n = a[1] + b[1]; if (n) printf "%.1f", (a[2] + b[2]) / n * 2; else print "-"}')
 
 # ------------------------------------------------------------ summary
 
@@ -397,7 +403,7 @@ SUMMARY=$TMP/summary.md
     "$(per_request virtual "${CONNECTIONS%% *}" eval) EVAL per virtual-key request at ${CONNECTIONS%% *} connection(s)" \
     "($(per_request virtual "${CONNECTIONS##* }" evalsha) and $(per_request virtual "${CONNECTIONS##* }" eval) at ${CONNECTIONS##* })," \
     "none for the config key. MONITOR over 5 single requests: config key: $MON_CONFIG; virtual key: $MON_VIRTUAL" \
-    "(the check script and the settle, plus $MON_LUA commands inside them). Redis spent $ES_USEC µs per EVALSHA and $EV_USEC µs per EVAL" \
+    "(the check script and the settle, plus $MON_LUA commands inside them). Redis spent $ES_USEC µs per EVALSHA and $EV_USEC µs per EVAL, $RQ_USEC µs per virtual-key request" \
     "(\`INFO commandstats\`). In flight after the run: ${USAGE:-?}."
   awk -v a="$(median_of config "${CONNECTIONS%% *}" p50_us)" -v b="$(median_of virtual "${CONNECTIONS%% *}" p50_us)" \
     -v c="${CONNECTIONS%% *}" 'BEGIN {

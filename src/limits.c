@@ -41,7 +41,6 @@
 #include <event2/event.h>
 
 #include <fnmatch.h>
-#include <stdarg.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -52,7 +51,10 @@
 #include <time.h>
 
 /* KEYS: rec rpm tpm tpd usd par resv gone; ARGV: now_ms member tokens
- * micros minute_reset_ms day_reset_ms month_reset_ms. The reservation is
+ * micros minute_reset_ms day_reset_ms month_reset_ms now_ms-60000.
+ * Numbers go to redis.call as the strings they came in as: Redis turns
+ * a Lua number into an argument with snprintf("%.17g"), which cost a
+ * tenth of the script's CPU. The reservation is
  * also recorded under the request's id (resv), so settling is idempotent
  * and a check whose answer was lost can be refunded safely later. A check
  * can also run after its refund (sent on a newer connection while the old
@@ -83,14 +85,32 @@ static const char check_lua[] =
     "local maxpar = tonumber(r[8] or '0') or 0\n"
     "local tok = tonumber(ARGV[3])\n"
     "local usd = tonumber(ARGV[4])\n"
-    "local used_tpm = tonumber(redis.call('GET', KEYS[3]) or '0')\n"
+    /* One read for the counters of the limits that are set, none when
+     * none is: an unset limit's counter is written below (for `keys
+     * usage`) but never needs reading. */
+    "local ck, cv = {}, {}\n"
+    "if tpm > 0 then ck[#ck + 1] = KEYS[3] end\n"
+    "if tpd > 0 then ck[#ck + 1] = KEYS[4] end\n"
+    "if budget > 0 then ck[#ck + 1] = KEYS[5] end\n"
+    "if maxpar > 0 then ck[#ck + 1] = KEYS[6] end\n"
+    "if #ck > 0 then cv = redis.call('MGET', unpack(ck)) end\n"
+    "local i = 0\n"
+    "local function used(set)\n"
+    "  if not set then return 0 end\n"
+    "  i = i + 1\n"
+    "  return tonumber(cv[i] or '0') or 0\n"
+    "end\n"
+    "local used_tpm = used(tpm > 0)\n"
+    "local used_tpd = used(tpd > 0)\n"
+    "local used_usd = used(budget > 0)\n"
+    "local used_par = used(maxpar > 0)\n"
     "local used_rpm, rpm_reset = 0, 0\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[8])\n"
     "for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], "
-    "'+inf')) do redis.call('ZADD', KEYS[2], now, m) end\n"
+    "'+inf')) do redis.call('ZADD', KEYS[2], ARGV[1], m) end\n"
     "if rpm > 0 then\n"
     "  used_rpm = redis.call('ZCARD', KEYS[2])\n"
-    "  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')\n"
+    "  local oldest = redis.call('ZRANGE', KEYS[2], '0', '0', 'WITHSCORES')\n"
     "  if oldest[2] then rpm_reset = tonumber(oldest[2]) + 60000 - now end\n"
     "  if used_rpm >= rpm then\n"
     "    return {'over', r[1], r[9] or '', 'requests', rpm_reset, rpm, 0, "
@@ -102,72 +122,80 @@ static const char check_lua[] =
     "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
     "tonumber(ARGV[5])}\n"
     "end\n"
-    "if tpd > 0 and tonumber(redis.call('GET', KEYS[4]) or '0') + tok > tpd "
-    "then\n"
+    "if tpd > 0 and used_tpd + tok > tpd then\n"
     "  return {'over', r[1], r[9] or '', 'tokens_per_day', "
     "tonumber(ARGV[6]), rpm, rpm - used_rpm, rpm_reset, tpm, "
     "math.max(tpm - used_tpm, 0), tonumber(ARGV[5])}\n"
     "end\n"
-    "if budget > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') + usd > "
-    "budget then\n"
+    "if budget > 0 and used_usd + usd > budget then\n"
     "  return {'over', r[1], r[9] or '', 'budget', tonumber(ARGV[7]), rpm, "
     "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
     "tonumber(ARGV[5])}\n"
     "end\n"
-    "if maxpar > 0 and tonumber(redis.call('GET', KEYS[6]) or '0') >= maxpar "
-    "then\n"
+    "if maxpar > 0 and used_par >= maxpar then\n"
     "  return {'over', r[1], r[9] or '', 'parallel', 1000, rpm, "
     "rpm - used_rpm, rpm_reset, tpm, math.max(tpm - used_tpm, 0), "
     "tonumber(ARGV[5])}\n"
     "end\n"
-    "redis.call('ZADD', KEYS[2], now, ARGV[2])\n"
-    "redis.call('PEXPIRE', KEYS[2], 61000)\n"
+    "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])\n"
+    "redis.call('PEXPIRE', KEYS[2], '61000')\n"
     "if rpm > 0 and rpm_reset == 0 then rpm_reset = 60000 end\n"
-    "redis.call('INCRBY', KEYS[3], tok)\n"
-    "redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) + 60000)\n"
-    "redis.call('INCRBY', KEYS[4], tok)\n"
-    "redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[6]) + 86400000)\n"
-    "redis.call('INCRBY', KEYS[5], usd)\n"
-    "redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[7]) + 86400000)\n"
-    "redis.call('INCR', KEYS[6])\n"
-    "redis.call('PEXPIRE', KEYS[6], 3600000)\n"
-    "redis.call('HSET', KEYS[7], ARGV[2], tok .. ':' .. usd)\n"
-    "redis.call('PEXPIRE', KEYS[7], 3600000)\n"
+    /* A window counter's expiry is set when the counter is made (INCRBY
+     * answers the increment itself): it names the end of its window,
+     * which later requests would only set again. */
+    "local fresh = redis.call('INCRBY', KEYS[3], ARGV[3]) == tok\n"
+    "if fresh then redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]) + 60000) "
+    "end\n"
+    "if redis.call('INCRBY', KEYS[4], ARGV[3]) == tok then "
+    "redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[6]) + 86400000) end\n"
+    "if redis.call('INCRBY', KEYS[5], ARGV[4]) == usd then "
+    "redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[7]) + 86400000) end\n"
+    /* The in-flight count and the reservations (which move together:
+     * the first in flight makes the hash) get their hour when they are
+     * made, and again with each new minute's counter: while the key is
+     * used they never expire, and a key left idle takes any leftovers
+     * (a crashed instance's) with it an hour later. */
+    "local p = redis.call('INCR', KEYS[6])\n"
+    "redis.call('HSET', KEYS[7], ARGV[2], ARGV[3] .. ':' .. ARGV[4])\n"
+    "if fresh or p == 1 then\n"
+    "  redis.call('PEXPIRE', KEYS[6], '3660000')\n"
+    "  redis.call('PEXPIRE', KEYS[7], '3660000')\n"
+    "end\n"
     "return {'ok', r[1], r[9] or '', '', 0, rpm, rpm - used_rpm - 1, "
     "rpm_reset, tpm, math.max(tpm - used_tpm - tok, 0), tonumber(ARGV[5]), "
     "r[10] or '', r[11] or '', r[12] or ''}\n";
 
 /* KEYS: tpm tpd usd par resv rpm gone; ARGV: member, token delta,
  * micro-USD delta, refund (1: give the reservation back, and the request
- * does not count against requests per minute either). Nothing happens
- * unless the reservation is still on record: settling twice changes
- * nothing. A refund that finds no record leaves a tombstone for an hour,
- * so the check, should it run after all, reserves nothing. */
+ * does not count against requests per minute either; the deltas are then
+ * the reservation's, negated, the very numbers the check recorded under
+ * the member). Nothing happens unless the reservation is still on
+ * record (HDEL says so): settling twice changes nothing. A refund that finds no record leaves a tombstone for an hour,
+ * so the check, should it run after all, reserves nothing. A counter
+ * that has expired is not made again (it would have no expiry): one
+ * EXISTS over the four tells, in the usual case, that all of them are
+ * there. */
 static const char settle_lua[] =
-    "local r = redis.call('HGET', KEYS[5], ARGV[1])\n"
-    "if not r then\n"
-    "  if ARGV[4] == '1' then redis.call('SET', KEYS[7], '1', 'PX', 3600000) "
+    "if redis.call('HDEL', KEYS[5], ARGV[1]) == 0 then\n"
+    "  if ARGV[4] == '1' then redis.call('SET', KEYS[7], '1', 'PX', '3600000') "
     "end\n"
     "  return 0\n"
     "end\n"
-    "redis.call('HDEL', KEYS[5], ARGV[1])\n"
-    "local rt, ru = string.match(r, '(-?%d+):(-?%d+)')\n"
-    "local d, u = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "if ARGV[4] == '1' then\n"
-    "  d, u = -tonumber(rt), -tonumber(ru)\n"
-    "  redis.call('ZREM', KEYS[6], ARGV[1])\n"
-    "end\n"
+    "local d, u = ARGV[2], ARGV[3]\n"
+    "if ARGV[4] == '1' then redis.call('ZREM', KEYS[6], ARGV[1]) end\n"
+    "local all = redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3], KEYS[4]) "
+    "== 4\n"
     "local function add(k, v)\n"
-    "  if v ~= 0 and redis.call('EXISTS', k) == 1 then\n"
+    "  if tonumber(v) ~= 0 and (all or redis.call('EXISTS', k) == 1) then\n"
     "    if redis.call('INCRBY', k, v) < 0 then "
-    "redis.call('SET', k, 0, 'KEEPTTL') end\n"
+    "redis.call('SET', k, '0', 'KEEPTTL') end\n"
     "  end\n"
     "end\n"
     "add(KEYS[1], d)\n"
     "add(KEYS[2], d)\n"
     "add(KEYS[3], u)\n"
-    "if redis.call('EXISTS', KEYS[4]) == 1 and "
-    "redis.call('DECR', KEYS[4]) < 0 then redis.call('SET', KEYS[4], 0, "
+    "if (all or redis.call('EXISTS', KEYS[4]) == 1) and "
+    "redis.call('DECR', KEYS[4]) < 0 then redis.call('SET', KEYS[4], '0', "
     "'KEEPTTL') end\n"
     "return 1\n";
 
@@ -184,7 +212,15 @@ struct limits {
 	} refunds[LIMITS_MAX_REFUNDS];
 	size_t nrefunds;
 	struct event *refund_timer;
+	/* Settles to send once the loop has written the answers. */
+	struct settle_arg *settles, **settles_tail;
+	struct event *settles_ev;
+	bool settles_pending;
 	char check_sha[41], settle_sha[41];
+	/* The names of this minute's, day's and month's windows. */
+	uint64_t win_minute;
+	char win_minute_name[24], win_day[16], win_month[8];
+	time_t win_next_month;
 	/* Fail-open: per-instance counters for keys seen recently. */
 	struct local_key *local;
 	size_t nlocal, cap;
@@ -212,15 +248,20 @@ struct limits_pending {
 	void *arg;
 	struct limits_ticket *ticket;
 	bool retried;          /* EVAL after NOSCRIPT */
-	/* The command, kept for the retry. */
-	char *argv_buf[24];
+	/* The command, kept for the retry: its arguments one after the
+	 * other in args, each NUL-terminated. */
+	char args[1024];
+	size_t args_used;
+	const char *argv[24];
 	size_t argv_len[24];
 	int argc;
 	long reset_minute_ms;
 };
 
+struct settle_arg;
 static void queue_refund(struct limits *l, const struct limits_ticket *t,
                          bool served);
+static void settles_cb(evutil_socket_t fd, short what, void *arg);
 static void refund_cb(evutil_socket_t fd, short what, void *arg);
 
 static uint64_t
@@ -229,6 +270,27 @@ now_ms(void)
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
 	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+/* out = "scrim:{" hash "}:" what [tail]: a key of one key's slot. The
+ * names are fixed and short, so running out of room is a programming
+ * error. Returns the length. */
+static size_t
+key_name(char *out, size_t cap, const char *hash, const char *what,
+         const char *tail)
+{
+	const char *parts[5] = {"scrim:{", hash, "}:", what, tail};
+	size_t n = 0;
+
+	for (size_t i = 0; i < 5 && parts[i] != NULL; i++) {
+		size_t len = strlen(parts[i]);
+		if (n + len >= cap)
+			abort();
+		memcpy(out + n, parts[i], len);
+		n += len;
+	}
+	out[n] = '\0';
+	return n;
 }
 
 static void
@@ -258,6 +320,10 @@ limits_new(struct event_base *base, const struct scrim_config *cfg)
 		return NULL;
 	}
 	l->refund_timer = evtimer_new(base, refund_cb, l);
+	l->settles_tail = &l->settles;
+	l->settles_ev = event_new(base, -1, 0, settles_cb, l);
+	if (l->refund_timer == NULL || l->settles_ev == NULL)
+		abort(); /* fixed bookkeeping: out of memory */
 	sha1_hex(check_lua, l->check_sha);
 	sha1_hex(settle_lua, l->settle_sha);
 	return l;
@@ -268,9 +334,14 @@ limits_free(struct limits *l)
 {
 	if (l == NULL)
 		return;
+	/* Settles still waiting go into the connection's buffer, as they
+	 * would have a moment later. */
+	if (l->settles != NULL)
+		settles_cb(-1, 0, l);
 	redis_free(l->redis);
 	if (l->refund_timer != NULL)
 		event_free(l->refund_timer);
+	event_free(l->settles_ev);
 	free(l->local);
 	free(l);
 }
@@ -308,15 +379,53 @@ limits_price(const struct scrim_config *cfg, const char *model, long in,
 	return 0;
 }
 
+static char *
+put_long(char *o, long v)
+{
+	char tmp[24], *e = tmp + sizeof(tmp);
+	unsigned long u = v < 0 ? 0 - (unsigned long)v : (unsigned long)v;
+
+	do
+		*--e = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--e = '-';
+	memcpy(o, e, (size_t)(tmp + sizeof(tmp) - e));
+	return o + (tmp + sizeof(tmp) - e);
+}
+
+size_t
+limits_format_long(long v, char out[24])
+{
+	char *e = put_long(out, v);
+
+	*e = '\0';
+	return (size_t)(e - out);
+}
+
 void
 limits_format_reset(long ms, char *out, size_t cap)
 {
-	if (ms < 1000)
-		snprintf(out, cap, "%ldms", ms < 0 ? 0 : ms);
-	else if (ms < 60000)
-		snprintf(out, cap, "%lds", (ms + 999) / 1000);
-	else
-		snprintf(out, cap, "%ldm%lds", ms / 60000, ((ms % 60000) + 999) / 1000);
+	char tmp[64], *o = tmp;
+	size_t len;
+
+	/* By hand, not snprintf: it goes out with every virtual-key answer. */
+	if (ms < 1000) {
+		o = put_long(o, ms < 0 ? 0 : ms);
+		*o++ = 'm';
+	} else if (ms < 60000) {
+		o = put_long(o, (ms + 999) / 1000);
+	} else {
+		o = put_long(o, ms / 60000);
+		*o++ = 'm';
+		o = put_long(o, ((ms % 60000) + 999) / 1000);
+	}
+	*o++ = 's';
+	if (cap == 0)
+		return;
+	len = (size_t)(o - tmp) < cap ? (size_t)(o - tmp) : cap - 1;
+	memcpy(out, tmp, len);
+	out[len] = '\0';
 }
 
 static struct local_key *
@@ -341,8 +450,6 @@ local_find(struct limits *l, const char *hash, bool create)
 static void
 pending_free(struct limits_pending *p)
 {
-	for (int i = 0; i < p->argc; i++)
-		free(p->argv_buf[i]);
 	free(p);
 }
 
@@ -361,10 +468,13 @@ reply_int(const redisReply *r, size_t i)
 static void
 reply_str(const redisReply *r, size_t i, char *out, size_t cap)
 {
-	out[0] = '\0';
-	if (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING)
-		snprintf(out, cap, "%.*s", (int)r->element[i]->len,
-		         r->element[i]->str);
+	size_t n = 0;
+
+	if (i < r->elements && r->element[i]->type == REDIS_REPLY_STRING) {
+		n = r->element[i]->len < cap - 1 ? r->element[i]->len : cap - 1;
+		memcpy(out, r->element[i]->str, n);
+	}
+	out[n] = '\0';
 }
 
 /* Redis could not answer: fail closed, or open on local counters. */
@@ -514,33 +624,47 @@ check_reply(void *arg, redisReply *rep)
 static void
 send_check(struct limits_pending *p, bool eval)
 {
-	const char *argv[24];
-
-	for (int i = 0; i < p->argc; i++)
-		argv[i] = p->argv_buf[i];
-	argv[0] = eval ? "EVAL" : "EVALSHA";
-	p->argv_len[0] = strlen(argv[0]);
-	argv[1] = eval ? check_lua : p->l->check_sha;
-	p->argv_len[1] = strlen(argv[1]);
-	p->call = redis_call(p->l->redis, check_reply, p, p->argc, argv,
+	p->argv[0] = eval ? "EVAL" : "EVALSHA";
+	p->argv_len[0] = strlen(p->argv[0]);
+	p->argv[1] = eval ? check_lua : p->l->check_sha;
+	p->argv_len[1] = strlen(p->argv[1]);
+	p->call = redis_call(p->l->redis, check_reply, p, p->argc, p->argv,
 	                     p->argv_len);
 }
 
+/* Append one argument made of up to four strings (the rest NULL). The
+ * command is fixed, so running out of room is a programming error. */
 static void
-pend_arg(struct limits_pending *p, const char *fmt, ...)
+pend_arg(struct limits_pending *p, const char *a, const char *b,
+         const char *c, const char *d)
 {
-	char tmp[256];
-	va_list ap;
-	int n;
+	const char *parts[4] = {a, b, c, d};
+	char *start = p->args + p->args_used;
+	size_t n = 0;
 
-	if (p->argc == (int)SCRIM_ARRAY_LEN(p->argv_buf))
-		abort(); /* a programming error: the command is fixed */
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	p->argv_buf[p->argc] = xstrdup(tmp);
-	p->argv_len[p->argc] = (size_t)(n < 0 ? 0 : n);
+	if (p->argc == (int)SCRIM_ARRAY_LEN(p->argv))
+		abort();
+	for (size_t i = 0; i < 4 && parts[i] != NULL; i++) {
+		size_t len = strlen(parts[i]);
+		if (p->args_used + n + len + 1 > sizeof(p->args))
+			abort();
+		memcpy(start + n, parts[i], len);
+		n += len;
+	}
+	start[n] = '\0';
+	p->argv[p->argc] = start;
+	p->argv_len[p->argc] = n;
 	p->argc++;
+	p->args_used += n + 1;
+}
+
+static void
+pend_num(struct limits_pending *p, long v)
+{
+	char tmp[24];
+
+	(void)limits_format_long(v, tmp);
+	pend_arg(p, tmp, NULL, NULL, NULL);
 }
 
 struct limits_pending *
@@ -552,35 +676,35 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	struct limits_pending *p = xcalloc(1, sizeof(*p));
 	uint64_t now = now_ms();
 	time_t secs = (time_t)(now / 1000);
-	struct tm tm;
 	long minute_reset = (long)(60000 - now % 60000);
 	long day_reset = (long)(86400000 - now % 86400000);
 	long month_reset;
-	char minute[32], day[16], month[8];
 
 	current_cfg = cfg;
-	gmtime_r(&secs, &tm);
-	(void)strftime(day, sizeof(day), "%Y%m%d", &tm);
-	(void)strftime(month, sizeof(month), "%Y%m", &tm);
-	snprintf(minute, sizeof(minute), "%llu",
-	         (unsigned long long)(now / 60000));
-	{
-		/* Milliseconds to the first of next month, UTC. */
-		struct tm next = tm;
+	if (now / 60000 != l->win_minute) {
+		/* The windows' names change at most once a minute. */
+		struct tm tm, next;
+		l->win_minute = now / 60000;
+		gmtime_r(&secs, &tm);
+		(void)strftime(l->win_day, sizeof(l->win_day), "%Y%m%d", &tm);
+		(void)strftime(l->win_month, sizeof(l->win_month), "%Y%m", &tm);
+		snprintf(l->win_minute_name, sizeof(l->win_minute_name), "%llu",
+		         (unsigned long long)l->win_minute);
+		/* The first of next month, UTC. */
+		next = tm;
 		next.tm_mday = 1;
 		next.tm_hour = next.tm_min = next.tm_sec = 0;
 		next.tm_mon += 1;
-		month_reset = (long)((timegm(&next) - secs) * 1000);
+		l->win_next_month = timegm(&next);
 	}
+	month_reset = (long)((l->win_next_month - secs) * 1000);
 	memset(t, 0, sizeof(*t));
 	auth_key_hex(key, keylen, t->hash);
 	snprintf(t->member, sizeof(t->member), "%s", request_id);
-	snprintf(t->tpm_key, sizeof(t->tpm_key), "scrim:{%s}:tpm:%s", t->hash,
-	         minute);
-	snprintf(t->tpd_key, sizeof(t->tpd_key), "scrim:{%s}:tpd:%s", t->hash,
-	         day);
-	snprintf(t->usd_key, sizeof(t->usd_key), "scrim:{%s}:usd:%s", t->hash,
-	         month);
+	key_name(t->tpm_key, sizeof(t->tpm_key), t->hash, "tpm:",
+	         l->win_minute_name);
+	key_name(t->tpd_key, sizeof(t->tpd_key), t->hash, "tpd:", l->win_day);
+	key_name(t->usd_key, sizeof(t->usd_key), t->hash, "usd:", l->win_month);
 	t->reserved_tokens = tokens;
 	t->reserved_micros = micros;
 
@@ -588,24 +712,25 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	p->cb = cb;
 	p->arg = arg;
 	p->ticket = t;
-	pend_arg(p, "EVALSHA");
-	pend_arg(p, "%s", l->check_sha);
-	pend_arg(p, "8");
-	pend_arg(p, "scrim:{%s}:key", t->hash);
-	pend_arg(p, "scrim:{%s}:rpm", t->hash);
-	pend_arg(p, "%s", t->tpm_key);
-	pend_arg(p, "%s", t->tpd_key);
-	pend_arg(p, "%s", t->usd_key);
-	pend_arg(p, "scrim:{%s}:par", t->hash);
-	pend_arg(p, "scrim:{%s}:resv", t->hash);
-	pend_arg(p, "scrim:{%s}:gone:%s", t->hash, t->member);
-	pend_arg(p, "%llu", (unsigned long long)now);
-	pend_arg(p, "%s", request_id);
-	pend_arg(p, "%ld", tokens);
-	pend_arg(p, "%ld", micros);
-	pend_arg(p, "%ld", minute_reset);
-	pend_arg(p, "%ld", day_reset);
-	pend_arg(p, "%ld", month_reset);
+	pend_arg(p, "EVALSHA", NULL, NULL, NULL);
+	pend_arg(p, l->check_sha, NULL, NULL, NULL);
+	pend_arg(p, "8", NULL, NULL, NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:key", NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:rpm", NULL);
+	pend_arg(p, t->tpm_key, NULL, NULL, NULL);
+	pend_arg(p, t->tpd_key, NULL, NULL, NULL);
+	pend_arg(p, t->usd_key, NULL, NULL, NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:par", NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:resv", NULL);
+	pend_arg(p, "scrim:{", t->hash, "}:gone:", t->member);
+	pend_num(p, (long)now);
+	pend_arg(p, t->member, NULL, NULL, NULL);
+	pend_num(p, tokens);
+	pend_num(p, micros);
+	pend_num(p, minute_reset);
+	pend_num(p, day_reset);
+	pend_num(p, month_reset);
+	pend_num(p, (long)now - 60000);
 	/* Refunds waiting from an outage go first, on the same connection,
 	 * so this check already sees them applied. */
 	if (l->nrefunds > 0 && redis_connected(l->redis))
@@ -635,17 +760,33 @@ limits_cancel(struct limits_pending *p)
 	pending_free(p);
 }
 
+/* One settle, from limits_settle or a refund, kept until Redis
+ * answers it: an answer of NOSCRIPT sends it again as EVAL. */
 struct settle_arg {
 	struct limits *l;
 	struct limits_ticket t;
+	long dt, du;
 	bool refund;
+	bool retried;          /* EVAL after NOSCRIPT */
+	struct settle_arg *next; /* in l->settles, waiting to be sent */
 };
+
+static bool send_settle_cmd(struct settle_arg *sa, bool eval);
 
 static void
 settle_reply(void *arg, redisReply *rep)
 {
 	struct settle_arg *sa = arg;
 
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+	    strncmp(rep->str, "NOSCRIPT", 8) == 0 && !sa->retried) {
+		/* Redis restarted or flushed its scripts: once as EVAL, which
+		 * loads it again for the EVALSHAs after. */
+		sa->retried = true;
+		if (send_settle_cmd(sa, true))
+			return;
+		rep = NULL;
+	}
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
 		log_warn("limits: settle failed: %.120s", rep->str);
 	/* Lost with the connection: it may or may not have run, and the
@@ -655,25 +796,28 @@ settle_reply(void *arg, redisReply *rep)
 	free(sa);
 }
 
-/* Send one settle; false when Redis is not there to take it. */
+/* Hand one settle to Redis; false when Redis is not there to take it
+ * (sa stays the caller's). */
 static bool
-send_settle(struct limits *l, const struct limits_ticket *t, long dt,
-            long du, bool refund)
+send_settle_cmd(struct settle_arg *sa, bool eval)
 {
+	const struct limits_ticket *t = &sa->t;
 	char d[32], u[32], par[128], resv[128], rpm[128], gone[160];
 	const char *argv[14];
 	size_t len[14];
 
-	snprintf(d, sizeof(d), "%ld", dt);
-	snprintf(u, sizeof(u), "%ld", du);
-	snprintf(par, sizeof(par), "scrim:{%s}:par", t->hash);
-	snprintf(resv, sizeof(resv), "scrim:{%s}:resv", t->hash);
-	snprintf(rpm, sizeof(rpm), "scrim:{%s}:rpm", t->hash);
-	snprintf(gone, sizeof(gone), "scrim:{%s}:gone:%s", t->hash, t->member);
-	/* EVAL, not EVALSHA: settling is off the hot path, and this way it
-	 * needs no NOSCRIPT retry. */
-	argv[0] = "EVAL";
-	argv[1] = settle_lua;
+	/* A refund gives back what the check reserved: the ticket holds
+	 * the numbers it sent. */
+	snprintf(d, sizeof(d), "%ld", sa->refund ? -t->reserved_tokens : sa->dt);
+	snprintf(u, sizeof(u), "%ld", sa->refund ? -t->reserved_micros : sa->du);
+	len[6] = key_name(par, sizeof(par), t->hash, "par", NULL);
+	len[7] = key_name(resv, sizeof(resv), t->hash, "resv", NULL);
+	len[8] = key_name(rpm, sizeof(rpm), t->hash, "rpm", NULL);
+	len[9] = key_name(gone, sizeof(gone), t->hash, "gone:", t->member);
+	/* EVALSHA: the script's 800 bytes are neither sent nor hashed again by
+	 * Redis on every request. */
+	argv[0] = eval ? "EVAL" : "EVALSHA";
+	argv[1] = eval ? settle_lua : sa->l->settle_sha;
 	argv[2] = "7";
 	argv[3] = t->tpm_key;
 	argv[4] = t->tpd_key;
@@ -685,14 +829,26 @@ send_settle(struct limits *l, const struct limits_ticket *t, long dt,
 	argv[10] = t->member;
 	argv[11] = d;
 	argv[12] = u;
-	argv[13] = refund ? "1" : "0";
+	argv[13] = sa->refund ? "1" : "0";
 	for (int i = 0; i < 14; i++)
-		len[i] = strlen(argv[i]);
+		if (i < 6 || i > 9)
+			len[i] = strlen(argv[i]);
+	return redis_call(sa->l->redis, settle_reply, sa, 14, argv, len) != NULL;
+}
+
+/* Send one settle; false when Redis is not there to take it. */
+static bool
+send_settle(struct limits *l, const struct limits_ticket *t, long dt,
+            long du, bool refund)
+{
 	struct settle_arg *sa = xcalloc(1, sizeof(*sa));
+
 	sa->l = l;
 	sa->t = *t;
+	sa->dt = dt;
+	sa->du = du;
 	sa->refund = refund;
-	if (redis_call(l->redis, settle_reply, sa, 14, argv, len) == NULL) {
+	if (!send_settle_cmd(sa, false)) {
 		free(sa);
 		return false;
 	}
@@ -746,23 +902,56 @@ refund_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Settles waiting for the loop: limits_settle runs as an answer ends,
+ * before conn.c writes that answer (in the same loop turn, from an
+ * event made active earlier); sent from here, after it, the settle
+ * costs the client's answer nothing. */
+static void
+settles_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct limits *l = arg;
+	struct settle_arg *sa = l->settles;
+
+	(void)fd;
+	(void)what;
+	l->settles_pending = false;
+	l->settles = NULL;
+	l->settles_tail = &l->settles;
+	while (sa != NULL) {
+		struct settle_arg *next = sa->next;
+		sa->next = NULL;
+		if (!send_settle_cmd(sa, false)) {
+			log_warn("limits: settle deferred (redis unavailable)");
+			/* Without the real usage, keep the reservation (it was
+			 * the worst case) and release the slot in flight later. */
+			queue_refund(l, &sa->t, true);
+			free(sa);
+		}
+		sa = next;
+	}
+}
+
 void
 limits_settle(struct limits *l, struct limits_ticket *t, long tokens,
               long micros, bool refund)
 {
-	long dt = 0, du = 0;
+	struct settle_arg *sa;
 
 	if (l == NULL || t == NULL || !t->active)
 		return;
 	t->active = false;
+	sa = xcalloc(1, sizeof(*sa));
+	sa->l = l;
+	sa->t = *t;
+	sa->refund = refund;
 	if (!refund && tokens >= 0) {
-		dt = tokens - t->reserved_tokens;
-		du = micros - t->reserved_micros;
+		sa->dt = tokens - t->reserved_tokens;
+		sa->du = micros - t->reserved_micros;
 	}
-	if (!send_settle(l, t, dt, du, refund)) {
-		log_warn("limits: settle deferred (redis unavailable)");
-		/* Without the real usage, keep the reservation (it was the
-		 * worst case) and release the slot in flight later. */
-		queue_refund(l, t, true);
+	*l->settles_tail = sa;
+	l->settles_tail = &sa->next;
+	if (!l->settles_pending) {
+		l->settles_pending = true;
+		event_active(l->settles_ev, EV_TIMEOUT, 1);
 	}
 }

@@ -102,5 +102,7 @@ long limits_price(const struct scrim_config *cfg, const char *model,
 
 /* OpenAI's reset format: "1s", "6m0s", "250ms". */
 void limits_format_reset(long ms, char *out, size_t cap);
+/* v in decimal into out, NUL-terminated; returns its length. */
+size_t limits_format_long(long v, char out[24]);
 
 #endif

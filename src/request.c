@@ -584,30 +584,62 @@ model_allowed(const char *globs, const char *model)
 	return false;
 }
 
-/* The x-ratelimit-* headers OpenAI sends, from the limits answer. */
-static void
-ratelimit_headers(const struct scrim_req *r, struct buf *b)
+/* Room for the x-ratelimit-* headers: six names, numbers and resets. */
+#define RATELIMIT_HDR_MAX 512
+
+static char *
+put_header(char *o, const char *name, size_t nlen, const char *val,
+           size_t vlen)
 {
-	char reset[32];
+	memcpy(o, name, nlen);
+	o += nlen;
+	memcpy(o, val, vlen);
+	o += vlen;
+	*o++ = '\r';
+	*o++ = '\n';
+	return o;
+}
+
+static char *
+put_num_header(char *o, const char *name, size_t nlen, long v)
+{
+	char num[24];
+	size_t n = limits_format_long(v, num);
+
+	return put_header(o, name, nlen, num, n);
+}
+
+#define HDR(s) s, sizeof(s) - 1
+
+/* The x-ratelimit-* headers OpenAI sends, from the limits answer, into
+ * out (RATELIMIT_HDR_MAX bytes); returns their length. Put together by
+ * hand rather than printf'd: every virtual-key answer carries them. */
+static size_t
+ratelimit_headers(const struct scrim_req *r, char *out)
+{
+	char reset[32], *o = out;
 
 	if (!r->have_lim)
-		return;
+		return 0;
 	if (r->lim.rpm > 0) {
 		limits_format_reset(r->lim.rpm_reset_ms, reset, sizeof(reset));
-		(void)buf_addf(b, "x-ratelimit-limit-requests: %ld\r\n"
-		                  "x-ratelimit-remaining-requests: %ld\r\n"
-		                  "x-ratelimit-reset-requests: %s\r\n",
-		               r->lim.rpm, r->lim.rpm_remaining < 0 ? 0
-		                                                    : r->lim.rpm_remaining,
-		               reset);
+		o = put_num_header(o, HDR("x-ratelimit-limit-requests: "),
+		                   r->lim.rpm);
+		o = put_num_header(o, HDR("x-ratelimit-remaining-requests: "),
+		                   r->lim.rpm_remaining < 0 ? 0
+		                                            : r->lim.rpm_remaining);
+		o = put_header(o, HDR("x-ratelimit-reset-requests: "), reset,
+		               strlen(reset));
 	}
 	if (r->lim.tpm > 0) {
 		limits_format_reset(r->lim.tpm_reset_ms, reset, sizeof(reset));
-		(void)buf_addf(b, "x-ratelimit-limit-tokens: %ld\r\n"
-		                  "x-ratelimit-remaining-tokens: %ld\r\n"
-		                  "x-ratelimit-reset-tokens: %s\r\n",
-		               r->lim.tpm, r->lim.tpm_remaining, reset);
+		o = put_num_header(o, HDR("x-ratelimit-limit-tokens: "), r->lim.tpm);
+		o = put_num_header(o, HDR("x-ratelimit-remaining-tokens: "),
+		                   r->lim.tpm_remaining);
+		o = put_header(o, HDR("x-ratelimit-reset-tokens: "), reset,
+		               strlen(reset));
 	}
+	return (size_t)(o - out);
 }
 
 /* Ask for usage in streams the client did not ask it for, so the
@@ -667,7 +699,12 @@ limits_apply(struct scrim_req *r)
 		               (res->retry_after_ms + 999) / 1000 > 0
 		                   ? (res->retry_after_ms + 999) / 1000
 		                   : 1);
-		ratelimit_headers(r, &hdr);
+		{
+			/* 4 KiB hold them, as the retry-after above. */
+			char rl[RATELIMIT_HDR_MAX];
+			bool added = buf_add(&hdr, rl, ratelimit_headers(r, rl));
+			(void)added;
+		}
 		snprintf(msg, sizeof(msg), "Rate limit reached for %s on key %s%s",
 		         res->which, res->key_id,
 		         res->local ? " (local limit: the limits store is down)"
@@ -1455,12 +1492,10 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 		evbuffer_add_printf(eb, "x-scrim-redactions: %u\r\n",
 		                    r->scrub.stats.replaced);
 	if (r->have_lim) {
-		struct buf rl;
-		buf_init(&rl, 4096);
-		ratelimit_headers(r, &rl);
-		if (rl.len)
-			evbuffer_add(eb, rl.p, rl.len);
-		buf_free(&rl);
+		char rl[RATELIMIT_HDR_MAX];
+		size_t n = ratelimit_headers(r, rl);
+		if (n > 0)
+			evbuffer_add(eb, rl, n);
 	}
 	/* Usage is read from the answer: to settle a reservation, and for
 	 * the per-key counters and the audit record. */

@@ -374,6 +374,38 @@ test('3g. `scrim keys usage` counts the requests of the last 60 s of a key that 
 
 // ------------------------------------------------ 4. token, budget, parallel limits
 
+test('3h. scripts flushed from Redis (SCRIPT FLUSH): check and settle load theirs again (NOSCRIPT -> EVAL), usage is exact, and every counter keeps an expiry', async () => {
+  await awayFromMinuteEdge();
+  const k = await createKey(scrim.configPath, { rpm: 1000, tpm: 1000000, tpd: 10000000, budget: 100, maxParallel: 8 });
+  let pin = 0;
+  let pout = 0;
+  for (let i = 0; i < 3; i++) {
+    // Before each request: the check and, after its answer, the settle
+    // both find their script gone.
+    assert.equal(await redis.cli('SCRIPT', 'FLUSH'), 'OK');
+    const text = `${marker()} flushed scripts round ${i}`;
+    const r = await chat(scrim.port, k.key, chatBody(text, { model: 'acct-model', max_tokens: 300 }));
+    assert.equal(r.status, 200, show(r));
+    pin += promptTokensOf(text);
+    pout += completionTokensOf(text);
+    await settledUsage(scrim.configPath, k.id);
+  }
+  const u = await settledUsage(scrim.configPath, k.id);
+  assert.equal(u.minute, pin + pout, u.text);
+  assert.equal(u.today, pin + pout, u.text);
+  assert.equal(u.requests, 3, u.text);
+  assert.equal(await redisSum(redis, `scrim:{${k.hash}}:usd:*`), 2 * pin + 3 * pout, 'micro-USD at acct-* = 2 3');
+  // Expiries are set when a counter is made, not on every request: none
+  // of the key's data but its record may be left without one.
+  const keys = (await redis.cli('--scan', '--pattern', `scrim:{${k.hash}}:*`)).split('\n').filter(Boolean);
+  assert.ok(keys.some((x) => x.endsWith(':par')) && keys.some((x) => x.includes(':tpm:')), keys.join(' '));
+  for (const x of keys) {
+    if (x.endsWith(':key')) continue;
+    const ttl = Number(await redis.cli('PTTL', x));
+    assert.ok(ttl > 0, `${x} has no expiry (PTTL ${ttl})`);
+  }
+});
+
 test('4a. tpm: a request whose reservation exceeds the tokens left gets 429 tokens; one that fits exactly gets 200', async () => {
   await awayFromMinuteEdge(6000);
   const k = await createKey(scrim.configPath, { tpm: 1000 });
