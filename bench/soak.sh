@@ -42,7 +42,10 @@
 # when the mean RSS of the last third is at most SOAK_MAX_GROWTH_PCT
 # (default 5) percent above the mean of the middle third. The slope of a
 # least-squares line over the last two thirds is reported too (KiB/min).
-# Open fds are compared the same way (at most +10).
+# Open fds are compared the same way (at most +10), and once more when
+# the load has stopped: no client connection may remain open, and the fds
+# may exceed those before the load only by the upstream connections
+# libcurl keeps for reuse.
 #
 # Writes bench/results/soak-DATE.csv (t_s,rss_kib,fds) and soak-DATE.txt
 # (the summary; also printed). Exit status 0 only when memory is flat, no
@@ -207,12 +210,22 @@ echo "t_s,rss_kib,fds" >"$csv"
 sampler=$!
 pids+=($sampler)
 
+# fds before any traffic, and what they are (listeners, Redis, audit, ...)
+fds_before=$(ls "/proc/$spid/fd" | wc -l)
 node "$BENCH_DIR/soak_load.mjs" --scrim "127.0.0.1:$sport" --key "$key" --limited-key "$limited" \
   --revoked-key "$revoked" --ca "$work/state/ca.pem" --seconds "$SOAK_SECONDS" --workers "$SOAK_WORKERS" \
   --pause-ms "$SOAK_PAUSE_MS" --bad-pct "$SOAK_BAD_PCT" --seed "$SOAK_SEED" | tee "$work/load.log"
 load_line=$(sed -n 's/^SOAK_LOAD //p' "$work/load.log")
 sleep "$SOAK_SAMPLE" # one sample after the load, idle
 kill "$sampler" 2>/dev/null || true
+# fds idle after the load: every client connection must be gone; what
+# remains above the baseline should be upstream connections that libcurl
+# keeps for reuse (to the providers' ports), not client sockets.
+fds_after=$(ls "/proc/$spid/fd" | wc -l)
+ss -tanp 2>/dev/null | grep "pid=$spid," >"$work/fds-after.txt" || true
+fds_client=$(awk -v p=":$sport" '$1 == "ESTAB" && substr($4, length($4) - length(p) + 1) == p' "$work/fds-after.txt" | wc -l)
+fds_upstream=$(awk -v a=":$pplain" -v b=":$panth" -v c=":$ptls" '$1 == "ESTAB" { n = split($5, x, ":"); q = ":" x[n]; if (q == a || q == b || q == c) k++ } END { print k + 0 }' "$work/fds-after.txt")
+if [ "$fds_client" = 0 ] && [ "$fds_after" -le $((fds_before + fds_upstream)) ]; then fds_ok=yes; else fds_ok=NO; fi
 
 # ---- stop scrim: SIGTERM drains; LeakSanitizer reports at exit
 metrics=$(curl -fs "http://127.0.0.1:$aport/metrics" || true)
@@ -251,6 +264,7 @@ verdict=$(awk -F, -v maxg="$SOAK_MAX_GROWTH_PCT" '
   echo "binary: $SCRIM_BIN ($("$SCRIM_BIN" version | head -1))"
   echo "ASAN_OPTIONS=$ASAN_OPTIONS"
   echo "$verdict"
+  echo "fds: $fds_before before the load, $fds_after idle after it ($fds_client client connection(s) still open, $fds_upstream kept upstream connection(s) to the providers); back to baseline: $fds_ok"
   echo "load: $load_line"
   echo "$load_line" | node -e '
     let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => {
@@ -273,7 +287,7 @@ verdict=$(awk -F, -v maxg="$SOAK_MAX_GROWTH_PCT" '
 } | tee "$summary"
 
 errors=$(echo "$load_line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).errors)}catch{console.log(-1)}})')
-if [[ "$verdict" == "VERDICT: flat"* ]] && [ "$errors" = 0 ] && [ "$san" = 0 ] && [ "$scrim_exit" = 0 ]; then
+if [[ "$verdict" == "VERDICT: flat"* ]] && [ "$fds_ok" = yes ] && [ "$errors" = 0 ] && [ "$san" = 0 ] && [ "$scrim_exit" = 0 ]; then
   ok_exit=1
   echo "soak passed"
 else
