@@ -170,7 +170,6 @@ class Tunnel {
   close() { if (this.sock) this.sock.destroy(); }
 }
 
-
 // ---------------------------------------------------------------- bad traffic
 
 /** mulberry32: a small seeded PRNG, so a run's mix can be repeated. */
@@ -199,11 +198,11 @@ function recordBad(kind, outcome, expected, why) {
 /**
  * Send raw bytes to scrim and wait for the first response's status, or the
  * connection's end. Resolves { status, body } or { closed: 'close'|'reset'|
- * 'timeout' }. `after` (optional) runs once the bytes are written, for the
- * kinds that then destroy the socket themselves. `onHead` resolves early on
- * the status line and destroys the socket (abort-stream).
+ * 'timeout' }. With `onHead` it resolves as soon as the status line, the
+ * head and the first bytes of the body are in, and destroys the socket
+ * (abort-stream).
  */
-function rawExchange(bytes, { timeoutMs = 20_000, onHead = null } = {}) {
+function rawExchange(bytes, { timeoutMs = 20_000, onHead = false } = {}) {
   return new Promise((resolve) => {
     const sock = net.connect({ host: scrim.host, port: scrim.port });
     const parser = new ResponseParser();
