@@ -15,6 +15,15 @@
 # tunnels and fresh ones), a virtual key with rpm 60 that gets 429s. Every
 # prompt carries personal data that must come back restored.
 #
+# Bad traffic: SOAK_BAD_PCT (default 10) percent of the requests, picked
+# with a PRNG seeded by SOAK_SEED (default 1): malformed heads (bad request
+# line, CL+TE, NUL in a header, obs-fold, a 20 KiB header), a body that is
+# not JSON, a body over the 8 MiB cap, unknown and revoked virtual keys,
+# clients that abort mid-request and mid-stream, and slow clients left to
+# header_timeout (one at a time). Each must get its expected status or a
+# close (soak_load.mjs lists them); anything else is an error. The summary
+# has the counts per kind.
+#
 # What runs (127.0.0.1 only, from a temporary directory, stopped on exit):
 #   redis-server    private, no persistence; virtual keys and limits
 #   fake providers  tests/fake_provider/provider.mjs, not recording: one
@@ -33,7 +42,10 @@
 # when the mean RSS of the last third is at most SOAK_MAX_GROWTH_PCT
 # (default 5) percent above the mean of the middle third. The slope of a
 # least-squares line over the last two thirds is reported too (KiB/min).
-# Open fds are compared the same way (at most +10).
+# Open fds are compared the same way (at most +10), and once more when
+# the load has stopped: no client connection may remain open, and the fds
+# may exceed those before the load only by the upstream connections
+# libcurl keeps for reuse.
 #
 # Writes bench/results/soak-DATE.csv (t_s,rss_kib,fds) and soak-DATE.txt
 # (the summary; also printed). Exit status 0 only when memory is flat, no
@@ -48,6 +60,8 @@ SOAK_SAMPLE=${SOAK_SAMPLE:-5}
 SOAK_WORKERS=${SOAK_WORKERS:-4}
 SOAK_PAUSE_MS=${SOAK_PAUSE_MS:-20}
 SOAK_MAX_GROWTH_PCT=${SOAK_MAX_GROWTH_PCT:-5}
+SOAK_BAD_PCT=${SOAK_BAD_PCT:-10}
+SOAK_SEED=${SOAK_SEED:-1}
 SCRIM_BIN=${SCRIM_BIN:-$ROOT/build-asan/scrim}
 [ -x "$SCRIM_BIN" ] || { echo "no scrim at $SCRIM_BIN (build build-asan first)" >&2; exit 2; }
 
@@ -167,6 +181,10 @@ export SOAK_PROVIDER_KEY=sk-soak-provider-000
 key=$("$SCRIM_BIN" keys create --name soak --rpm 100000 --tpm 100000000 --max-parallel 64 \
   -c "$work/scrim.conf" | sed -n 's/^key: //p')
 limited=$("$SCRIM_BIN" keys create --name soak-limited --rpm 60 -c "$work/scrim.conf" | sed -n 's/^key: //p')
+"$SCRIM_BIN" keys create --name soak-revoked -c "$work/scrim.conf" >"$work/revoked.key"
+revoked=$(sed -n 's/^key: //p' "$work/revoked.key")
+"$SCRIM_BIN" keys revoke "$(sed -n 's/^id: *//p' "$work/revoked.key")" -c "$work/scrim.conf" >/dev/null
+rm -f "$work/revoked.key"
 # A 32 MiB quarantine instead of ASan's 256 MiB: freed memory held for
 # use-after-free checks would otherwise fill RSS within seconds and hide
 # a slow growth under a quarter of a gigabyte that never moves.
@@ -192,12 +210,22 @@ echo "t_s,rss_kib,fds" >"$csv"
 sampler=$!
 pids+=($sampler)
 
+# fds before any traffic, and what they are (listeners, Redis, audit, ...)
+fds_before=$(ls "/proc/$spid/fd" | wc -l)
 node "$BENCH_DIR/soak_load.mjs" --scrim "127.0.0.1:$sport" --key "$key" --limited-key "$limited" \
-  --ca "$work/state/ca.pem" --seconds "$SOAK_SECONDS" --workers "$SOAK_WORKERS" \
-  --pause-ms "$SOAK_PAUSE_MS" | tee "$work/load.log"
+  --revoked-key "$revoked" --ca "$work/state/ca.pem" --seconds "$SOAK_SECONDS" --workers "$SOAK_WORKERS" \
+  --pause-ms "$SOAK_PAUSE_MS" --bad-pct "$SOAK_BAD_PCT" --seed "$SOAK_SEED" | tee "$work/load.log"
 load_line=$(sed -n 's/^SOAK_LOAD //p' "$work/load.log")
 sleep "$SOAK_SAMPLE" # one sample after the load, idle
 kill "$sampler" 2>/dev/null || true
+# fds idle after the load: every client connection must be gone; what
+# remains above the baseline should be upstream connections that libcurl
+# keeps for reuse (to the providers' ports), not client sockets.
+fds_after=$(ls "/proc/$spid/fd" | wc -l)
+ss -tanp 2>/dev/null | grep "pid=$spid," >"$work/fds-after.txt" || true
+fds_client=$(awk -v p=":$sport" '$1 == "ESTAB" && substr($4, length($4) - length(p) + 1) == p' "$work/fds-after.txt" | wc -l)
+fds_upstream=$(awk -v a=":$pplain" -v b=":$panth" -v c=":$ptls" '$1 == "ESTAB" { n = split($5, x, ":"); q = ":" x[n]; if (q == a || q == b || q == c) k++ } END { print k + 0 }' "$work/fds-after.txt")
+if [ "$fds_client" = 0 ] && [ "$fds_after" -le $((fds_before + fds_upstream)) ]; then fds_ok=yes; else fds_ok=NO; fi
 
 # ---- stop scrim: SIGTERM drains; LeakSanitizer reports at exit
 metrics=$(curl -fs "http://127.0.0.1:$aport/metrics" || true)
@@ -232,11 +260,21 @@ verdict=$(awk -F, -v maxg="$SOAK_MAX_GROWTH_PCT" '
 
 {
   echo "scrim soak, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-  echo "command: SOAK_SECONDS=$SOAK_SECONDS SOAK_WORKERS=$SOAK_WORKERS SOAK_PAUSE_MS=$SOAK_PAUSE_MS bench/soak.sh"
+  echo "command: SOAK_SECONDS=$SOAK_SECONDS SOAK_WORKERS=$SOAK_WORKERS SOAK_PAUSE_MS=$SOAK_PAUSE_MS SOAK_BAD_PCT=$SOAK_BAD_PCT SOAK_SEED=$SOAK_SEED bench/soak.sh"
   echo "binary: $SCRIM_BIN ($("$SCRIM_BIN" version | head -1))"
   echo "ASAN_OPTIONS=$ASAN_OPTIONS"
   echo "$verdict"
+  echo "fds: $fds_before before the load, $fds_after idle after it ($fds_client client connection(s) still open, $fds_upstream kept upstream connection(s) to the providers); back to baseline: $fds_ok"
   echo "load: $load_line"
+  echo "$load_line" | node -e '
+    let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => {
+      let j; try { j = JSON.parse(s); } catch { console.log("traffic: no load summary"); return; }
+      const good = j.total;
+      console.log(`traffic: ${good} good requests (${j.ok} ok, ${j.limited429} expected 429), ${j.badTotal} bad (${(100 * j.badTotal / Math.max(1, good + j.badTotal)).toFixed(1)}%), ${j.errors} error(s)`);
+      for (const [k, v] of Object.entries(j.byKind)) console.log(`  good ${k.padEnd(17)} ok ${v.ok}, 429 ${v.limited429}, errors ${v.errors}`);
+      for (const [k, v] of Object.entries(j.bad || {})) console.log(`  bad  ${k.padEnd(17)} sent ${v.sent}, as expected ${v.expected}, unexpected ${v.unexpected}; outcomes ${JSON.stringify(v.outcomes)}`);
+      for (const e of j.errorSamples) console.log(`  error: ${e}`);
+    });'
   echo "scrim: exit $scrim_exit, $san sanitizer report(s), $scrim_errors error line(s) in its log"
   echo "audit: $audit_records request records; verify: $audit_verify"
   echo "metrics at the end:"
@@ -249,7 +287,7 @@ verdict=$(awk -F, -v maxg="$SOAK_MAX_GROWTH_PCT" '
 } | tee "$summary"
 
 errors=$(echo "$load_line" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).errors)}catch{console.log(-1)}})')
-if [[ "$verdict" == "VERDICT: flat"* ]] && [ "$errors" = 0 ] && [ "$san" = 0 ] && [ "$scrim_exit" = 0 ]; then
+if [[ "$verdict" == "VERDICT: flat"* ]] && [ "$fds_ok" = yes ] && [ "$errors" = 0 ] && [ "$san" = 0 ] && [ "$scrim_exit" = 0 ]; then
   ok_exit=1
   echo "soak passed"
 else

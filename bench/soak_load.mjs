@@ -12,18 +12,49 @@
 //
 // Every prompt carries personal data; an answer must hold it restored
 // (the provider echoes the scrubbed prompt). Anything else counts as an
-// error. Prints a progress line every 30 s and, at the end, one line
-// `SOAK_LOAD {json}` with the counts.
+// error.
+//
+// Bad traffic: --bad-pct percent (default 10) of a worker's requests,
+// picked with a seeded PRNG (--seed, default 1; one stream per worker), are
+// one of the kinds in BAD below, each with its expected outcome:
+//
+//   head-bad-line     "GET /v1/models HTTP/1.1 junk"       400 (or close)
+//   head-cl-te        Content-Length and Transfer-Encoding 400 (or close)
+//   head-nul          a NUL byte inside a header value      400 (or close)
+//   head-obs-fold     a header continued on the next line   400 (or close)
+//   head-huge         one 20 KiB header (max 16 KiB)        431 (or close)
+//   json-invalid      a chat body that is not JSON          400 invalid_json
+//   body-over-cap     Content-Length 9 MiB (cap 8 MiB), 4 KiB sent, then
+//                     wait                                  413 (or close)
+//   key-unknown       a well-formed key scrim never issued  401
+//                     (a different one each time)
+//   key-revoked       --revoked-key, revoked before the run 401
+//   abort-request     half the body sent, then the socket destroyed
+//                     (nothing to check on the client: scrim's fds and
+//                     memory tell)
+//   abort-stream      a slow SSE answer, the socket destroyed after its
+//                     first bytes                           200 head first
+//   slow-client       half a request head, then nothing     408 or close
+//                     within header_timeout (10 s) + 5 s; at most one at a
+//                     time in the whole run, run beside the worker's loop
+//
+// An outcome other than the expected one counts as an error. Prints a
+// progress line every 30 s and, at the end, one line `SOAK_LOAD {json}` with
+// the counts (bad traffic under "bad", per kind: sent, as expected,
+// unexpected, and the outcomes seen).
 //
 //   node bench/soak_load.mjs --scrim 127.0.0.1:PORT --key K --limited-key K2
-//        --ca scrim-ca.pem --seconds 600 [--workers 4] [--pause-ms 20]
+//        --revoked-key K3 --ca scrim-ca.pem --seconds 600 [--workers 4]
+//        [--pause-ms 20] [--bad-pct 10] [--seed 1]
 
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { openConnection, requestBytes, ResponseParser, parseArgs, hostPort } from './proxy/common.mjs';
 
 const o = parseArgs(process.argv.slice(2), {
-  scrim: '', key: '', 'limited-key': '', ca: '', seconds: 600, workers: 4, 'pause-ms': 20,
+  scrim: '', key: '', 'limited-key': '', 'revoked-key': '', ca: '', seconds: 600, workers: 4, 'pause-ms': 20,
+  'bad-pct': 10, seed: 1,
 });
 const scrim = hostPort(o.scrim);
 const ca = fs.readFileSync(o.ca, 'utf8');
@@ -31,7 +62,7 @@ const EMAIL = 'maria.gonzalez@example.com';
 const CARD = '4111 1111 1111 1111';
 const IBAN = 'DE89 3704 0044 0532 0130 00';
 
-const counts = { total: 0, ok: 0, limited429: 0, errors: 0, byKind: {}, errorSamples: [] };
+const counts = { total: 0, ok: 0, limited429: 0, errors: 0, byKind: {}, badTotal: 0, bad: {}, errorSamples: [] };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let seq = 0;
 const promptOf = (kind) => `soak ${kind} ${++seq}: mail ${EMAIL}, card ${CARD}, IBAN ${IBAN}`;
@@ -139,12 +170,178 @@ class Tunnel {
   close() { if (this.sock) this.sock.destroy(); }
 }
 
+// ---------------------------------------------------------------- bad traffic
+
+/** mulberry32: a small seeded PRNG, so a run's mix can be repeated. */
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function recordBad(kind, outcome, expected, why) {
+  counts.badTotal++;
+  const k = counts.bad[kind] || (counts.bad[kind] = { sent: 0, expected: 0, unexpected: 0, outcomes: {} });
+  k.sent++;
+  k.outcomes[outcome] = (k.outcomes[outcome] || 0) + 1;
+  if (expected) { k.expected++; return; }
+  k.unexpected++;
+  counts.errors++;
+  if (counts.errorSamples.length < 20) counts.errorSamples.push(`${new Date().toISOString()} bad ${kind}: ${outcome}${why ? `: ${why}` : ''}`);
+}
+
+/**
+ * Send raw bytes to scrim and wait for the first response's status, or the
+ * connection's end. Resolves { status, body } or { closed: 'close'|'reset'|
+ * 'timeout' }. With `onHead` it resolves as soon as the status line, the
+ * head and the first bytes of the body are in, and destroys the socket
+ * (abort-stream).
+ */
+function rawExchange(bytes, { timeoutMs = 20_000, onHead = false } = {}) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: scrim.host, port: scrim.port });
+    const parser = new ResponseParser();
+    let settled = false;
+    let raw = Buffer.alloc(0);
+    const done = (r) => { if (settled) return; settled = true; clearTimeout(timer); sock.destroy(); resolve(r); };
+    const timer = setTimeout(() => done({ closed: 'timeout' }), timeoutMs);
+    sock.on('connect', () => { if (bytes.length) sock.write(bytes); });
+    sock.on('data', (d) => {
+      raw = Buffer.concat([raw, d]);
+      if (onHead) {
+        const m = /^HTTP\/1\.[01] (\d{3})/.exec(raw.toString('latin1', 0, 16));
+        if (m && raw.indexOf('\r\n\r\n') > 0 && raw.length > raw.indexOf('\r\n\r\n') + 4) {
+          done({ status: Number(m[1]), body: '' });
+        }
+        return;
+      }
+      let r;
+      try { r = parser.feed(d); } catch (e) { done({ closed: `unparsable answer (${e.message})` }); return; }
+      if (r.length) done({ status: r[0].status, body: r[0].body.toString("utf8") });
+    });
+    sock.on('error', (e) => {
+      // A reset after a complete status line still counts as that status.
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(raw.toString('latin1', 0, 16));
+      done(m ? { status: Number(m[1]), body: raw.toString('utf8') } : { closed: e.code === 'ECONNRESET' || e.code === 'EPIPE' ? 'reset' : `error ${e.code || e.message}` });
+    });
+    sock.on('end', () => {
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(raw.toString('latin1', 0, 16));
+      done(m ? { status: Number(m[1]), body: raw.toString('utf8') } : { closed: 'close' });
+    });
+  });
+}
+
+const head = (lines) => Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
+const outcomeOf = (r) => (r.status ? String(r.status) : r.closed);
+
+/** Expect one of `statuses`, or (when closeOk) scrim closing without one. */
+function expectStatus(kind, r, statuses, { closeOk = false, bodyRe = null } = {}) {
+  const out = outcomeOf(r);
+  let ok = r.status ? statuses.includes(r.status) : closeOk && (r.closed === 'close' || r.closed === 'reset');
+  if (ok && r.status && bodyRe && !bodyRe.test(r.body)) ok = false;
+  recordBad(kind, out, ok, ok ? '' : String(r.body || '').slice(0, 160));
+}
+
+let slowOutstanding = null; // the one slow client allowed at a time
+
+async function slowClient() {
+  const t = Date.now();
+  const r = await rawExchange(Buffer.from(`POST /v1/chat/completions HTTP/1.1\r\nHost: scrim\r\nAuthorization: Bearer ${o.key}\r\n`, 'latin1'), { timeoutMs: 15_000 });
+  const s = ((Date.now() - t) / 1000).toFixed(0);
+  const ok = r.status === 408 || r.closed === 'close' || r.closed === 'reset';
+  recordBad('slow-client', outcomeOf(r), ok, ok ? '' : `after ${s} s`);
+}
+
+const BAD = {
+  'head-bad-line': async () => {
+    const r = await rawExchange(head(['GET /v1/models HTTP/1.1 junk', 'Host: scrim', `Authorization: Bearer ${o.key}`]));
+    expectStatus('head-bad-line', r, [400], { closeOk: true });
+  },
+  'head-cl-te': async () => {
+    const r = await rawExchange(Buffer.concat([head(['POST /v1/chat/completions HTTP/1.1', 'Host: scrim', `Authorization: Bearer ${o.key}`,
+      'Content-Type: application/json', 'Content-Length: 5', 'Transfer-Encoding: chunked']), Buffer.from('0\r\n\r\n')]));
+    expectStatus('head-cl-te', r, [400], { closeOk: true });
+  },
+  'head-nul': async () => {
+    const r = await rawExchange(head(['GET /v1/models HTTP/1.1', 'Host: scrim', `Authorization: Bearer ${o.key}`, 'X-Soak: a\0b']));
+    expectStatus('head-nul', r, [400], { closeOk: true });
+  },
+  'head-obs-fold': async () => {
+    const r = await rawExchange(head(['GET /v1/models HTTP/1.1', 'Host: scrim', `Authorization: Bearer ${o.key}`, 'X-Soak: first', ' folded']));
+    expectStatus('head-obs-fold', r, [400], { closeOk: true });
+  },
+  'head-huge': async () => {
+    const r = await rawExchange(head(['GET /v1/models HTTP/1.1', 'Host: scrim', `Authorization: Bearer ${o.key}`, `X-Soak: ${'h'.repeat(20 * 1024)}`]));
+    expectStatus('head-huge', r, [431], { closeOk: true });
+  },
+  'json-invalid': async () => {
+    const r = await httpReq(false, { path: '/v1/chat/completions', headers: { authorization: `Bearer ${o.key}` }, body: `{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "${promptOf('bad')}"` });
+    expectStatus('json-invalid', r, [400], { bodyRe: /invalid_json/ });
+  },
+  'body-over-cap': async () => {
+    const r = await rawExchange(Buffer.concat([head(['POST /v1/chat/completions HTTP/1.1', 'Host: scrim', `Authorization: Bearer ${o.key}`,
+      'Content-Type: application/json', `Content-Length: ${9 * 1024 * 1024}`]), Buffer.alloc(4096, 0x20)]));
+    expectStatus('body-over-cap', r, [413], { closeOk: true });
+  },
+  'key-unknown': async () => {
+    const r = await httpReq(false, { path: '/v1/chat/completions', headers: { authorization: `Bearer sk-scrim-${`soakunknown${++seq}`.padEnd(43, 'x')}` }, body: chat(promptOf('bad')) });
+    expectStatus('key-unknown', r, [401], { bodyRe: /invalid_api_key/ });
+  },
+  'key-revoked': async () => {
+    const r = await httpReq(false, { path: '/v1/chat/completions', headers: { authorization: `Bearer ${o['revoked-key']}` }, body: chat(promptOf('bad')) });
+    expectStatus('key-revoked', r, [401], { bodyRe: /invalid_api_key/ });
+  },
+  'abort-request': async () => {
+    const body = Buffer.from(chat(promptOf('abort')));
+    const bytes = Buffer.concat([head(['POST /v1/chat/completions HTTP/1.1', 'Host: scrim', `Authorization: Bearer ${o.key}`,
+      'Content-Type: application/json', `Content-Length: ${body.length}`]), body.subarray(0, body.length >> 1)]);
+    await new Promise((resolve) => {
+      const sock = net.connect({ host: scrim.host, port: scrim.port }, () => {
+        sock.write(bytes, () => setTimeout(() => { sock.destroy(); resolve(); }, 5));
+      });
+      sock.on('error', () => { sock.destroy(); resolve(); });
+    });
+    recordBad('abort-request', 'aborted', true);
+  },
+  'abort-stream': async () => {
+    const body = Buffer.from(chat(promptOf('abort'), { stream: true }));
+    const r = await rawExchange(Buffer.concat([head(['POST /v1/chat/completions HTTP/1.1', 'Host: scrim', `Authorization: Bearer ${o.key}`,
+      'Content-Type: application/json', 'X-Fake-Chunks: 40', 'X-Fake-Chunk-Delay-Ms: 50', `Content-Length: ${body.length}`]), body]), { onHead: true });
+    expectStatus('abort-stream', r, [200]);
+  },
+};
+const BAD_KINDS = Object.keys(BAD);
+
+/** One bad request of a kind picked with `rnd`; the slow client runs beside. */
+async function badRequest(rnd) {
+  let kind = BAD_KINDS[Math.floor(rnd() * (BAD_KINDS.length + 1))] || 'slow-client';
+  if (kind === 'slow-client') {
+    if (!slowOutstanding) {
+      slowOutstanding = slowClient().finally(() => { slowOutstanding = null; });
+      return;
+    }
+    kind = BAD_KINDS[Math.floor(rnd() * BAD_KINDS.length)];
+  }
+  await BAD[kind]();
+}
+
 async function worker(w, deadline) {
   const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1 });
   let tunnel = null;
   let n = 0;
+  const rnd = prng((o.seed * 1000003 + w * 7919) >>> 0);
   while (Date.now() < deadline) {
     n++;
+    if (rnd() * 100 < o['bad-pct']) {
+      try { await badRequest(rnd); } catch (e) { recordBad('network', e.message, false); }
+      if (o['pause-ms'] > 0) await sleep(o['pause-ms']);
+      continue;
+    }
     const roll = (n * 7 + w * 3) % 20; // a fixed, even mix
     const agent = n % 3 === 0 ? false : keepAlive;
     const auth = { authorization: `Bearer ${o.key}` };
@@ -198,9 +395,10 @@ const t0 = Date.now();
 const deadline = t0 + o.seconds * 1000;
 const progress = setInterval(() => {
   const s = Math.round((Date.now() - t0) / 1000);
-  console.log(`SOAK_PROGRESS t=${s}s total=${counts.total} ok=${counts.ok} 429=${counts.limited429} errors=${counts.errors}`);
+  console.log(`SOAK_PROGRESS t=${s}s total=${counts.total} ok=${counts.ok} 429=${counts.limited429} bad=${counts.badTotal} errors=${counts.errors}`);
 }, 30_000);
 await Promise.all(Array.from({ length: o.workers }, (_, w) => worker(w, deadline)));
+while (slowOutstanding) await slowOutstanding;
 clearInterval(progress);
 counts.seconds = (Date.now() - t0) / 1000;
 console.log(`SOAK_LOAD ${JSON.stringify(counts)}`);

@@ -471,6 +471,13 @@ redis_call(struct scrim_redis *r, redis_cb cb, void *arg, int argc,
 		return NULL;
 	}
 	c->in_hiredis = true;
+	/* libevent measures a new timer from the time it cached when this
+	 * loop iteration began. After a long iteration (a busy loop, or the
+	 * process kept off the CPU) that time is stale, and a 200 ms timer
+	 * could fire a few ms after the call went out, failing it closed
+	 * while Redis answers in time (the 1 h soak saw one: 503 after 7 ms).
+	 * Start the call's clock now. */
+	event_base_update_cache_time(r->base);
 	evtimer_add(c->timer, &tv);
 	r->st.calls++;
 	return c;
