@@ -157,6 +157,24 @@ struct windows {
 };
 
 static bool
+win_push(struct windows *w, size_t start, size_t end, size_t last)
+{
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		struct window *v = realloc(w->v, cap * sizeof(*v));
+		if (v == NULL)
+			return false;
+		w->v = v;
+		w->cap = cap;
+	}
+	w->v[w->n].start = start;
+	w->v[w->n].end = end;
+	w->v[w->n].last = last;
+	w->n++;
+	return true;
+}
+
+static bool
 win_add(struct windows *w, const char *s, size_t n, size_t a_start,
         size_t a_end, const struct rule *r)
 {
@@ -178,19 +196,7 @@ win_add(struct windows *w, const char *s, size_t n, size_t a_start,
 			w->v[w->n - 1].last = a_end - 1;
 		return true;
 	}
-	if (w->n == w->cap) {
-		size_t cap = w->cap ? w->cap * 2 : 16;
-		struct window *v = realloc(w->v, cap * sizeof(*v));
-		if (v == NULL)
-			return false;
-		w->v = v;
-		w->cap = cap;
-	}
-	w->v[w->n].start = ws;
-	w->v[w->n].end = we;
-	w->v[w->n].last = a_end > a_start ? a_end - 1 : a_start;
-	w->n++;
-	return true;
+	return win_push(w, ws, we, a_end > a_start ? a_end - 1 : a_start);
 }
 
 static int
@@ -361,19 +367,7 @@ anchor_add(struct ruleset *rs, struct windows *wins, const struct word_ref *ref,
 		return win_add(&wins[ref->rule], (const char *)u, n, at,
 		               at + ref->len, &rs->rules[ref->rule]);
 	w = &wins[rs->nrules + ref->rule];
-	if (w->n == w->cap) {
-		size_t cap = w->cap ? w->cap * 2 : 16;
-		struct window *v = realloc(w->v, cap * sizeof(*v));
-		if (v == NULL)
-			return false;
-		w->v = v;
-		w->cap = cap;
-	}
-	w->v[w->n].start = at;
-	w->v[w->n].end = at + ref->len;
-	w->v[w->n].last = at;
-	w->n++;
-	return true;
+	return win_push(w, at, at + ref->len, at);
 }
 
 /* Could an entry of the words index start at i (i + 1 < n)? A filter
