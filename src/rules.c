@@ -356,7 +356,8 @@ on_key(void *arg, int line, char *key, char *v)
 		rcomplain(ld, line, "unknown key '%s' in rule '%s'", key, r->id);
 		return;
 	}
-	if (k < 11 && (ld->seen & (1u << k))) {
+	/* Every key once, but the examples (match, nomatch). */
+	if (k != 11 && k != 12 && (ld->seen & (1u << k))) {
 		rcomplain(ld, line, "'%s' is set twice in rule '%s'", key, r->id);
 		return;
 	}

@@ -58,6 +58,11 @@ test_refused(void)
 		"[rule]\n",
 		"[rules t.x]\n",
 		"[rule T.Upper]\n" "type = X\npattern = x\nmatch = [[x]]\n",
+		/* near and inside given twice (the first near list leaked) */
+		"[rule t.a]\ntype = X\npattern = x\nnear = words ab\n"
+		"near = words cd\nmatch = [[x]]\n",
+		"[rule t.a]\ntype = X\npattern = x\ninside = yes\ninside = no\n"
+		"match = [[x]]\n",
 		/* 31 letters: no room for its placeholders in the vault */
 		"[rule t.a]\ntype = AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\npattern = x\n"
 		"match = [[x]]\n",
