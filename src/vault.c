@@ -95,6 +95,8 @@ vault_free(struct vault *v)
 		free(v->v[i].value);
 	}
 	free(v->v);
+	EVP_MAC_CTX_free(v->mac);
+	OPENSSL_cleanse(v->mac_key, sizeof(v->mac_key));
 	free(v);
 }
 
@@ -130,31 +132,77 @@ find_value(const struct vault *v, const char *type, size_t tl,
 	return NULL;
 }
 
+/* Fetched once: fetching is a provider lookup, per call too slow for
+ * thousands of values. Freed at exit by OpenSSL's cleanup. */
+static EVP_MAC *
+hmac_alg(void)
+{
+	static EVP_MAC *m;
+
+	if (m == NULL)
+		m = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	return m;
+}
+
+static bool
+mac_key(EVP_MAC_CTX *mc, const unsigned char secret[32])
+{
+	OSSL_PARAM params[2];
+
+	params[0] = OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0);
+	params[1] = OSSL_PARAM_construct_end();
+	return EVP_MAC_init(mc, secret, 32, params) == 1;
+}
+
+static bool
+mac_parts(EVP_MAC_CTX *mc, const char *const *parts, const size_t *lens,
+          size_t nparts, unsigned char out[32])
+{
+	size_t outl = 0;
+	bool ok = true;
+
+	for (size_t i = 0; ok && i < nparts; i++)
+		ok = EVP_MAC_update(mc, (const unsigned char *)parts[i], lens[i]) &&
+		     EVP_MAC_update(mc, (const unsigned char *)"", 1);
+	return ok && EVP_MAC_final(mc, out, &outl, 32) && outl == 32;
+}
+
 bool
 vault_hmac(const unsigned char secret[32], const char *const *parts,
            const size_t *lens, size_t nparts, unsigned char out[32])
 {
-	/* Fetched once: fetching is a provider lookup, per call too slow
-	 * for thousands of values. Freed at exit by OpenSSL's cleanup. */
-	static EVP_MAC *m;
-	EVP_MAC_CTX *mc;
+	EVP_MAC *m = hmac_alg();
+	EVP_MAC_CTX *mc = m ? EVP_MAC_CTX_new(m) : NULL;
+	bool ok = mc != NULL && mac_key(mc, secret) &&
+	          mac_parts(mc, parts, lens, nparts, out);
 
-	if (m == NULL)
-		m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	mc = m ? EVP_MAC_CTX_new(m) : NULL;
-	OSSL_PARAM params[2];
-	size_t outl = 0;
-	bool ok;
-
-	params[0] = OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	ok = mc != NULL && EVP_MAC_init(mc, secret, 32, params);
-	for (size_t i = 0; ok && i < nparts; i++)
-		ok = EVP_MAC_update(mc, (const unsigned char *)parts[i], lens[i]) &&
-		     EVP_MAC_update(mc, (const unsigned char *)"", 1);
-	ok = ok && EVP_MAC_final(mc, out, &outl, 32) && outl == 32;
 	EVP_MAC_CTX_free(mc);
 	return ok;
+}
+
+bool
+vault_mac(struct vault *v, const unsigned char secret[32],
+          const char *const *parts, const size_t *lens, size_t nparts,
+          unsigned char out[32])
+{
+	if (v == NULL)
+		return vault_hmac(secret, parts, lens, nparts, out);
+	if (v->mac != NULL && CRYPTO_memcmp(v->mac_key, secret, 32) == 0) {
+		/* A NULL key restarts the MAC from the keyed state. */
+		if (EVP_MAC_init(v->mac, NULL, 0, NULL) != 1)
+			return false;
+	} else {
+		EVP_MAC *m = hmac_alg();
+		EVP_MAC_CTX_free(v->mac);
+		v->mac = m ? EVP_MAC_CTX_new(m) : NULL;
+		if (v->mac == NULL || !mac_key(v->mac, secret)) {
+			EVP_MAC_CTX_free(v->mac);
+			v->mac = NULL;
+			return false;
+		}
+		memcpy(v->mac_key, secret, 32);
+	}
+	return mac_parts(v->mac, parts, lens, nparts, out);
 }
 
 const struct vault_entry *
@@ -176,7 +224,7 @@ vault_put(struct vault *v, const unsigned char secret[32], const char *key_id,
 	{
 		const char *parts[3] = {key_id, type, value};
 		size_t lens[3] = {strlen(key_id), tl, value_len};
-		if (!vault_hmac(secret, parts, lens, 3, mac))
+		if (!vault_mac(v, secret, parts, lens, 3, mac))
 			return NULL;
 	}
 
