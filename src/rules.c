@@ -335,7 +335,7 @@ on_key(void *arg, int line, char *key, char *v)
 	static const char *const keys[] = {
 	    "type", "pattern", "validator", "anchor", "window", "context",
 	    "context_required", "context_window", "negative", "score", "action",
-	    "match", "nomatch", "inside", "near",
+	    "match", "nomatch", "inside", "near", "follows",
 	};
 	struct rloader *ld = arg;
 	struct rule *r = ld->cur;
@@ -471,6 +471,26 @@ on_key(void *arg, int line, char *key, char *v)
 		                 r->nnear_words))
 			return;
 		break;
+	case 15:
+		r->follows = split_bar(v, &r->nfollows, true);
+		if (r->nfollows == 0) {
+			rcomplain(ld, line, "follows: a|b|c, at least one entry");
+			return;
+		}
+		r->follows_tail = xcalloc(1024, sizeof(uint64_t));
+		for (size_t i = 0; i < r->nfollows; i++) {
+			const unsigned char *f = (const unsigned char *)r->follows[i];
+			size_t fl = strlen(r->follows[i]);
+			unsigned tail;
+			if (fl < 2 || fl > 32 || strpbrk(r->follows[i], " \t") != NULL) {
+				rcomplain(ld, line, "follows: '%s' is not one word of "
+				                    "2 to 32 bytes", r->follows[i]);
+				return;
+			}
+			tail = (unsigned)f[fl - 2] << 8 | f[fl - 1];
+			r->follows_tail[tail >> 6] |= 1ULL << (tail & 63);
+		}
+		break;
 	}
 }
 
@@ -494,6 +514,11 @@ compile_rule(struct rloader *ld, struct ruleset *rs, struct rule *r)
 
 	if (r->type == NULL || r->pattern == NULL) {
 		rcomplain(ld, r->line, "rule '%s' needs type and pattern", r->id);
+		return;
+	}
+	if (r->nfollows > 0 && r->anchor != ANCHOR_DIGITS) {
+		rcomplain(ld, r->line, "rule '%s': follows needs anchor = digits N",
+		          r->id);
 		return;
 	}
 	if (r->nexamples == 0 || !r->examples[0].positive) {
@@ -925,6 +950,8 @@ rules_unref(struct ruleset *rs)
 		pcre2_code_free(r->code);
 		free_list(r->anchor_words, r->nanchor_words);
 		free_list(r->near_words, r->nnear_words);
+		free_list(r->follows, r->nfollows);
+		free(r->follows_tail);
 		free_list(r->context, r->ncontext);
 		free_list(r->negative, r->nnegative);
 		for (size_t k = 0; k < r->nexamples; k++)

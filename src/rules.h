@@ -64,6 +64,11 @@ struct rule {
 	/* near = words ...: only windows that also hold one of these */
 	char **near_words;
 	size_t nnear_words;
+	/* follows = a|b: digit runs count only right after one of these
+	 * (past blanks), folded: a street word before a house number */
+	char **follows;
+	size_t nfollows;
+	uint64_t *follows_tail; /* 65536 bits: their last two bytes */
 
 	char **context;       /* words that raise confidence */
 	size_t ncontext;

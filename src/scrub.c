@@ -741,6 +741,38 @@ token_windows(struct windows *w, const char *s, size_t n, const struct rule *r)
 	return true;
 }
 
+/* Does the text before at, past spaces and tabs, end with one of the
+ * entries (folded)? A street word before a house number: checked at
+ * each digit run, it keeps an address rule off the numbers of prose. */
+static bool
+follows_one(const char *s, size_t at, const struct rule *r)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t e = at;
+	unsigned key;
+
+	while (e > 0 && (u[e - 1] == ' ' || u[e - 1] == '\t'))
+		e--;
+	if (e < 2)
+		return false;
+	/* The last two bytes first: most numbers of prose follow a word
+	 * that ends like no entry. */
+	key = (unsigned)fold[u[e - 2]] << 8 | fold[u[e - 1]];
+	if (!((r->follows_tail[key >> 6] >> (key & 63)) & 1))
+		return false;
+	for (size_t k = 0; k < r->nfollows; k++) {
+		const unsigned char *t = (const unsigned char *)r->follows[k];
+		size_t wl = strlen(r->follows[k]), j = 0;
+		if (wl > e)
+			continue;
+		while (j < wl && fold[u[e - wl + j]] == t[j])
+			j++;
+		if (j == wl)
+			return true;
+	}
+	return false;
+}
+
 static bool
 windows_for(const struct ruleset *rs, struct windows *w, const char *s,
             size_t n, const struct rule *r, struct digit_runs *dr,
@@ -760,7 +792,9 @@ windows_for(const struct ruleset *rs, struct windows *w, const char *s,
 		nr = r->anchor_digits >= rs->big_digits ? dr->nbig : dr->n;
 		for (size_t k = 0; k < nr; k++) {
 			const struct digit_run *d = &runs[k];
-			if (d->digits < r->anchor_digits)
+			if (d->digits < r->anchor_digits ||
+			    (r->nfollows > 0 &&
+			     !follows_one(s, d->start, r)))
 				continue;
 			/* With near words, a run no near word reaches makes no
 			 * window at all (near_filter would drop it anyway; on

@@ -261,6 +261,47 @@ test_near(void)
 	CHECK(rs == NULL, "near words of one byte are refused");
 }
 
+/* follows = a|b: a digit run counts only right after one of the words,
+ * past blanks, letters compared without case. */
+static void
+test_follows(void)
+{
+	struct ruleset *rs =
+	    load("[rule t.f]\ntype = F\npattern = \\d+\n"
+	         "anchor = digits 1\nwindow = 0 0\ninside = yes\n"
+	         "follows = straße|weg|str.\n"
+	         "match = Hauptstraße [[5]]\nnomatch = 5 apples\n");
+
+	CHECK(rs != NULL, "follows loads");
+	if (rs == NULL)
+		return;
+	CHECK(strcmp(spans0(rs, "5 apples, page 12"), "") == 0,
+	      "numbers after other words: no window");
+	CHECK(strcmp(spans0(rs, "HAUPTSTRAßE 5"), "13-14;") == 0,
+	      "after the word, ASCII letters folded");
+	CHECK(strcmp(spans0(rs, "Am Weg\t 7 and 8"), "8-9;") == 0,
+	      "past spaces and tabs, and only that run");
+	CHECK(strcmp(spans0(rs, "Berliner Str. 12a"), "14-16;") == 0,
+	      "an entry that ends in a dot");
+	CHECK(strcmp(spans0(rs, "Wegweiser 3, Straßenbahn 4"), "") == 0,
+	      "the word must end there");
+	CHECK(strcmp(spans0(rs, "weg 1"), "4-5;") == 0, "at the very start");
+	CHECK(strcmp(spans0(rs, "7"), "") == 0, "nothing before");
+	rules_unref(rs);
+	rs = load("[rule t.f]\ntype = F\npattern = x\nanchor = char x\n"
+	          "follows = weg\nmatch = [[x]]\n");
+	CHECK(rs == NULL, "follows needs a digits anchor");
+	rs = load("[rule t.f]\ntype = F\npattern = \\d\nanchor = digits 1\n"
+	          "follows = w\nmatch = [[1]]\n");
+	CHECK(rs == NULL, "follows entries of one byte are refused");
+	rs = load("[rule t.f]\ntype = F\npattern = \\d\nanchor = digits 1\n"
+	          "follows = ab|a b\nmatch = [[1]]\n");
+	CHECK(rs == NULL, "follows entries hold no blank");
+	rs = load("[rule t.f]\ntype = F\npattern = \\d\nanchor = digits 1\n"
+	          "follows = ab\nfollows = cd\nmatch = [[1]]\n");
+	CHECK(rs == NULL, "follows set twice");
+}
+
 int
 main(void)
 {
@@ -272,6 +313,7 @@ main(void)
 	test_block_edges();
 	test_digits_and_tokens();
 	test_near();
+	test_follows();
 	{
 		char path[128];
 		snprintf(path, sizeof(path), "%s/a.rules", dir);
