@@ -248,23 +248,6 @@ word_char(unsigned char c)
 	       (c >= '0' && c <= '9');
 }
 
-/* Case-insensitive search for a lower-case needle. */
-static const char *
-find_fold(const char *h, size_t hn, const char *needle, size_t nn)
-{
-	unsigned char f = (unsigned char)needle[0];
-	unsigned char F = (f >= 'a' && f <= 'z') ? (unsigned char)(f - 32) : f;
-
-	if (nn == 0 || hn < nn)
-		return NULL;
-	for (size_t i = 0; i + nn <= hn; i++) {
-		unsigned char c = (unsigned char)h[i];
-		if ((c == f || c == F) && strncasecmp(h + i, needle, nn) == 0)
-			return h + i;
-	}
-	return NULL;
-}
-
 static const unsigned char fold[256] = {
 #define F4(b) (b), (b) + 1, (b) + 2, (b) + 3
 #define F16(b) F4(b), F4((b) + 4), F4((b) + 8), F4((b) + 12)
@@ -863,27 +846,43 @@ windows_for(const struct ruleset *rs, struct windows *w, const char *s,
 
 /* ------------------------- scoring -------------------------------- */
 
+/* A context word (whole word, folded) in the bytes around a value. One
+ * pass over them, stopping only at the first bytes of the words: a rule
+ * has tens of them, and each used to be searched for on its own. */
 static bool
 near_word(const char *s, size_t n, size_t start, size_t end, unsigned window,
           char *const *words, size_t nwords)
 {
+	const unsigned char *u = (const unsigned char *)s;
 	size_t a = start > window ? start - window : 0;
 	size_t b = end + 24 < n ? end + 24 : n;
+	uint64_t first[4] = {0, 0, 0, 0};
 
 	for (size_t k = 0; k < nwords; k++) {
-		size_t wl = strlen(words[k]), off = a;
-		const char *p;
-		while ((p = find_fold(s + off, b - off, words[k], wl)) != NULL) {
-			size_t at = (size_t)(p - s);
+		unsigned char c = (unsigned char)words[k][0];
+		first[c >> 6] |= 1ULL << (c & 63);
+	}
+	for (size_t i = a; i < b; i++) {
+		unsigned char c = fold[u[i]];
+		if (!((first[c >> 6] >> (c & 63)) & 1))
+			continue;
+		for (size_t k = 0; k < nwords; k++) {
+			const unsigned char *w = (const unsigned char *)words[k];
+			size_t wl, j = 1;
+			if (w[0] != c)
+				continue;
+			wl = strlen(words[k]);
+			if (wl > b - i)
+				continue;
+			while (j < wl && fold[u[i + j]] == w[j])
+				j++;
+			if (j < wl)
+				continue;
 			/* Whole words only: "card" must not fire on "discard". */
-			bool left = at == 0 || !word_char((unsigned char)s[at - 1]) ||
-			            !word_char((unsigned char)words[k][0]);
-			bool right = at + wl >= n ||
-			             !word_char((unsigned char)s[at + wl]) ||
-			             !word_char((unsigned char)words[k][wl - 1]);
-			if (left && right)
+			if ((i == 0 || !word_char(u[i - 1]) || !word_char(w[0])) &&
+			    (i + wl >= n || !word_char(u[i + wl]) ||
+			     !word_char(w[wl - 1])))
 				return true;
-			off = at + 1;
 		}
 	}
 	return false;
