@@ -662,20 +662,35 @@ entry_of(const struct rule *r, size_t k, struct entry *e)
 	return true;
 }
 
-/* The keys a spots entry is found under: its key byte in both cases
- * when folded. */
+/* The keys a spots entry is found under: the byte pair at its key byte
+ * (the byte before and the key byte, or the key byte and the one after
+ * when the key byte is first), in every case the entry allows. Keyed by
+ * pairs, not bytes: ':' ends fifty field names, and a lookup by the
+ * byte alone would try them all at every colon. */
 static size_t
-entry_keys(const struct entry *e, unsigned keys[2])
+entry_keys(const struct entry *e, unsigned keys[4])
 {
 	unsigned char c = (unsigned char)e->key;
+	bool before = e->off > 0;
+	unsigned char o = (unsigned char)e->text[before ? e->off - 1 : e->off + 1];
+	unsigned char cv[2] = {c, c}, ov[2] = {o, o};
+	size_t nc = 1, no = 1, n = 0;
 
-	keys[0] = c;
-	if ((e->flags & WORD_FOLD) && ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) {
-		keys[0] = c | 0x20;
-		keys[1] = c & ~0x20u;
-		return 2;
+	if ((e->flags & WORD_FOLD) && (c | 0x20) >= 'a' && (c | 0x20) <= 'z') {
+		cv[0] = c | 0x20;
+		cv[1] = c & ~0x20u;
+		nc = 2;
 	}
-	return 1;
+	if ((e->flags & WORD_FOLD) && (o | 0x20) >= 'a' && (o | 0x20) <= 'z') {
+		ov[0] = o | 0x20;
+		ov[1] = o & ~0x20u;
+		no = 2;
+	}
+	for (size_t i = 0; i < nc; i++)
+		for (size_t j = 0; j < no; j++)
+			keys[n++] = before ? (unsigned)ov[j] << 8 | cv[i]
+			                   : SPOT_AFTER((unsigned)cv[i] << 8 | ov[j]);
+	return n;
 }
 
 static void
@@ -716,27 +731,15 @@ hash4_mark(struct word_index *wi, const struct entry *e)
 	}
 }
 
-/* Marks the byte pair next to a spots entry's key byte, in every case
- * the entry allows. */
+/* Marks a spots entry's pair: before or after its key byte. */
 static void
 pair_mark(struct word_index *wi, const struct entry *e, unsigned key)
 {
-	bool before = e->off > 0;
-	unsigned char o = (unsigned char)e->text[before ? e->off - 1 : e->off + 1];
-	unsigned char ov[2] = {o, o};
-
-	if (!before && e->off + 1u >= e->len)
-		return; /* a one-byte entry: not indexed */
-	if ((e->flags & WORD_FOLD) && (o | 0x20) >= 'a' && (o | 0x20) <= 'z') {
-		ov[0] = o | 0x20;
-		ov[1] = o & ~0x20u;
-	}
-	for (int i = 0; i < 2; i++) {
-		if (before)
-			bit_set(wi->bits, (unsigned)ov[i] << 8 | key);
-		else
-			bit_set(wi->bits_after, key << 8 | ov[i]);
-	}
+	if (e->off > 0)
+		bit_set(wi->bits, key);
+	else
+		bit_set(wi->bits_after, SPOT_AFTER(key));
+	bit_set(wi->keybytes, e->off > 0 ? key & 0xffu : SPOT_AFTER(key) >> 8);
 }
 
 static void
@@ -766,7 +769,7 @@ index_build(struct ruleset *rs, struct word_index *wi, bool at_start)
 				if (k < r->nanchor_words && k >= own)
 					continue;
 				struct entry e;
-				unsigned keys[2];
+				unsigned keys[4];
 				size_t nk;
 				if (!entry_of(r, k, &e) || e.at_start != at_start)
 					continue;
@@ -816,7 +819,7 @@ build_word_index(struct ruleset *rs)
 	index_build(rs, &rs->words, true);
 	index_build(rs, sp, false);
 	for (unsigned c = 0; c < 256; c++)
-		if (sp->start[c + 1] > sp->start[c]) {
+		if ((sp->keybytes[c >> 6] >> (c & 63)) & 1) {
 			if (sp->nrare < sizeof(sp->rare))
 				sp->rare[sp->nrare] = (unsigned char)c;
 			sp->nrare++;

@@ -130,13 +130,21 @@ word_hash4(unsigned char a, unsigned char b, unsigned char c, unsigned char d)
 	return (x * 0x9e3779b1u) >> 16;
 }
 
+/* spots: an entry whose key byte is its first is keyed by the pair the
+ * key byte starts, moved out of the way of the pairs that end at a key
+ * byte (a bijection of 16 bits: a collision only costs a look). */
+#define SPOT_AFTER(pair) ((pair) ^ 0x8000u)
+
 struct word_index {
 	/* words: word_hash4 of each entry's start. spots: the byte pairs
 	 * ending at an entry's key byte (entries with one before it), and
 	 * starting at it (the others), 16 bits (first << 8 | second). */
 	uint64_t bits[1024];
 	uint64_t bits_after[1024];
-	uint32_t *start;     /* 65537 entries */
+	uint64_t keybytes[4]; /* spots: the key bytes */
+	/* words: keyed by the first two bytes, folded; spots: by the pair
+	 * (entry_keys). 65537 entries. */
+	uint32_t *start;
 	struct word_ref *refs;
 	size_t nrefs;
 	/* spots: the key bytes, for the vector scan (nrare > 16: the scan

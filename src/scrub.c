@@ -451,21 +451,14 @@ words_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
 	return true;
 }
 
-/* One byte of the key set at i: the entries keyed by it. */
+/* The entries under one pair key whose key byte may be the byte at i. */
 static bool
-spot_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
-        struct windows *wins, long only)
+spot_refs(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
+          struct windows *wins, long only, unsigned key)
 {
 	const struct word_index *wi = &rs->spots;
-	unsigned before = i > 0 ? (unsigned)u[i - 1] << 8 | u[i] : 0;
-	unsigned after = i + 1 < n ? (unsigned)u[i] << 8 | u[i + 1] : 0;
 
-	/* The byte next to the key byte first: ':' ends many field names,
-	 * but '":' of JSON none. */
-	if (!((wi->bits[before >> 6] >> (before & 63)) & 1) &&
-	    !((wi->bits_after[after >> 6] >> (after & 63)) & 1))
-		return true;
-	for (uint32_t k = wi->start[u[i]]; k < wi->start[u[i] + 1]; k++) {
+	for (uint32_t k = wi->start[key]; k < wi->start[key + 1]; k++) {
 		const struct word_ref *ref = &wi->refs[k];
 		size_t at;
 		if (i < ref->off)
@@ -480,6 +473,28 @@ spot_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
 		if (!anchor_add(rs, wins, ref, u, n, at))
 			return false;
 	}
+	return true;
+}
+
+/* A key byte at i: the entries keyed by the pair it ends (the byte before
+ * and it) and by the pair it starts. The pairs' bits first: ':' ends
+ * many field names, but '":' of JSON none. */
+static bool
+spot_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
+        struct windows *wins, long only)
+{
+	const struct word_index *wi = &rs->spots;
+	unsigned before = i > 0 ? (unsigned)u[i - 1] << 8 | u[i] : 0;
+	unsigned after = i + 1 < n ? (unsigned)u[i] << 8 | u[i + 1] : 0;
+	bool b = i > 0 && ((wi->bits[before >> 6] >> (before & 63)) & 1);
+	bool a = i + 1 < n && ((wi->bits_after[after >> 6] >> (after & 63)) & 1);
+
+	if (b && !spot_refs(rs, u, n, i, wins, only, before))
+		return false;
+	/* The two keys may meet (SPOT_AFTER): their entries once. */
+	if (a && !(b && SPOT_AFTER(after) == before) &&
+	    !spot_refs(rs, u, n, i, wins, only, SPOT_AFTER(after)))
+		return false;
 	return true;
 }
 
@@ -520,7 +535,7 @@ spots_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
 	}
 #endif
 	for (; i < n; i++)
-		if (wi->start[u[i] + 1] > wi->start[u[i]] &&
+		if (((wi->keybytes[u[i] >> 6] >> (u[i] & 63)) & 1) &&
 		    !spot_at(rs, u, n, i, wins, only))
 			return false;
 	return true;
