@@ -818,12 +818,25 @@ build_word_index(struct ruleset *rs)
 
 	index_build(rs, &rs->words, true);
 	index_build(rs, sp, false);
-	for (unsigned c = 0; c < 256; c++)
-		if ((sp->keybytes[c >> 6] >> (c & 63)) & 1) {
+	{
+		unsigned char bucket[16];
+		unsigned nb = 0;
+		memset(bucket, 0, sizeof(bucket));
+		for (unsigned c = 0; c < 256; c++) {
+			unsigned hi = c >> 4;
+			if (!((sp->keybytes[c >> 6] >> (c & 63)) & 1))
+				continue;
 			if (sp->nrare < sizeof(sp->rare))
 				sp->rare[sp->nrare] = (unsigned char)c;
 			sp->nrare++;
+			/* A bit per high nibble; the ninth and later share the
+			 * last bit (inexact, see rules.h). */
+			if (bucket[hi] == 0)
+				bucket[hi] = (unsigned char)(1u << (nb < 8 ? nb++ : 7));
+			sp->nib_hi[hi] = bucket[hi];
+			sp->nib_lo[c & 15] |= bucket[hi];
 		}
+	}
 	rs->min_digits = 64;
 	rs->big_digits = 65;
 	for (size_t i = 0; i < rs->nrules; i++) {

@@ -151,6 +151,12 @@ struct word_index {
 	 * falls back to one byte at a time) */
 	unsigned char rare[16];
 	unsigned nrare;
+	/* spots, for a vector scan by nibbles (AVX2): a byte b is a key
+	 * byte when nib_lo[b & 15] & nib_hi[b >> 4] is not 0. Exact while
+	 * the key bytes have at most 8 distinct high nibbles (a bit each);
+	 * past that, a few other bytes stop the scan too, and their pairs
+	 * turn them away. */
+	unsigned char nib_lo[16], nib_hi[16];
 };
 
 struct ruleset {

@@ -132,6 +132,37 @@ test_literals(void)
 	      "a literal inside a word");
 	CHECK(strcmp(spans0(rs, "{\"a\": 1}"), "") == 0, "a key byte alone");
 	rules_unref(rs);
+
+	/* Key bytes with more than 8 high nibbles (ASCII punctuation and
+	 * UTF-8 lead bytes): the nibble scan stops at more bytes than the
+	 * key bytes, and still finds each literal where it stands, at
+	 * every offset. */
+	rs = load("[rule t.m]\ntype = T\npattern = \\S+\n"
+	          "anchor = literals a!|b#|c@|d[|e{|f;|ñø|жы|€x|😀y\nwindow = 0 0\n"
+	          "match = [[a!]]\n");
+	CHECK(rs != NULL, "literals with many key bytes load");
+	if (rs == NULL)
+		return;
+	{
+		static const char *const lit[] = {"a!", "b#", "c@", "d[", "e{", "f;",
+		                                  "ñø", "жы", "€x", "😀y"};
+		/* Other characters with the same key bytes, valid UTF-8. */
+		static const char alone[] = "! # @ [ { ; é д € 😀";
+		char buf[128], want[32];
+		size_t bad = 0;
+		for (size_t k = 0; k < SCRIM_ARRAY_LEN(lit); k++)
+			for (size_t at = 0; at < 70; at++) {
+				size_t l = strlen(lit[k]);
+				memset(buf, ' ', sizeof(buf));
+				/* Bytes of the other literals' key bytes, alone. */
+				memcpy(buf + 84, alone, sizeof(alone) - 1);
+				memcpy(buf + at, lit[k], l);
+				snprintf(want, sizeof(want), "%zu-%zu;", at, at + l);
+				bad += strcmp(spans(rs, buf, 110), want) != 0;
+			}
+		CHECK(bad == 0, "many key bytes: %zu wrong", bad);
+	}
+	rules_unref(rs);
 }
 
 /* Every offset around the 64-byte blocks of the vector scans: a word
