@@ -123,11 +123,16 @@ struct word_ref {
  * bytes, letters folded, digits kept, anything else 0 ("hi, " and "hi "
  * both hash as "hi\0" and one more byte). */
 static inline unsigned
+word_hash4_word(uint32_t x) /* the four bytes, first in the low 8 bits */
+{
+	return (x * 0x9e3779b1u) >> 16;
+}
+
+static inline unsigned
 word_hash4(unsigned char a, unsigned char b, unsigned char c, unsigned char d)
 {
-	uint32_t x = (uint32_t)a | (uint32_t)b << 8 | (uint32_t)c << 16 |
-	             (uint32_t)d << 24;
-	return (x * 0x9e3779b1u) >> 16;
+	return word_hash4_word((uint32_t)a | (uint32_t)b << 8 |
+	                       (uint32_t)c << 16 | (uint32_t)d << 24);
 }
 
 /* spots: an entry whose key byte is its first is keyed by the pair the
