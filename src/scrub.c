@@ -86,12 +86,148 @@ hits_add(struct scrub_hits *h, size_t start, size_t end, const struct rule *r,
 	return true;
 }
 
+#ifdef SCRIM_AVX2
+/*
+ * UTF-8 validation 32 bytes at a time, by the lookup method of Keiser
+ * and Lemire ("Validating UTF-8 in less than one instruction per byte",
+ * 2021): each byte's error classes come from three 16-entry tables
+ * indexed by the nibbles of it and of the byte before, and sequences too
+ * long or too short from the bytes two and three back. Text in other
+ * scripts has a multi-byte character every few bytes, where the byte
+ * loop below takes a branch per character. Whole blocks only: the caller
+ * checks the rest byte by byte, starting at a character boundary.
+ */
+#define U8_TOO_SHORT (1 << 0)
+#define U8_TOO_LONG (1 << 1)
+#define U8_OVERLONG_3 (1 << 2)
+#define U8_TOO_LARGE (1 << 3)
+#define U8_SURROGATE (1 << 4)
+#define U8_OVERLONG_2 (1 << 5)
+#define U8_TOO_LARGE_1000 (1 << 6)
+#define U8_OVERLONG_4 (1 << 6)
+#define U8_TWO_CONTS (1 << 7)
+#define U8_CARRY (U8_TOO_SHORT | U8_TOO_LONG | U8_TWO_CONTS)
+
+static inline __attribute__((always_inline)) AVX2_FN __m256i
+u8_prev(__m256i in, __m256i prev_in, int k)
+{
+	/* The block shifted right by k bytes, the previous block's last k
+	 * bytes coming in (alignr works within 128-bit lanes). */
+	__m256i joined = _mm256_permute2x128_si256(prev_in, in, 0x21);
+	switch (k) {
+	case 1:
+		return _mm256_alignr_epi8(in, joined, 15);
+	case 2:
+		return _mm256_alignr_epi8(in, joined, 14);
+	default:
+		return _mm256_alignr_epi8(in, joined, 13);
+	}
+}
+
+static AVX2_FN bool
+utf8_blocks_avx2(const unsigned char *p, size_t n, size_t *ip)
+{
+	const __m256i t1 = _mm256_setr_epi8(
+	    U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG,
+	    U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TWO_CONTS, U8_TWO_CONTS,
+	    U8_TWO_CONTS, U8_TWO_CONTS, U8_TOO_SHORT | U8_OVERLONG_2, U8_TOO_SHORT,
+	    U8_TOO_SHORT | U8_OVERLONG_3 | U8_SURROGATE,
+	    U8_TOO_SHORT | U8_TOO_LARGE | U8_TOO_LARGE_1000 | U8_OVERLONG_4,
+	    U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG,
+	    U8_TOO_LONG, U8_TOO_LONG, U8_TOO_LONG, U8_TWO_CONTS, U8_TWO_CONTS,
+	    U8_TWO_CONTS, U8_TWO_CONTS, U8_TOO_SHORT | U8_OVERLONG_2, U8_TOO_SHORT,
+	    U8_TOO_SHORT | U8_OVERLONG_3 | U8_SURROGATE,
+	    U8_TOO_SHORT | U8_TOO_LARGE | U8_TOO_LARGE_1000 | U8_OVERLONG_4);
+#define U8_L (U8_CARRY | U8_TOO_LARGE | U8_TOO_LARGE_1000)
+	const __m256i t2 = _mm256_setr_epi8(
+	    U8_CARRY | U8_OVERLONG_3 | U8_OVERLONG_2 | U8_OVERLONG_4,
+	    U8_CARRY | U8_OVERLONG_2, U8_CARRY, U8_CARRY, U8_CARRY | U8_TOO_LARGE,
+	    U8_L, U8_L, U8_L, U8_L, U8_L, U8_L, U8_L, U8_L, U8_L | U8_SURROGATE,
+	    U8_L, U8_L,
+	    U8_CARRY | U8_OVERLONG_3 | U8_OVERLONG_2 | U8_OVERLONG_4,
+	    U8_CARRY | U8_OVERLONG_2, U8_CARRY, U8_CARRY, U8_CARRY | U8_TOO_LARGE,
+	    U8_L, U8_L, U8_L, U8_L, U8_L, U8_L, U8_L, U8_L, U8_L | U8_SURROGATE,
+	    U8_L, U8_L);
+#undef U8_L
+#define U8_C (U8_TOO_LONG | U8_OVERLONG_2 | U8_TWO_CONTS)
+	const __m256i t3 = _mm256_setr_epi8(
+	    U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT,
+	    U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT,
+	    U8_C | U8_OVERLONG_3 | U8_TOO_LARGE_1000 | U8_OVERLONG_4,
+	    U8_C | U8_OVERLONG_3 | U8_TOO_LARGE, U8_C | U8_SURROGATE | U8_TOO_LARGE,
+	    U8_C | U8_SURROGATE | U8_TOO_LARGE, U8_TOO_SHORT, U8_TOO_SHORT,
+	    U8_TOO_SHORT, U8_TOO_SHORT,
+	    U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT,
+	    U8_TOO_SHORT, U8_TOO_SHORT, U8_TOO_SHORT,
+	    U8_C | U8_OVERLONG_3 | U8_TOO_LARGE_1000 | U8_OVERLONG_4,
+	    U8_C | U8_OVERLONG_3 | U8_TOO_LARGE, U8_C | U8_SURROGATE | U8_TOO_LARGE,
+	    U8_C | U8_SURROGATE | U8_TOO_LARGE, U8_TOO_SHORT, U8_TOO_SHORT,
+	    U8_TOO_SHORT, U8_TOO_SHORT);
+#undef U8_C
+	const __m256i low4 = _mm256_set1_epi8(0x0f);
+	/* Bytes that leave a character open at the end of a block: a 4-byte
+	 * lead in the last 3, a 3-byte lead in the last 2, any lead last. */
+	const __m256i open_max = _mm256_setr_epi8(
+	    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, (char)(0xf0 - 1),
+	    (char)(0xe0 - 1), (char)(0xc0 - 1));
+	__m256i prev_in = _mm256_setzero_si256();
+	__m256i err = _mm256_setzero_si256(), open = _mm256_setzero_si256();
+	size_t i = *ip;
+
+	for (; i + 32 <= n; i += 32) {
+		__m256i in = _mm256_loadu_si256((const __m256i *)(const void *)(p + i));
+		__m256i p1, sc, p2, p3, must;
+		if (_mm256_movemask_epi8(in) == 0) {
+			/* ASCII: only a character left open before it is wrong. */
+			err = _mm256_or_si256(err, open);
+			open = _mm256_setzero_si256();
+			prev_in = in;
+			continue;
+		}
+		p1 = u8_prev(in, prev_in, 1);
+		sc = _mm256_and_si256(
+		    _mm256_and_si256(
+		        _mm256_shuffle_epi8(t1, _mm256_and_si256(_mm256_srli_epi16(p1, 4), low4)),
+		        _mm256_shuffle_epi8(t2, _mm256_and_si256(p1, low4))),
+		    _mm256_shuffle_epi8(t3, _mm256_and_si256(_mm256_srli_epi16(in, 4), low4)));
+		p2 = u8_prev(in, prev_in, 2);
+		p3 = u8_prev(in, prev_in, 3);
+		/* Third bytes (after 111_____) and fourth (after 1111____)
+		 * must be continuations: 0x80 where they are. */
+		must = _mm256_or_si256(
+		    _mm256_subs_epu8(p2, _mm256_set1_epi8((char)(0xe0 - 0x80))),
+		    _mm256_subs_epu8(p3, _mm256_set1_epi8((char)(0xf0 - 0x80))));
+		must = _mm256_and_si256(must, _mm256_set1_epi8((char)0x80));
+		err = _mm256_or_si256(err, _mm256_xor_si256(must, sc));
+		open = _mm256_subs_epu8(in, open_max);
+		prev_in = in;
+	}
+	if (!_mm256_testz_si256(err, err))
+		return false;
+	/* A character open at the last block's end: back up to its lead, for
+	 * the byte loop to check it whole. */
+	if (!_mm256_testz_si256(open, open) || i < n) {
+		while (i > *ip && i > 0 && (p[i - 1] & 0xc0) == 0x80)
+			i--;
+		if (i > *ip && p[i - 1] >= 0xc0)
+			i--;
+	}
+	*ip = i;
+	return true;
+}
+#endif
+
 bool
 scrub_utf8_valid(const char *s, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0;
 
+#ifdef SCRIM_AVX2
+	if (__builtin_cpu_supports("avx2") && !utf8_blocks_avx2(p, n, &i))
+		return false;
+#endif
 	while (i < n) {
 		unsigned char c;
 		uint64_t w;

@@ -658,6 +658,107 @@ test_empty_ruleset(void)
 
 /* ------------------------- UTF-8 -------------------------------------- */
 
+/* RFC 3629's table, written plainly: the reference the engine's
+ * vector and byte paths are compared with. */
+static bool
+utf8_reference(const unsigned char *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned c = p[i], len, cp, min;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			len = 2, cp = c & 0x1f, min = 0x80;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			len = 3, cp = c & 0x0f, min = 0x800;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			len = 4, cp = c & 0x07, min = 0x10000;
+		} else {
+			return false;
+		}
+		if (n - i < len)
+			return false;
+		for (unsigned k = 1; k < len; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (p[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += len;
+	}
+	return true;
+}
+
+/* Random texts of valid characters of every length, ASCII runs long
+ * enough for the vector blocks, and now and then a byte changed, cut or
+ * thrown in: the engine says what the reference says. */
+static void
+test_utf8_random(void)
+{
+	static const char *const pieces[] = {
+	    "a", "plain ASCII words and spaces, ", "\xc3\xa9", "\xdf\xbf",
+	    "\xe0\xa0\x80", "\xe2\x82\xac", "\xed\x9f\xbf", "\xef\xbf\xbf",
+	    "\xf0\x90\x80\x80", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf",
+	    "\xd0\x9f\xd1\x80", "\xe6\x9d\xb1\xe4\xba\xac",
+	};
+	unsigned char buf[512];
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+	size_t bad = 0, invalid = 0;
+
+	for (int t = 0; t < 60000; t++) {
+		size_t n = 0;
+		size_t target;
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		target = (size_t)(x % 300);
+		while (n < target) {
+			const char *pc;
+			size_t l;
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			pc = pieces[x % SCRIM_ARRAY_LEN(pieces)];
+			l = strlen(pc);
+			if (n + l > sizeof(buf))
+				break;
+			memcpy(buf + n, pc, l);
+			n += l;
+		}
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		if (n > 0 && x % 4 != 0) { /* three in four: one mutation */
+			size_t at = (size_t)(x >> 8) % n;
+			switch ((x >> 40) % 4) {
+			case 0:
+				buf[at] = (unsigned char)(x >> 48);
+				break;
+			case 1:
+				n = at; /* cut */
+				break;
+			case 2:
+				buf[at] = (unsigned char)(0x80 | ((x >> 48) & 0x3f));
+				break;
+			default:
+				buf[at] = (unsigned char)(0xc0 | ((x >> 48) & 0x3f));
+				break;
+			}
+		}
+		{
+			bool want = utf8_reference(buf, n);
+			invalid += !want;
+			if (scrub_utf8_valid((const char *)buf, n) != want) {
+				if (bad++ < 5)
+					fprintf(stderr, "utf8 random case %d (n %zu) wrong\n",
+					        t, n);
+			}
+		}
+	}
+	CHECK(bad == 0, "random UTF-8 texts: %zu of 60000 wrong", bad);
+	CHECK(invalid > 10000 && invalid < 50000,
+	      "both kinds tested: %zu invalid", invalid);
+}
+
 static void
 test_utf8(void)
 {
@@ -979,6 +1080,7 @@ main(void)
 	test_hit_cap();
 	test_empty_ruleset();
 	test_utf8();
+	test_utf8_random();
 	test_nul_and_scripts();
 
 	app = load(
