@@ -1436,6 +1436,75 @@ hit_position(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
+/*
+ * One cluster of overlapping hits (v[0..cnt), by position), resolved in
+ * place; returns how many are kept, by position, or -1 (no memory).
+ *
+ * Two rules that see the same entity type in overlapping spans ("+1 415
+ * 555 2671" and "415 555 2671") saw one entity: keep the union, so no
+ * part of it is left behind, under the rule that would have won the
+ * overlap (allow first, then the score). Even when their actions
+ * differ: kept apart, the loser of the overlap was dropped whole and
+ * the bytes only it covered stayed in the clear. Then greedy by
+ * priority: a byte belongs to at most one hit.
+ */
+static size_t
+resolve_cluster(struct scrub_hit *v, size_t cnt)
+{
+	unsigned char local[512], *taken = local;
+	size_t base = v[0].start, span = 0, kept = 0;
+
+	qsort(v, cnt, sizeof(*v), hit_type_position);
+	for (size_t i = 1; i < cnt; i++) {
+		struct scrub_hit *a = &v[kept], *b = &v[i];
+		if (strcmp(a->rule->type, b->rule->type) == 0 && b->start < a->end) {
+			bool aa = a->rule->action == ACT_ALLOW;
+			bool ba = b->rule->action == ACT_ALLOW;
+			if (b->end > a->end)
+				a->end = b->end;
+			if (aa != ba ? ba : b->score > a->score) {
+				a->score = b->score;
+				a->rule = b->rule;
+			}
+			continue;
+		}
+		v[++kept] = *b;
+	}
+	cnt = kept + 1;
+	kept = 0;
+
+	for (size_t i = 0; i < cnt; i++) {
+		if (v[i].start < base)
+			base = v[i].start;
+		if (v[i].end > span)
+			span = v[i].end;
+	}
+	span -= base;
+	if (span / 8 + 1 > sizeof(local)) {
+		taken = calloc(span / 8 + 1, 1);
+		if (taken == NULL)
+			return (size_t)-1;
+	} else {
+		memset(local, 0, span / 8 + 1);
+	}
+	qsort(v, cnt, sizeof(*v), hit_priority);
+	for (size_t i = 0; i < cnt; i++) {
+		struct scrub_hit *h = &v[i];
+		bool free_span = true;
+		for (size_t b = h->start - base; b < h->end - base && free_span; b++)
+			free_span = !(taken[b / 8] & (1u << (b % 8)));
+		if (!free_span)
+			continue;
+		for (size_t b = h->start - base; b < h->end - base; b++)
+			taken[b / 8] |= (unsigned char)(1u << (b % 8));
+		v[kept++] = *h;
+	}
+	if (taken != local)
+		free(taken);
+	qsort(v, kept, sizeof(*v), hit_position);
+	return kept;
+}
+
 int
 scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
            char *err, size_t errlen)
@@ -1444,7 +1513,6 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 	struct windows *wins =
 	    calloc(rs->nrules ? 2 * rs->nrules : 1, sizeof(*wins));
 	struct digit_runs dr = {NULL, 0, 0, NULL, 0, 0, false};
-	unsigned char *taken = NULL;
 	size_t kept = 0;
 	int rc = 0;
 
@@ -1469,52 +1537,31 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 	if (rc != 0 || out->n < 2)
 		return rc;
 
-	/* Two rules that see the same entity type in overlapping spans
-	 * ("+1 415 555 2671" and "415 555 2671") saw one entity: keep the
-	 * union, so no part of it is left behind, under the rule that would
-	 * have won the overlap (allow first, then the score). Even when
-	 * their actions differ: kept apart, the loser of the overlap was
-	 * dropped whole and the bytes only it covered stayed in the clear. */
-	qsort(out->v, out->n, sizeof(*out->v), hit_type_position);
-	for (size_t i = 1; i < out->n; i++) {
-		struct scrub_hit *a = &out->v[kept], *b = &out->v[i];
-		if (strcmp(a->rule->type, b->rule->type) == 0 && b->start < a->end) {
-			bool aa = a->rule->action == ACT_ALLOW;
-			bool ba = b->rule->action == ACT_ALLOW;
-			if (b->end > a->end)
-				a->end = b->end;
-			if (aa != ba ? ba : b->score > a->score) {
-				a->score = b->score;
-				a->rule = b->rule;
-			}
-			continue;
-		}
-		out->v[++kept] = *b;
-	}
-	out->n = kept + 1;
-	kept = 0;
-
-	/* Greedy by priority; a byte belongs to at most one hit. */
-	qsort(out->v, out->n, sizeof(*out->v), hit_priority);
-	taken = calloc(n / 8 + 1, 1);
-	if (taken == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	for (size_t i = 0; i < out->n; i++) {
-		struct scrub_hit *h = &out->v[i];
-		bool free_span = true;
-		for (size_t b = h->start; b < h->end && free_span; b++)
-			free_span = !(taken[b / 8] & (1u << (b % 8)));
-		if (!free_span)
-			continue;
-		for (size_t b = h->start; b < h->end; b++)
-			taken[b / 8] |= (unsigned char)(1u << (b % 8));
-		out->v[kept++] = *h;
-	}
-	free(taken);
-	out->n = kept;
+	/* Hits interact only with the hits they overlap: sorted by
+	 * position, the text falls into clusters of spans that overlap one
+	 * another, most of them one hit long, and each is resolved alone.
+	 * (A bitmap of taken bytes for the whole text cost a page per few
+	 * kilobytes and two sorts of every hit.) glibc's qsort is a merge
+	 * sort, so hits that start together stay in rule order, as the
+	 * tie-breaks below expect. */
 	qsort(out->v, out->n, sizeof(*out->v), hit_position);
+	for (size_t i = 0; i < out->n;) {
+		size_t j = i + 1, end = out->v[i].end, m;
+		while (j < out->n && out->v[j].start < end) {
+			if (out->v[j].end > end)
+				end = out->v[j].end;
+			j++;
+		}
+		m = j - i == 1 ? 1 : resolve_cluster(out->v + i, j - i);
+		if (m == (size_t)-1) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		memmove(out->v + kept, out->v + i, m * sizeof(*out->v));
+		kept += m;
+		i = j;
+	}
+	out->n = kept;
 	return 0;
 }
 
