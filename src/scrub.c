@@ -1659,8 +1659,15 @@ apply_one(struct scrub_ctx *ctx, const char *v, size_t vn,
 static void
 count(struct scrub_count *v, size_t *n, const char *name)
 {
+	/* Names are the rules' own strings: the same pointer first (every
+	 * hit of a rule), then equal text (rules sharing a type). */
 	for (size_t i = 0; i < *n; i++)
-		if (v[i].name == name || strcmp(v[i].name, name) == 0) {
+		if (v[i].name == name) {
+			v[i].count++;
+			return;
+		}
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(v[i].name, name) == 0) {
 			v[i].count++;
 			return;
 		}
