@@ -292,9 +292,11 @@ scrub_utf8_valid(const char *s, size_t n)
 
 /* ------------------------- windows -------------------------------- */
 
+/* 32-bit offsets, as struct digit_run: a text can hold a window per
+ * number. */
 struct window {
-	size_t start, end;
-	size_t last; /* the end of the last anchor in it, minus one */
+	uint32_t start, end;
+	uint32_t last; /* the end of the last anchor in it, minus one */
 };
 
 struct windows {
@@ -313,9 +315,9 @@ win_push(struct windows *w, size_t start, size_t end, size_t last)
 		w->v = v;
 		w->cap = cap;
 	}
-	w->v[w->n].start = start;
-	w->v[w->n].end = end;
-	w->v[w->n].last = last;
+	w->v[w->n].start = (uint32_t)start;
+	w->v[w->n].end = (uint32_t)end;
+	w->v[w->n].last = (uint32_t)last;
 	w->n++;
 	return true;
 }
@@ -337,9 +339,9 @@ win_add(struct windows *w, const char *s, size_t n, size_t a_start,
 	 * order (several words) are sorted and merged by win_normalise. */
 	if (w->n > 0 && ws >= w->v[w->n - 1].start && ws <= w->v[w->n - 1].end) {
 		if (we > w->v[w->n - 1].end)
-			w->v[w->n - 1].end = we;
+			w->v[w->n - 1].end = (uint32_t)we;
 		if (a_end - 1 > w->v[w->n - 1].last)
-			w->v[w->n - 1].last = a_end - 1;
+			w->v[w->n - 1].last = (uint32_t)(a_end - 1);
 		return true;
 	}
 	return win_push(w, ws, we, a_end > a_start ? a_end - 1 : a_start);
@@ -865,10 +867,13 @@ anchor_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
 	return true;
 }
 
-/* Runs of digits, found once per text and shared by the digit rules. */
+/* Runs of digits, found once per text and shared by the digit rules.
+ * 32-bit offsets (scrub_find refuses texts of 4 GiB and more): a text
+ * dense with numbers has hundreds of thousands of runs, and this is
+ * half the memory to write and walk. */
 struct digit_run {
-	size_t start, end;
-	unsigned digits;
+	uint32_t start, end;
+	uint32_t digits;
 };
 
 struct digit_runs {
@@ -964,7 +969,8 @@ find_digit_runs(struct digit_runs *dr, const char *s, size_t n,
 		if (digits < min_digits)
 			continue; /* no digit rule wants so short a run */
 		{
-			struct digit_run d = {start, last + 1, digits};
+			struct digit_run d = {(uint32_t)start, (uint32_t)(last + 1),
+			                      digits};
 			if (!run_push(&dr->v, &dr->n, &dr->cap, &d) ||
 			    (digits >= big_digits &&
 			     !run_push(&dr->big, &dr->nbig, &dr->capbig, &d)))
@@ -1375,7 +1381,10 @@ scrub_find_rule(struct ruleset *rs, const struct rule *r, const char *s,
 	struct digit_runs dr = {NULL, 0, 0, NULL, 0, 0, false};
 	int rc;
 
-
+	if (n >= UINT32_MAX) { /* struct digit_run */
+		snprintf(err, errlen, "text too large (4 GiB or more)");
+		return -1;
+	}
 	if (r->anchor == ANCHOR_WORDS || r->anchor == ANCHOR_LITERALS ||
 	    r->nnear_words > 0) {
 		struct windows *wins = calloc(2 * rs->nrules, sizeof(*wins));
@@ -1517,6 +1526,11 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 	int rc = 0;
 
 	out->n = 0;
+	if (n >= UINT32_MAX) { /* struct digit_run */
+		snprintf(err, errlen, "text too large (4 GiB or more)");
+		free(wins);
+		return -1;
+	}
 	if (wins == NULL || !anchor_pass(rs, s, n, wins, -1)) {
 		snprintf(err, errlen, "out of memory");
 		rc = -1;
