@@ -759,6 +759,32 @@ test_utf8_random(void)
 	      "both kinds tested: %zu invalid", invalid);
 }
 
+/* Offsets are 32 bits inside the engine: a text of 4 GiB is refused
+ * before a byte of it is read (so a short buffer stands in for it). */
+static void
+test_too_large(void)
+{
+	struct ruleset *rs = load("[rule t.d]\ntype = D\npattern = \\d+\n"
+	                          "anchor = digits 1\nmatch = [[1]]\n");
+	struct scrub_hits h;
+	char err[128] = "";
+
+	CHECK(rs != NULL, "rule loads");
+	if (rs == NULL)
+		return;
+	scrub_hits_init(&h);
+	CHECK(scrub_find(rs, "1", (size_t)UINT32_MAX, &h, err, sizeof(err)) == -1 &&
+	          strstr(err, "too large") != NULL,
+	      "4 GiB refused: %s", err);
+	CHECK(scrub_find_rule(rs, &rs->rules[0], "1", (size_t)UINT32_MAX, &h, err,
+	                      sizeof(err)) == -1,
+	      "4 GiB refused, one rule");
+	CHECK(scrub_find(rs, "1", 1, &h, err, sizeof(err)) == 0 && h.n == 1,
+	      "and one byte found");
+	scrub_hits_free(&h);
+	rules_unref(rs);
+}
+
 static void
 test_utf8(void)
 {
@@ -1082,6 +1108,7 @@ main(void)
 	test_utf8();
 	test_utf8_random();
 	test_nul_and_scripts();
+	test_too_large();
 
 	app = load(
 	    "[rule a.m]\ntype = M\npattern = AB~cd~12|Jos\xc3\xa9 1234\n"
