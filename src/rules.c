@@ -979,6 +979,7 @@ rules_unref(struct ruleset *rs)
 	free(rs->words.refs);
 	free(rs->spots.start);
 	free(rs->spots.refs);
+	scrub_scratch_free(rs->scrub_scratch);
 	pcre2_match_data_free(rs->md);
 	pcre2_match_context_free(rs->mctx);
 	pcre2_jit_stack_free(rs->jit_stack);

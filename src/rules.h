@@ -177,6 +177,7 @@ struct ruleset {
 	pcre2_match_context *mctx;   /* match, depth and heap limits */
 	pcre2_jit_stack *jit_stack;
 	pcre2_match_data *md;        /* one per ruleset: the loop is single */
+	void *scrub_scratch;         /* scrub_find's arrays, kept (scrub.c) */
 };
 
 /*

@@ -1514,24 +1514,110 @@ resolve_cluster(struct scrub_hit *v, size_t cnt)
 	return kept;
 }
 
+/*
+ * What scrub_find needs for one text, kept with the ruleset for the next
+ * one: a request's body is a dozen short strings, and allocating,
+ * zeroing and freeing a hundred window lists for each cost more than
+ * scanning most of them. Lists that grew large are given back after
+ * each text, so one large body does not stay in memory.
+ */
+#define SCRATCH_KEEP 256 /* entries a list may keep between texts */
+
+struct scratch {
+	struct windows *wins; /* 2 * nrules: each rule's windows, near words */
+	size_t nwins;
+	struct windows w;     /* the current rule's, when not indexed */
+	struct digit_runs dr;
+};
+
+void
+scrub_scratch_free(void *scratch)
+{
+	struct scratch *sc = scratch;
+
+	if (sc == NULL)
+		return;
+	for (size_t i = 0; i < sc->nwins; i++)
+		free(sc->wins[i].v);
+	free(sc->wins);
+	free(sc->w.v);
+	free(sc->dr.v);
+	free(sc->dr.big);
+	free(sc);
+}
+
+static void
+scratch_list_trim(struct windows *w)
+{
+	w->n = 0;
+	if (w->cap > SCRATCH_KEEP) {
+		free(w->v);
+		w->v = NULL;
+		w->cap = 0;
+	}
+}
+
+/* Empty again, and no larger than SCRATCH_KEEP a list. */
+static void
+scratch_reset(struct scratch *sc)
+{
+	for (size_t i = 0; i < sc->nwins; i++)
+		if (sc->wins[i].n != 0 || sc->wins[i].cap > SCRATCH_KEEP)
+			scratch_list_trim(&sc->wins[i]);
+	scratch_list_trim(&sc->w);
+	sc->dr.n = sc->dr.nbig = 0;
+	sc->dr.done = false;
+	if (sc->dr.cap > SCRATCH_KEEP) {
+		free(sc->dr.v);
+		sc->dr.v = NULL;
+		sc->dr.cap = 0;
+	}
+	if (sc->dr.capbig > SCRATCH_KEEP) {
+		free(sc->dr.big);
+		sc->dr.big = NULL;
+		sc->dr.capbig = 0;
+	}
+}
+
+static struct scratch *
+scratch_of(struct ruleset *rs)
+{
+	struct scratch *sc = rs->scrub_scratch;
+
+	if (sc != NULL)
+		return sc;
+	sc = calloc(1, sizeof(*sc));
+	if (sc == NULL)
+		return NULL;
+	sc->nwins = rs->nrules ? 2 * rs->nrules : 1;
+	sc->wins = calloc(sc->nwins, sizeof(*sc->wins));
+	if (sc->wins == NULL) {
+		free(sc);
+		return NULL;
+	}
+	rs->scrub_scratch = sc;
+	return sc;
+}
+
 int
 scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
            char *err, size_t errlen)
 {
-	struct windows w = {NULL, 0, 0};
-	struct windows *wins =
-	    calloc(rs->nrules ? 2 * rs->nrules : 1, sizeof(*wins));
-	struct digit_runs dr = {NULL, 0, 0, NULL, 0, 0, false};
+	struct scratch *sc;
 	size_t kept = 0;
 	int rc = 0;
 
 	out->n = 0;
 	if (n >= UINT32_MAX) { /* struct digit_run */
 		snprintf(err, errlen, "text too large (4 GiB or more)");
-		free(wins);
 		return -1;
 	}
-	if (wins == NULL || !anchor_pass(rs, s, n, wins, -1)) {
+	sc = scratch_of(rs);
+	if (sc == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (!anchor_pass(rs, s, n, sc->wins, -1)) {
 		snprintf(err, errlen, "out of memory");
 		rc = -1;
 	}
@@ -1539,15 +1625,10 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 		const struct rule *r = &rs->rules[i];
 		bool indexed = r->anchor == ANCHOR_WORDS ||
 		               r->anchor == ANCHOR_LITERALS;
-		rc = run_rule(rs, r, s, n, indexed ? &wins[i] : &w,
-		              &wins[rs->nrules + i], &dr, out, err, errlen);
+		rc = run_rule(rs, r, s, n, indexed ? &sc->wins[i] : &sc->w,
+		              &sc->wins[rs->nrules + i], &sc->dr, out, err, errlen);
 	}
-	for (size_t i = 0; wins != NULL && i < 2 * rs->nrules; i++)
-		free(wins[i].v);
-	free(wins);
-	free(w.v);
-	free(dr.v);
-	free(dr.big);
+	scratch_reset(sc);
 	if (rc != 0 || out->n < 2)
 		return rc;
 

@@ -92,4 +92,8 @@ bool scrub_apply(struct scrub_ctx *ctx, const char *s, size_t n,
 /* Is s[0..n) valid UTF-8? (PCRE2 runs with NO_UTF_CHECK after this.) */
 bool scrub_utf8_valid(const char *s, size_t n);
 
+/* scrub_find keeps its arrays with the ruleset between texts (as PCRE2's
+ * match data): freed with the ruleset. */
+void scrub_scratch_free(void *scratch);
+
 #endif
