@@ -321,6 +321,9 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 		if (words && !words_valid(ld, line, "anchor words", r->anchor_words,
 		                          r->nanchor_words))
 			return false;
+		r->short_literals = false;
+		for (size_t k = 0; !words && k < r->nanchor_words; k++)
+			r->short_literals |= strlen(r->anchor_words[k]) < 2;
 	} else {
 		rcomplain(ld, line, "anchor: 'any', 'char C', 'digits N', "
 		                    "'token N', 'words a|b' or 'literals A|B'");

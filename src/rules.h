@@ -60,6 +60,7 @@ struct rule {
 	unsigned anchor_digits;
 	char **anchor_words;
 	size_t nanchor_words;
+	bool short_literals;         /* a literal of one byte (not indexed) */
 	unsigned win_before, win_after;
 	/* near = words ...: only windows that also hold one of these */
 	char **near_words;

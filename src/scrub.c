@@ -1194,6 +1194,8 @@ windows_for(const struct ruleset *rs, struct windows *w, const char *s,
 		return true;
 	case ANCHOR_LITERALS:
 		/* Longer literals come from spots_pass; one-byte ones here. */
+		if (!r->short_literals)
+			return true; /* in order: anchor_pass normalised them */
 		for (size_t k = 0; k < r->nanchor_words; k++) {
 			const char *wd = r->anchor_words[k];
 			size_t wl = strlen(wd), off = 0;
@@ -1625,6 +1627,9 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 		const struct rule *r = &rs->rules[i];
 		bool indexed = r->anchor == ANCHOR_WORDS ||
 		               r->anchor == ANCHOR_LITERALS;
+		/* No anchor of the rule in the text (most rules, most texts). */
+		if (indexed && sc->wins[i].n == 0 && !r->short_literals)
+			continue;
 		rc = run_rule(rs, r, s, n, indexed ? &sc->wins[i] : &sc->w,
 		              &sc->wins[rs->nrules + i], &sc->dr, out, err, errlen);
 	}
