@@ -126,7 +126,9 @@ struct word_ref {
 static inline unsigned
 word_hash4_word(uint32_t x) /* the four bytes, first in the low 8 bits */
 {
-	return (x * 0x9e3779b1u) >> 16;
+	/* 64-bit Fibonacci hashing: with a 32-bit product the fourth byte
+	 * only reached the top 8 bits, and "design" passed for "deliver". */
+	return (unsigned)(((uint64_t)x * 0x9e3779b97f4a7c15ULL) >> 48);
 }
 
 static inline unsigned
