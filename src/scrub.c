@@ -186,11 +186,14 @@ utf8_blocks_avx2(const unsigned char *p, size_t n, size_t *ip)
 			continue;
 		}
 		p1 = u8_prev(in, prev_in, 1);
+		/* The error classes of (byte before, byte), by nibbles. */
 		sc = _mm256_and_si256(
 		    _mm256_and_si256(
-		        _mm256_shuffle_epi8(t1, _mm256_and_si256(_mm256_srli_epi16(p1, 4), low4)),
+		        _mm256_shuffle_epi8(
+		            t1, _mm256_and_si256(_mm256_srli_epi16(p1, 4), low4)),
 		        _mm256_shuffle_epi8(t2, _mm256_and_si256(p1, low4))),
-		    _mm256_shuffle_epi8(t3, _mm256_and_si256(_mm256_srli_epi16(in, 4), low4)));
+		    _mm256_shuffle_epi8(
+		        t3, _mm256_and_si256(_mm256_srli_epi16(in, 4), low4)));
 		p2 = u8_prev(in, prev_in, 2);
 		p3 = u8_prev(in, prev_in, 3);
 		/* Third bytes (after 111_____) and fourth (after 1111____)
@@ -577,7 +580,8 @@ alnum16_cls(const unsigned char *p, unsigned char *c)
 static inline __attribute__((always_inline)) uint64_t
 alnum64_cls_sse2(const unsigned char *p, unsigned char *c)
 {
-	return (uint64_t)alnum16_cls(p, c) | (uint64_t)alnum16_cls(p + 16, c + 16) << 16 |
+	return (uint64_t)alnum16_cls(p, c) |
+	       (uint64_t)alnum16_cls(p + 16, c + 16) << 16 |
 	       (uint64_t)alnum16_cls(p + 32, c + 32) << 32 |
 	       (uint64_t)alnum16_cls(p + 48, c + 48) << 48;
 }
@@ -620,7 +624,8 @@ alnum32_cls(const unsigned char *p, unsigned char *c)
 static inline __attribute__((always_inline)) AVX2_FN uint64_t
 alnum64_cls_avx2(const unsigned char *p, unsigned char *c)
 {
-	return (uint64_t)alnum32_cls(p, c) | (uint64_t)alnum32_cls(p + 32, c + 32) << 32;
+	return (uint64_t)alnum32_cls(p, c) |
+	       (uint64_t)alnum32_cls(p + 32, c + 32) << 32;
 }
 #endif
 
