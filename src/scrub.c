@@ -540,29 +540,9 @@ word_at(struct ruleset *rs, const unsigned char *u, size_t n, size_t i,
 }
 
 #ifdef SCRIM_SIMD
-/* Which of the 16 bytes at p are ASCII letters or digits, as bits.
- * Signed compares: bytes from 0x80 up are negative, so in neither
- * range. */
-static inline unsigned
-alnum16(const unsigned char *p)
-{
-	__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-	__m128i l = _mm_or_si128(x, _mm_set1_epi8(0x20));
-	__m128i d = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
-	                          _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
-	__m128i a = _mm_and_si128(_mm_cmpgt_epi8(l, _mm_set1_epi8('a' - 1)),
-	                          _mm_cmplt_epi8(l, _mm_set1_epi8('z' + 1)));
-	return (unsigned)_mm_movemask_epi8(_mm_or_si128(d, a));
-}
-
-static inline __attribute__((always_inline)) uint64_t
-alnum64_sse2(const unsigned char *p)
-{
-	return (uint64_t)alnum16(p) | (uint64_t)alnum16(p + 16) << 16 |
-	       (uint64_t)alnum16(p + 32) << 32 | (uint64_t)alnum16(p + 48) << 48;
-}
-
-/* alnum16, and the 16 bytes in word_hash4's alphabet (cls_tab) at c. */
+/* Which of the 16 bytes at p are ASCII letters or digits, as bits, and
+ * the 16 bytes in word_hash4's alphabet (cls_tab) at c. Signed compares:
+ * bytes from 0x80 up are negative, so in neither range. */
 static inline __attribute__((always_inline)) unsigned
 alnum16_cls(const unsigned char *p, unsigned char *c)
 {
@@ -577,6 +557,21 @@ alnum16_cls(const unsigned char *p, unsigned char *c)
 	return (unsigned)_mm_movemask_epi8(_mm_or_si128(d, a));
 }
 
+static inline __attribute__((always_inline)) unsigned
+alnum16(const unsigned char *p)
+{
+	unsigned char c[16]; /* not read: the compiler drops the store */
+
+	return alnum16_cls(p, c);
+}
+
+static inline __attribute__((always_inline)) uint64_t
+alnum64_sse2(const unsigned char *p)
+{
+	return (uint64_t)alnum16(p) | (uint64_t)alnum16(p + 16) << 16 |
+	       (uint64_t)alnum16(p + 32) << 32 | (uint64_t)alnum16(p + 48) << 48;
+}
+
 static inline __attribute__((always_inline)) uint64_t
 alnum64_cls_sse2(const unsigned char *p, unsigned char *c)
 {
@@ -588,24 +583,6 @@ alnum64_cls_sse2(const unsigned char *p, unsigned char *c)
 #endif
 
 #ifdef SCRIM_AVX2
-static inline __attribute__((always_inline)) AVX2_FN uint32_t
-alnum32(const unsigned char *p)
-{
-	__m256i x = _mm256_loadu_si256((const __m256i *)(const void *)p);
-	__m256i l = _mm256_or_si256(x, _mm256_set1_epi8(0x20));
-	__m256i d = _mm256_and_si256(_mm256_cmpgt_epi8(x, _mm256_set1_epi8('0' - 1)),
-	                             _mm256_cmpgt_epi8(_mm256_set1_epi8('9' + 1), x));
-	__m256i a = _mm256_and_si256(_mm256_cmpgt_epi8(l, _mm256_set1_epi8('a' - 1)),
-	                             _mm256_cmpgt_epi8(_mm256_set1_epi8('z' + 1), l));
-	return (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(d, a));
-}
-
-static inline __attribute__((always_inline)) AVX2_FN uint64_t
-alnum64_avx2(const unsigned char *p)
-{
-	return (uint64_t)alnum32(p) | (uint64_t)alnum32(p + 32) << 32;
-}
-
 static inline __attribute__((always_inline)) AVX2_FN uint32_t
 alnum32_cls(const unsigned char *p, unsigned char *c)
 {
@@ -619,6 +596,15 @@ alnum32_cls(const unsigned char *p, unsigned char *c)
 	                    _mm256_or_si256(_mm256_and_si256(d, x),
 	                                    _mm256_and_si256(a, l)));
 	return (uint32_t)_mm256_movemask_epi8(_mm256_or_si256(d, a));
+}
+
+static inline __attribute__((always_inline)) AVX2_FN uint64_t
+alnum64_avx2(const unsigned char *p)
+{
+	unsigned char c[64]; /* not read: the compiler drops the stores */
+
+	return (uint64_t)alnum32_cls(p, c) |
+	       (uint64_t)alnum32_cls(p + 32, c + 32) << 32;
 }
 
 static inline __attribute__((always_inline)) AVX2_FN uint64_t
