@@ -35,6 +35,7 @@
 #include "vault.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <openssl/crypto.h>
 #include <arpa/inet.h>
 #include <fnmatch.h>
@@ -107,6 +108,7 @@ struct scrim_req {
 	 * answer has said yes to that very grant. Without lim_ahead, grant
 	 * is the answer's own (or empty: a config key). */
 	bool lim_ahead;
+	struct event *ahead_ev;   /* goes on to context, once the check left */
 	struct limits_grant grant;
 	const char *ahead_body;   /* the body context and scrub start from, */
 	size_t ahead_body_len;    /* kept to run them again on the answer's */
@@ -189,6 +191,8 @@ req_free(struct scrim_req *r)
 	free(r->model);
 	/* Everything below may hold personal data: wiped, never logged. */
 	limits_cancel(r->lim_pending);
+	if (r->ahead_ev != NULL)
+		event_free(r->ahead_ev);
 	context_cancel(r->ctx_job);
 	buf_wipe(&r->ctx_body);
 	restore_free(r->restore);
@@ -805,6 +809,16 @@ limits_answer(void *arg, const struct limits_result *res)
 	}
 }
 
+static void
+ahead_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct scrim_req *r = arg;
+
+	(void)fd;
+	(void)what;
+	req_run(r);
+}
+
 static enum stage_result
 stage_limits(struct scrim_req *r)
 {
@@ -840,7 +854,18 @@ stage_limits(struct scrim_req *r)
 	r->ahead_body = r->body;
 	r->ahead_body_len = r->body_len;
 	r->ahead_provider = r->provider;
-	return STAGE_NEXT;
+	/* redis.c writes the check from an event it made active just now;
+	 * one made active after it runs after it, in the same loop turn
+	 * (libevent runs them in order). Going on from there, the check is
+	 * on the wire while context and scrub run, rather than after them,
+	 * and no stage runs inside hiredis' write. */
+	if (r->ahead_ev == NULL)
+		r->ahead_ev = event_new(r->srv->base, -1, 0, ahead_cb, r);
+	if (r->ahead_ev == NULL)
+		return STAGE_NEXT; /* out of memory: the check leaves later */
+	event_active(r->ahead_ev, EV_TIMEOUT, 1);
+	r->stage = ST_CONTEXT;
+	return STAGE_WAIT;
 }
 
 /* Forget what context and scrub made of the body, to run them again. */
