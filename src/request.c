@@ -110,9 +110,11 @@ struct scrim_req {
 	bool lim_ahead;
 	struct event *ahead_ev;   /* goes on to context, once the check left */
 	struct limits_grant grant;
-	const char *ahead_body;   /* the body context and scrub start from, */
-	size_t ahead_body_len;    /* kept to run them again on the answer's */
-	const struct cfg_provider *ahead_provider; /* grant if it differs */
+	/* What context and scrub started from, to run them again on the
+	 * answer's grant if it differs from the one they used. */
+	const char *ahead_body;
+	size_t ahead_body_len;
+	const struct cfg_provider *ahead_provider;
 	/* A failure of the stages ahead, told only once the answer is in:
 	 * the client hears what it would have without the overlap (a 401
 	 * or 429 first), and the reservation is settled as for any request
@@ -1162,9 +1164,8 @@ check_provider_key(struct scrim_req *r)
 {
 	char msg[400];
 
-	if (r->provider == NULL && names_private_target(r)) {
+	if (r->provider == NULL && names_private_target(r))
 		return stage_fail(r, ERR_FORBIDDEN_TARGET, NULL);
-	}
 	if (r->provider == NULL) {
 		/* Proxy mode, a host without a [provider]: the users' own keys
 		 * go through only where the policy says so. */
@@ -1398,7 +1399,8 @@ stage_scrub(struct scrim_req *r)
 		log_warn("req %s: scrub failed: %s", r->conn->req_id, r->scrub_err);
 		return stage_fail(r, ERR_SCRUB_FAILED, NULL);
 	case JSON_TOO_BIG:
-		return stage_fail(r, ERR_SCRUB_FAILED, "The scrubbed body is too large");
+		return stage_fail(r, ERR_SCRUB_FAILED,
+		                  "The scrubbed body is too large");
 	case JSON_TOO_DEEP:
 	case JSON_INVALID:
 		snprintf(msg, sizeof(msg), "The request body is not valid JSON "
