@@ -13,6 +13,10 @@
 #   bench/limits_bench.sh                 # about 1 minute
 #   LIMITS_BENCH_ROUNDS=5 bench/limits_bench.sh
 #
+# The round-trip floor is measured too, before and after the runs:
+# `redis-benchmark -c 1 -n 20000 -t ping` (PING_MBULK, p50) to the same
+# Redis from each CPU, so the same-CPU and cross-CPU wake-ups show apart.
+#
 # It also checks, with `INFO commandstats` over every measurement and with
 # MONITOR over a few single requests, that a virtual-key request costs Redis
 # exactly two EVALSHA (check + reserve, then the settle) and no EVAL, and a
@@ -25,6 +29,10 @@
 #                                (the summary takes the median)
 #   LIMITS_BENCH_CONNECTIONS="1 16"
 #   LIMITS_BENCH_PIN=1           scrim on CPU 1; wrk, nginx and Redis on CPU 0
+#   LIMITS_BENCH_REDIS_CPU=0     with pinning, the CPU Redis runs on: 1 puts
+#                                it beside scrim, so a check's round trip
+#                                wakes no other CPU (but Redis and scrim
+#                                then share one)
 #   LIMITS_BENCH_REDIS_TIMEOUT=50ms   [redis] timeout (the default config's)
 #   LIMITS_BENCH_WRITE=1         append the summary to bench/README.md under
 #                                "## Limits" (bench/LIMITS.md if there is no
@@ -44,6 +52,7 @@ WARMUP=${LIMITS_BENCH_WARMUP:-1}
 ROUNDS=${LIMITS_BENCH_ROUNDS:-3}
 CONNECTIONS=${LIMITS_BENCH_CONNECTIONS:-"1 16"}
 PIN=${LIMITS_BENCH_PIN:-1}
+REDIS_CPU=${LIMITS_BENCH_REDIS_CPU:-0}
 REDIS_TIMEOUT=${LIMITS_BENCH_REDIS_TIMEOUT:-50ms}
 WRITE=${LIMITS_BENCH_WRITE:-1}
 SCRIM=${SCRIM_BIN:-$ROOT/build/scrim}
@@ -56,8 +65,9 @@ for tool in wrk nginx redis-server redis-cli curl node taskset; do
 done
 [[ -x "$SCRIM" ]] || die "no scrim at $SCRIM (build it: cmake --build build)"
 if [[ "$(nproc)" -lt 2 ]]; then PIN=0; fi
-CPU_A=() CPU_B=()
-if [[ "$PIN" == 1 ]]; then CPU_A=(taskset -c 0) CPU_B=(taskset -c 1); fi
+[[ "$REDIS_CPU" =~ ^[01]$ ]] || die "LIMITS_BENCH_REDIS_CPU must be 0 or 1"
+CPU_A=() CPU_B=() CPU_R=()
+if [[ "$PIN" == 1 ]]; then CPU_A=(taskset -c 0) CPU_B=(taskset -c 1) CPU_R=(taskset -c "$REDIS_CPU"); fi
 
 # ------------------------------------------------------------ processes
 
@@ -138,7 +148,7 @@ wait_for "$P_NGINX" / "nginx"
 
 # ------------------------------------------------------------ Redis
 
-"${CPU_A[@]}" redis-server --port "$P_REDIS" --bind 127.0.0.1 --dir "$TMP" --save '' --appendonly no \
+"${CPU_R[@]}" redis-server --port "$P_REDIS" --bind 127.0.0.1 --dir "$TMP" --save '' --appendonly no \
   --logfile "$TMP/redis.log" &
 STARTED+=($!)
 REDIS_PID=$!
@@ -333,6 +343,16 @@ measure() { # label key conns
     "EVAL/request $(awk -v a=$((ev1 - ev0)) -v r="$req" 'BEGIN {printf "%.3f", a / r}'), limits stage ${stage} us, other processes ${other}% of a CPU"
 }
 
+# p50 of a PING round trip, in µs, from a client pinned to CPU $1: what
+# any Redis call costs before Redis does anything.
+rtt_floor() {
+  command -v redis-benchmark >/dev/null 2>&1 || { echo -; return; }
+  taskset -c "$1" redis-benchmark -h 127.0.0.1 -p "$P_REDIS" -c 1 -n 20000 -t ping --csv 2>/dev/null |
+    awk -F'"' '$2 == "PING_MBULK" {printf "%d", $10 * 1000 + 0.5; f = 1} END {if (!f) print "-"}'
+}
+RTT0_BEFORE=$(rtt_floor 0) RTT1_BEFORE=$(rtt_floor 1)
+say "round-trip floor (PING p50) to Redis on CPU $REDIS_CPU: from CPU 0 ${RTT0_BEFORE} us, from CPU 1 ${RTT1_BEFORE} us"
+
 say "measuring: ${DURATION}s per run, ${ROUNDS} rounds, connections $CONNECTIONS, pinning $([[ $PIN == 1 ]] && echo on || echo off)"
 for conns in $CONNECTIONS; do
   for ((round = 1; round <= ROUNDS; round++)); do
@@ -346,6 +366,7 @@ for conns in $CONNECTIONS; do
   done
 done
 kill -0 "$SCRIM_PID" 2>/dev/null || die "scrim died: $(tail -5 "$TMP/scrim.log")"
+RTT0_AFTER=$(rtt_floor 0) RTT1_AFTER=$(rtt_floor 1)
 USAGE=$("$SCRIM" keys usage "$VIRTUAL_ID" -c "$TMP/scrim.conf" | sed -n 's/^ *in flight: *//p')
 rcli INFO commandstats | tr -d '\r' | grep '^cmdstat' >"$TMP/commandstats.txt" || true
 ES_USEC=$(cmdstat evalsha | awk '{if ($1) printf "%.1f", $2 / $1; else print "-"}')
@@ -376,7 +397,7 @@ SUMMARY=$TMP/summary.md
     "$(redis-server --version | awk '{print $1, $3}'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), nginx $(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')," \
     "scrim $("$SCRIM" version 2>&1 | head -1) at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')" \
     "$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo '(src/ with uncommitted changes)');" \
-    "$([[ $PIN == 1 ]] && echo 'scrim pinned to CPU 1, wrk + nginx + Redis to CPU 0' || echo 'no CPU pinning'); [redis] timeout $REDIS_TIMEOUT;" \
+    "$([[ $PIN == 1 ]] && echo "scrim pinned to CPU 1, wrk + nginx to CPU 0, Redis to CPU $REDIS_CPU" || echo 'no CPU pinning'); [redis] timeout $REDIS_TIMEOUT;" \
     "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
   echo "| conns | key | req/s | p50 µs | p99 µs | non-2xx | EVALSHA / req | EVAL / req | limits stage, mean µs | scrim CPU µs / req | Redis CPU µs / req | other procs, % CPU |"
@@ -405,6 +426,8 @@ SUMMARY=$TMP/summary.md
     "none for the config key. MONITOR over 5 single requests: config key: $MON_CONFIG; virtual key: $MON_VIRTUAL" \
     "(the check script and the settle, plus $MON_LUA commands inside them). Redis spent $ES_USEC µs per EVALSHA and $EV_USEC µs per EVAL, $RQ_USEC µs per virtual-key request" \
     "(\`INFO commandstats\`). In flight after the run: ${USAGE:-?}."
+  echo "- Round-trip floor, \`redis-benchmark -c 1 -n 20000 -t ping\` (PING_MBULK p50) to this Redis$([[ $PIN == 1 ]] && echo " on CPU $REDIS_CPU"):" \
+    "from CPU 0 ${RTT0_BEFORE} µs before the runs and ${RTT0_AFTER} µs after; from CPU 1$([[ $PIN == 1 ]] && echo " (scrim's)") ${RTT1_BEFORE} µs and ${RTT1_AFTER} µs."
   awk -v a="$(median_of config "${CONNECTIONS%% *}" p50_us)" -v b="$(median_of virtual "${CONNECTIONS%% *}" p50_us)" \
     -v c="${CONNECTIONS%% *}" 'BEGIN {
       printf "- Target, at most 100 µs added at p50 on loopback: %s at %s connection(s) in this run (%+d µs).\n",

@@ -749,6 +749,22 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 	return p;
 }
 
+bool
+limits_grant_known(struct limits *l, const struct limits_ticket *t,
+                   struct limits_grant *g)
+{
+	/* The fail-open table already keeps what the last "ok" said, and
+	 * forgets a key Redis has refused since. */
+	const struct local_key *lk = local_find(l, t->hash, false);
+
+	if (lk == NULL || !lk->grants_known)
+		return false;
+	snprintf(g->key_id, sizeof(g->key_id), "%s", lk->id);
+	snprintf(g->actions, sizeof(g->actions), "%s", lk->actions);
+	snprintf(g->indexes, sizeof(g->indexes), "%s", lk->indexes);
+	return true;
+}
+
 void
 limits_cancel(struct limits_pending *p)
 {

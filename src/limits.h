@@ -77,6 +77,24 @@ struct limits_pending *limits_check(struct limits *l,
                                     limits_cb cb, void *arg);
 void limits_cancel(struct limits_pending *p);
 
+/* What a key may do, as the request stages that use it (scrub, context)
+ * need it: its id (pseudonyms are stable per key), scrub overrides and
+ * index grant. */
+struct limits_grant {
+	char key_id[64];
+	char actions[512];
+	char indexes[640];
+};
+
+/*
+ * The grant the last "ok" answer gave the key of t (filled by
+ * limits_check) into g; false when none is known. Only a guess at what
+ * the check in flight will say: the caller may work ahead on it, but
+ * must compare it with the answer before anything leaves.
+ */
+bool limits_grant_known(struct limits *l, const struct limits_ticket *t,
+                        struct limits_grant *g);
+
 /* Settle: replace the reservation by actual use (tokens < 0: unknown,
  * keep the reservation; refund: give it all back). Fire and forget. */
 void limits_settle(struct limits *l, struct limits_ticket *t, long tokens,

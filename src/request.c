@@ -35,6 +35,7 @@
 #include "vault.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <openssl/crypto.h>
 #include <arpa/inet.h>
 #include <fnmatch.h>
@@ -101,6 +102,26 @@ struct scrim_req {
 	bool have_lim;
 	bool in_stage_limits;     /* the answer came back synchronously */
 	bool lim_answered;
+	/* Working ahead of the limits answer (stage_limits): context and
+	 * scrub run on grant, the key's as Redis last answered it, while the
+	 * check is in flight, and stage_admit holds the request until the
+	 * answer has said yes to that very grant. Without lim_ahead, grant
+	 * is the answer's own (or empty: a config key). */
+	bool lim_ahead;
+	struct event *ahead_ev;   /* goes on to context, once the check left */
+	struct limits_grant grant;
+	/* What context and scrub started from, to run them again on the
+	 * answer's grant if it differs from the one they used. */
+	const char *ahead_body;
+	size_t ahead_body_len;
+	const struct cfg_provider *ahead_provider;
+	/* A failure of the stages ahead, told only once the answer is in:
+	 * the client hears what it would have without the overlap (a 401
+	 * or 429 first), and the reservation is settled as for any request
+	 * that dies after reserving. */
+	enum scrim_err fail_err;
+	bool fail_has_msg;
+	char fail_msg[400];
 	long max_tokens;          /* from the body, or -1 */
 	struct buf injected;      /* body with stream_options added */
 	bool strip_usage;         /* we asked for include_usage: hide it */
@@ -135,7 +156,25 @@ struct scrim_req {
 	uint64_t bytes_out;
 };
 
-enum stage_result { STAGE_NEXT, STAGE_WAIT, STAGE_DONE };
+enum stage_result {
+	STAGE_NEXT,
+	STAGE_WAIT,
+	STAGE_DONE,
+	STAGE_JUMP, /* the stage set r->stage itself: run that one next */
+};
+
+/* The pipeline's stages, in order: indexes into stages[] below. */
+enum stage_id {
+	ST_AUTHENTICATE,
+	ST_READ_BODY,
+	ST_PARSE,
+	ST_ROUTE,
+	ST_LIMITS,
+	ST_CONTEXT,
+	ST_SCRUB,
+	ST_ADMIT,
+	ST_FORWARD,
+};
 
 struct stage {
 	const char *name;
@@ -154,6 +193,8 @@ req_free(struct scrim_req *r)
 	free(r->model);
 	/* Everything below may hold personal data: wiped, never logged. */
 	limits_cancel(r->lim_pending);
+	if (r->ahead_ev != NULL)
+		event_free(r->ahead_ev);
 	context_cancel(r->ctx_job);
 	buf_wipe(&r->ctx_body);
 	restore_free(r->restore);
@@ -727,7 +768,17 @@ limits_apply(struct scrim_req *r)
 		req_fail(r, ERR_MODEL_NOT_ALLOWED, msg);
 		return STAGE_DONE;
 	}
-	inject_include_usage(r);
+	/* Working ahead, stage_limits injected already, and stage_admit
+	 * compares the grant with the answer's. */
+	if (!r->lim_ahead) {
+		snprintf(r->grant.key_id, sizeof(r->grant.key_id), "%s",
+		         res->key_id);
+		snprintf(r->grant.actions, sizeof(r->grant.actions), "%s",
+		         res->actions);
+		snprintf(r->grant.indexes, sizeof(r->grant.indexes), "%s",
+		         res->indexes);
+		inject_include_usage(r);
+	}
 	return STAGE_NEXT;
 }
 
@@ -743,10 +794,31 @@ limits_answer(void *arg, const struct limits_result *res)
 	r->lim_answered = true;
 	if (r->in_stage_limits)
 		return; /* stage_limits acts on it */
+	if (r->lim_ahead) {
+		/* The stages went on without it: stage_admit acts on it when
+		 * they reach it, or now if the request waits there. A refusal
+		 * need not wait for the context worker (its job is cancelled
+		 * as the request ends). */
+		if (r->stage == ST_ADMIT)
+			req_run(r);
+		else if (r->ctx_job != NULL && res->verdict != LIM_OK)
+			(void)limits_apply(r);
+		return;
+	}
 	if (limits_apply(r) == STAGE_NEXT) {
 		r->stage++;
 		req_run(r);
 	}
+}
+
+static void
+ahead_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct scrim_req *r = arg;
+
+	(void)fd;
+	(void)what;
+	req_run(r);
 }
 
 static enum stage_result
@@ -772,7 +844,102 @@ stage_limits(struct scrim_req *r)
 	OPENSSL_cleanse(r->vkey, sizeof(r->vkey));
 	if (r->lim_answered)
 		return limits_apply(r);
+	/* Context and scrub need the key's grant, not its limits: with the
+	 * grant Redis gave this key last, they run while the check is in
+	 * flight, which hides their time in the round trip. Nothing leaves
+	 * before stage_admit has the answer; a key not seen since start
+	 * waits for it here. */
+	if (!limits_grant_known(r->srv->limits, &r->ticket, &r->grant))
+		return STAGE_WAIT;
+	r->lim_ahead = true;
+	inject_include_usage(r);
+	r->ahead_body = r->body;
+	r->ahead_body_len = r->body_len;
+	r->ahead_provider = r->provider;
+	/* redis.c writes the check from an event it made active just now;
+	 * one made active after it runs after it, in the same loop turn
+	 * (libevent runs them in order). Going on from there, the check is
+	 * on the wire while context and scrub run, rather than after them,
+	 * and no stage runs inside hiredis' write. */
+	if (r->ahead_ev == NULL)
+		r->ahead_ev = event_new(r->srv->base, -1, 0, ahead_cb, r);
+	if (r->ahead_ev == NULL)
+		return STAGE_NEXT; /* out of memory: the check leaves later */
+	event_active(r->ahead_ev, EV_TIMEOUT, 1);
+	r->stage = ST_CONTEXT;
 	return STAGE_WAIT;
+}
+
+/* Forget what context and scrub made of the body, to run them again. */
+static void
+ahead_undo(struct scrim_req *r)
+{
+	r->body = r->ahead_body;
+	r->body_len = r->ahead_body_len;
+	r->provider = r->ahead_provider;
+	buf_wipe(&r->ctx_body);
+	r->nctx_ids = 0;
+	buf_wipe(&r->scrubbed);
+	vault_free(r->scrub.vault);
+	r->scrub.vault = NULL;
+	memset(&r->scrub.stats, 0, sizeof(r->scrub.stats));
+	r->fail_err = ERR_NONE;
+}
+
+/*
+ * The gate before forward. A request that worked ahead of its limits
+ * answer waits here for it; then a refusal is answered (nothing of the
+ * body has left), a failure held by scrub is answered (the reservation
+ * is refunded by req_finish, as for any request that dies after
+ * reserving), and a grant that differs from the one the stages used
+ * (the key was updated since) runs them again on the answer's.
+ */
+static enum stage_result
+stage_admit(struct scrim_req *r)
+{
+	if (!r->lim_ahead)
+		return STAGE_NEXT;
+	if (!r->lim_answered)
+		return STAGE_WAIT; /* limits_answer runs this stage again */
+	if (limits_apply(r) == STAGE_DONE)
+		return STAGE_DONE;
+	if (strcmp(r->grant.key_id, r->lim.key_id) != 0 ||
+	    strcmp(r->grant.actions, r->lim.actions) != 0 ||
+	    strcmp(r->grant.indexes, r->lim.indexes) != 0) {
+		log_info("req %s: key %s changed since its last check; scrubbing "
+		         "again", r->conn->req_id, r->lim.key_id);
+		ahead_undo(r);
+		r->lim_ahead = false;
+		snprintf(r->grant.key_id, sizeof(r->grant.key_id), "%s",
+		         r->lim.key_id);
+		snprintf(r->grant.actions, sizeof(r->grant.actions), "%s",
+		         r->lim.actions);
+		snprintf(r->grant.indexes, sizeof(r->grant.indexes), "%s",
+		         r->lim.indexes);
+		r->stage = ST_CONTEXT;
+		return STAGE_JUMP;
+	}
+	if (r->fail_err != ERR_NONE) {
+		req_fail(r, r->fail_err, r->fail_has_msg ? r->fail_msg : NULL);
+		return STAGE_DONE;
+	}
+	return STAGE_NEXT;
+}
+
+/* Fail a stage that runs after limits: now, or, working ahead of the
+ * answer, once stage_admit (the next stage) has it. */
+static enum stage_result
+stage_fail(struct scrim_req *r, enum scrim_err err, const char *message)
+{
+	if (!r->lim_ahead) {
+		req_fail(r, err, message);
+		return STAGE_DONE;
+	}
+	r->fail_err = err;
+	r->fail_has_msg = message != NULL;
+	if (message != NULL)
+		snprintf(r->fail_msg, sizeof(r->fail_msg), "%s", message);
+	return STAGE_NEXT;
 }
 
 static void
@@ -997,10 +1164,8 @@ check_provider_key(struct scrim_req *r)
 {
 	char msg[400];
 
-	if (r->provider == NULL && names_private_target(r)) {
-		req_fail(r, ERR_FORBIDDEN_TARGET, NULL);
-		return STAGE_DONE;
-	}
+	if (r->provider == NULL && names_private_target(r))
+		return stage_fail(r, ERR_FORBIDDEN_TARGET, NULL);
 	if (r->provider == NULL) {
 		/* Proxy mode, a host without a [provider]: the users' own keys
 		 * go through only where the policy says so. */
@@ -1009,15 +1174,13 @@ check_provider_key(struct scrim_req *r)
 		snprintf(msg, sizeof(msg), "No [provider] is configured for %s; "
 		                           "set [proxy] client_keys = pass to let "
 		                           "users' own keys through", r->up_host);
-		req_fail(r, ERR_PROVIDER_KEY_MISSING, msg);
-		return STAGE_DONE;
+		return stage_fail(r, ERR_PROVIDER_KEY_MISSING, msg);
 	}
 	if (r->provider->auth_header != AUTH_HDR_NONE &&
 	    r->provider->api_key == NULL) {
 		snprintf(msg, sizeof(msg), "The gateway has no API key for "
 		                           "provider '%s'", r->provider->name);
-		req_fail(r, ERR_PROVIDER_KEY_MISSING, msg);
-		return STAGE_DONE;
+		return stage_fail(r, ERR_PROVIDER_KEY_MISSING, msg);
 	}
 	return STAGE_NEXT;
 }
@@ -1075,7 +1238,7 @@ stage_context(struct scrim_req *r)
 		return STAGE_NEXT;
 	/* Tenancy: the route's indexes, narrowed to the key's grant. */
 	nidx = context_grant_apply(rt->context_index, rt->ncontext_index,
-	                           r->have_lim ? r->lim.indexes : NULL,
+	                           r->virtual_key ? r->grant.indexes : NULL,
 	                           rt->context_grants == 1, idx);
 	if (nidx == 0)
 		return STAGE_NEXT;
@@ -1188,20 +1351,20 @@ stage_scrub(struct scrim_req *r)
 	if (is_multipart(&r->conn->head)) {
 		/* Form uploads cannot be scrubbed field by field here: refused
 		 * rather than sent unexamined. */
-		req_fail(r, ERR_UNSCRUBBABLE, NULL);
-		return STAGE_DONE;
+		return stage_fail(r, ERR_UNSCRUBBABLE, NULL);
 	}
 	uint64_t t0 = now_us();
 	memcpy(r->scrub.secret, r->cfg->scrub_secret, 32);
-	r->scrub.key_id = r->key_id;
+	/* A virtual key's id may not be known yet (see stage_limits). */
+	r->scrub.key_id = r->virtual_key ? r->grant.key_id : r->key_id;
 	{
 		/* The key's actions first, then the route's: both replace the
 		 * rules' own for some rules or types. */
 		size_t n = 0;
 		char *save = NULL, *tok;
-		if (r->have_lim && r->lim.actions[0] != '\0') {
+		if (r->virtual_key && r->grant.actions[0] != '\0') {
 			snprintf(r->override_text, sizeof(r->override_text), "%s",
-			         r->lim.actions);
+			         r->grant.actions);
 			for (tok = strtok_r(r->override_text, " ,", &save);
 			     tok != NULL && n < REQ_MAX_OVERRIDES;
 			     tok = strtok_r(NULL, " ,", &save)) {
@@ -1234,24 +1397,21 @@ stage_scrub(struct scrim_req *r)
 		break;
 	case JSON_ABORTED:
 		log_warn("req %s: scrub failed: %s", r->conn->req_id, r->scrub_err);
-		req_fail(r, ERR_SCRUB_FAILED, NULL);
-		return STAGE_DONE;
+		return stage_fail(r, ERR_SCRUB_FAILED, NULL);
 	case JSON_TOO_BIG:
-		req_fail(r, ERR_SCRUB_FAILED, "The scrubbed body is too large");
-		return STAGE_DONE;
+		return stage_fail(r, ERR_SCRUB_FAILED,
+		                  "The scrubbed body is too large");
 	case JSON_TOO_DEEP:
 	case JSON_INVALID:
 		snprintf(msg, sizeof(msg), "The request body is not valid JSON "
 		                           "(at byte %zu)", pos);
-		req_fail(r, ERR_INVALID_JSON, msg);
-		return STAGE_DONE;
+		return stage_fail(r, ERR_INVALID_JSON, msg);
 	}
 	if (r->scrub.stats.block != NULL) {
 		snprintf(msg, sizeof(msg), "The request was blocked by privacy rule "
 		                           "%s (%s)", r->scrub.stats.block->id,
 		         r->scrub.stats.block->type);
-		req_fail(r, ERR_BLOCKED, msg);
-		return STAGE_DONE;
+		return stage_fail(r, ERR_BLOCKED, msg);
 	}
 	if (r->scrub.stats.local != NULL) {
 		const struct cfg_provider *lp = NULL;
@@ -1263,8 +1423,7 @@ stage_scrub(struct scrim_req *r)
 			snprintf(msg, sizeof(msg), "Privacy rule %s keeps this request "
 			                           "local, and no local_provider is set",
 			         r->scrub.stats.local->id);
-			req_fail(r, ERR_BLOCKED, msg);
-			return STAGE_DONE;
+			return stage_fail(r, ERR_BLOCKED, msg);
 		}
 		/* The whole request, as written, goes to the machine's own
 		 * model; nothing was replaced, so nothing to restore. */
@@ -1418,14 +1577,15 @@ stage_forward(struct scrim_req *r)
 /* The table the pipeline walks. Response-side stages (restore, account,
  * audit) run from the upstream callbacks and req_finish. */
 static const struct stage stages[] = {
-	{"authenticate", stage_authenticate},
-	{"read_body", stage_read_body},
-	{"parse", stage_parse},
-	{"route", stage_route},
-	{"limits", stage_limits},
-	{"context", stage_context},
-	{"scrub", stage_scrub},
-	{"forward", stage_forward},
+	[ST_AUTHENTICATE] = {"authenticate", stage_authenticate},
+	[ST_READ_BODY] = {"read_body", stage_read_body},
+	[ST_PARSE] = {"parse", stage_parse},
+	[ST_ROUTE] = {"route", stage_route},
+	[ST_LIMITS] = {"limits", stage_limits},
+	[ST_CONTEXT] = {"context", stage_context},
+	[ST_SCRUB] = {"scrub", stage_scrub},
+	[ST_ADMIT] = {"admit", stage_admit},
+	[ST_FORWARD] = {"forward", stage_forward},
 };
 
 static void
@@ -1435,6 +1595,8 @@ req_run(struct scrim_req *r)
 		switch (stages[r->stage].run(r)) {
 		case STAGE_NEXT:
 			r->stage++;
+			break;
+		case STAGE_JUMP:
 			break;
 		case STAGE_WAIT:
 		case STAGE_DONE:
