@@ -737,8 +737,9 @@ limits_check(struct limits *l, const struct scrim_config *cfg,
 		refund_cb(-1, 0, l);
 	send_check(p, false);
 	if (p->call == NULL) {
-		/* Not connected: decide now, but answer from the loop like
-		 * every other path, so the caller is never re-entered. */
+		/* Not connected: decide now and answer at once, before
+		 * returning NULL; the caller (stage_limits) expects that and
+		 * acts on the answer itself (in_stage_limits). */
 		struct limits_result res;
 		memset(&res, 0, sizeof(res));
 		decide_locally(p, &res, cfg);
