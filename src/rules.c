@@ -481,6 +481,8 @@ on_key(void *arg, int line, char *key, char *v)
 			return;
 		}
 		r->follows_tail = xcalloc(1024, sizeof(uint64_t));
+		r->follows_key = xcalloc(r->nfollows, sizeof(uint16_t));
+		r->follows_len = xcalloc(r->nfollows, 1);
 		for (size_t i = 0; i < r->nfollows; i++) {
 			const unsigned char *f = (const unsigned char *)r->follows[i];
 			size_t fl = strlen(r->follows[i]);
@@ -492,6 +494,8 @@ on_key(void *arg, int line, char *key, char *v)
 			}
 			tail = (unsigned)f[fl - 2] << 8 | f[fl - 1];
 			r->follows_tail[tail >> 6] |= 1ULL << (tail & 63);
+			r->follows_key[i] = (uint16_t)tail;
+			r->follows_len[i] = (uint8_t)fl;
 		}
 		break;
 	}
@@ -920,11 +924,18 @@ rules_load(const char *dir, bool to_stderr)
 		free(names[i]);
 	if (ld.errors > 0)
 		goto fail;
+	rs->min_length = UINT32_MAX;
 	for (size_t k = 0; k < rs->nrules; k++) {
-		uint32_t c = 0;
+		uint32_t c = 0, m = 0;
 		pcre2_pattern_info(rs->rules[k].code, PCRE2_INFO_CAPTURECOUNT, &c);
 		if (c + 1 > max_groups)
 			max_groups = c + 1;
+		/* In characters, so also a bound on bytes; 0 when PCRE2 could
+		 * not tell. */
+		pcre2_pattern_info(rs->rules[k].code, PCRE2_INFO_MINLENGTH, &m);
+		rs->rules[k].min_length = m;
+		if (m < rs->min_length)
+			rs->min_length = m;
 	}
 	build_word_index(rs);
 	rs->mctx = pcre2_match_context_create(NULL);
@@ -971,6 +982,8 @@ rules_unref(struct ruleset *rs)
 		free_list(r->near_words, r->nnear_words);
 		free_list(r->follows, r->nfollows);
 		free(r->follows_tail);
+		free(r->follows_key);
+		free(r->follows_len);
 		free_list(r->context, r->ncontext);
 		free_list(r->negative, r->nnegative);
 		for (size_t k = 0; k < r->nexamples; k++)

@@ -69,7 +69,10 @@ struct rule {
 	 * (past blanks), folded: a street word before a house number */
 	char **follows;
 	size_t nfollows;
+	uint32_t min_length;    /* no match in a text shorter (PCRE2's) */
 	uint64_t *follows_tail; /* 65536 bits: their last two bytes */
+	uint16_t *follows_key;  /* each entry's last two bytes */
+	uint8_t *follows_len;   /* each entry's length (2 to 32) */
 
 	char **context;       /* words that raise confidence */
 	size_t ncontext;
@@ -172,6 +175,7 @@ struct ruleset {
 	struct word_index words;     /* at word starts */
 	struct word_index spots;     /* anywhere */
 	unsigned min_digits;         /* the shortest digit run any rule wants */
+	uint32_t min_length;         /* the shortest text any rule can match */
 	unsigned big_digits;         /* the shortest of 3 digits or more */
 	char *dir;
 	struct rule *rules;

@@ -495,17 +495,22 @@ static const unsigned char cls_tab[256] = {
 /* A near word is kept as where it stands (no window: see near_filter);
  * an anchor, as the window around it. wins[0 .. nrules) are the rules'
  * windows, wins[nrules ..) their near words. */
+static void scratch_touch(struct ruleset *rs, struct windows *wins,
+                          size_t idx);
+static void scratch_normalise(struct ruleset *rs);
+
 static bool
 anchor_add(struct ruleset *rs, struct windows *wins, const struct word_ref *ref,
            const unsigned char *u, size_t n, size_t at)
 {
-	struct windows *w;
+	size_t idx = ref->flags & WORD_NEAR ? rs->nrules + ref->rule : ref->rule;
 
+	if (wins[idx].n == 0)
+		scratch_touch(rs, wins, idx);
 	if (!(ref->flags & WORD_NEAR))
-		return win_add(&wins[ref->rule], (const char *)u, n, at,
-		               at + ref->len, &rs->rules[ref->rule]);
-	w = &wins[rs->nrules + ref->rule];
-	return win_push(w, at, at + ref->len, at);
+		return win_add(&wins[idx], (const char *)u, n, at, at + ref->len,
+		               &rs->rules[ref->rule]);
+	return win_push(&wins[idx], at, at + ref->len, at);
 }
 
 /* Could an entry of the words index start at i (i + 1 < n)? A filter
@@ -856,6 +861,10 @@ anchor_pass(struct ruleset *rs, const char *s, size_t n, struct windows *wins,
 		return false;
 	/* Two passes, and spots found at offsets within their entries: put
 	 * each rule's windows back in order. */
+	if (only < 0) {
+		scratch_normalise(rs);
+		return true;
+	}
 	for (size_t r = 0; r < 2 * rs->nrules; r++)
 		if (wins[r].n > 1)
 			win_normalise(&wins[r]);
@@ -1111,15 +1120,27 @@ follows_one(const char *s, size_t at, const struct rule *r)
 		return false;
 	for (size_t k = 0; k < r->nfollows; k++) {
 		const unsigned char *t = (const unsigned char *)r->follows[k];
-		size_t wl = strlen(r->follows[k]), j = 0;
-		if (wl > e)
+		size_t wl = r->follows_len[k], j = 0;
+		if (r->follows_key[k] != key || wl > e)
 			continue;
-		while (j < wl && fold[u[e - wl + j]] == t[j])
+		while (j < wl - 2 && fold[u[e - wl + j]] == t[j])
 			j++;
-		if (j == wl)
+		if (j == wl - 2)
 			return true;
 	}
 	return false;
+}
+
+/* memchr, but a few bytes by hand first: anchor characters come in runs
+ * ("....", "----"), and a call per byte of them cost more than the
+ * rule's own work. */
+static inline const char *
+next_byte(const char *p, const char *e, char c)
+{
+	for (int k = 0; k < 8 && p < e; k++, p++)
+		if (*p == c)
+			return p;
+	return p < e ? memchr(p, c, (size_t)(e - p)) : NULL;
 }
 
 static bool
@@ -1170,7 +1191,7 @@ windows_for(const struct ruleset *rs, struct windows *w, const char *s,
 		return win_add(w, s, n, 0, n, r);
 	case ANCHOR_CHAR: {
 		const char *p = s, *e = s + n;
-		while ((p = memchr(p, r->anchor_char, (size_t)(e - p))) != NULL) {
+		while ((p = next_byte(p, e, r->anchor_char)) != NULL) {
 			unsigned char nx = p + 1 < e ? (unsigned char)p[1] : 0;
 			if ((!r->anchor_next_set ||
 			     (p + 1 < e &&
@@ -1523,6 +1544,11 @@ resolve_cluster(struct scrub_hit *v, size_t cnt)
 struct scratch {
 	struct windows *wins; /* 2 * nrules: each rule's windows, near words */
 	size_t nwins;
+	/* The lists of wins that anchor_pass made non-empty: a string holds
+	 * the anchors of a few rules, and going over all 2 * nrules lists
+	 * to sort and empty them cost more than the string's own scan. */
+	uint32_t *touched;
+	size_t ntouched;
 	struct windows w;     /* the current rule's, when not indexed */
 	struct digit_runs dr;
 };
@@ -1537,6 +1563,7 @@ scrub_scratch_free(void *scratch)
 	for (size_t i = 0; i < sc->nwins; i++)
 		free(sc->wins[i].v);
 	free(sc->wins);
+	free(sc->touched);
 	free(sc->w.v);
 	free(sc->dr.v);
 	free(sc->dr.big);
@@ -1555,12 +1582,34 @@ scratch_list_trim(struct windows *w)
 }
 
 /* Empty again, and no larger than SCRATCH_KEEP a list. */
+/* Marks wins[idx], about to get its first entry, for scratch_reset (a
+ * no-op for the lists of scrub_find_rule, which are its own). */
+static void
+scratch_touch(struct ruleset *rs, struct windows *wins, size_t idx)
+{
+	struct scratch *sc = rs->scrub_scratch;
+
+	if (sc != NULL && wins == sc->wins && sc->ntouched < sc->nwins)
+		sc->touched[sc->ntouched++] = (uint32_t)idx;
+}
+
+/* win_normalise on the lists anchor_pass filled for scrub_find. */
+static void
+scratch_normalise(struct ruleset *rs)
+{
+	struct scratch *sc = rs->scrub_scratch;
+
+	for (size_t k = 0; k < sc->ntouched; k++)
+		if (sc->wins[sc->touched[k]].n > 1)
+			win_normalise(&sc->wins[sc->touched[k]]);
+}
+
 static void
 scratch_reset(struct scratch *sc)
 {
-	for (size_t i = 0; i < sc->nwins; i++)
-		if (sc->wins[i].n != 0 || sc->wins[i].cap > SCRATCH_KEEP)
-			scratch_list_trim(&sc->wins[i]);
+	for (size_t k = 0; k < sc->ntouched; k++)
+		scratch_list_trim(&sc->wins[sc->touched[k]]);
+	sc->ntouched = 0;
 	scratch_list_trim(&sc->w);
 	sc->dr.n = sc->dr.nbig = 0;
 	sc->dr.done = false;
@@ -1588,7 +1637,10 @@ scratch_of(struct ruleset *rs)
 		return NULL;
 	sc->nwins = rs->nrules ? 2 * rs->nrules : 1;
 	sc->wins = calloc(sc->nwins, sizeof(*sc->wins));
-	if (sc->wins == NULL) {
+	sc->touched = calloc(sc->nwins, sizeof(*sc->touched));
+	if (sc->wins == NULL || sc->touched == NULL) {
+		free(sc->wins);
+		free(sc->touched);
 		free(sc);
 		return NULL;
 	}
@@ -1609,6 +1661,9 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 		snprintf(err, errlen, "text too large (4 GiB or more)");
 		return -1;
 	}
+	/* Role names, short ids, one-word answers: no rule can match. */
+	if (n < rs->min_length)
+		return 0;
 	sc = scratch_of(rs);
 	if (sc == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -1623,8 +1678,13 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 		bool indexed = r->anchor == ANCHOR_WORDS ||
 		               r->anchor == ANCHOR_LITERALS;
 		/* No anchor of the rule in the text (most rules, most texts). */
-		if (indexed && sc->wins[i].n == 0 && !r->short_literals)
+		if (n < r->min_length)
 			continue;
+		if (indexed && sc->wins[i].n == 0) {
+			if (!r->short_literals)
+				continue;
+			scratch_touch(rs, sc->wins, i); /* windows_for may fill it */
+		}
 		rc = run_rule(rs, r, s, n, indexed ? &sc->wins[i] : &sc->w,
 		              &sc->wins[rs->nrules + i], &sc->dr, out, err, errlen);
 	}
