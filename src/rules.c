@@ -258,6 +258,25 @@ words_valid(struct rloader *ld, int line, const char *what, char **list,
 	return true;
 }
 
+/* The bytes of a set written as in a regex class, without the brackets
+ * ("0-9a-f:"), into a 256-bit map. */
+static void
+byte_set(const char *c, const char *e, uint64_t bits[4])
+{
+	memset(bits, 0, 4 * sizeof(*bits));
+	while (c < e) {
+		unsigned char lo = (unsigned char)*c, hi = lo;
+		if (c + 2 < e && c[1] == '-') {
+			hi = (unsigned char)c[2];
+			c += 3;
+		} else {
+			c++;
+		}
+		for (unsigned b = lo; b <= hi; b++)
+			bits[b >> 6] |= 1ULL << (b & 63);
+	}
+}
+
 static bool
 parse_anchor(struct rloader *ld, int line, const char *v)
 {
@@ -272,31 +291,33 @@ parse_anchor(struct rloader *ld, int line, const char *v)
 	           v[strlen(v) - 1] == ']' && strlen(v) > 9) {
 		/* "char : [0-9a-f:]": only where the next byte is in the set,
 		 * so a ':' or '-' in prose does not open a window. */
-		const char *c = v + 8, *e = v + strlen(v) - 1;
 		r->anchor = ANCHOR_CHAR;
 		r->anchor_char = (unsigned char)v[5];
 		r->anchor_next_set = true;
-		memset(r->anchor_next, 0, sizeof(r->anchor_next));
-		while (c < e) {
-			unsigned char lo = (unsigned char)*c, hi = lo;
-			if (c + 2 < e && c[1] == '-') {
-				hi = (unsigned char)c[2];
-				c += 3;
-			} else {
-				c++;
-			}
-			for (unsigned b = lo; b <= hi; b++)
-				r->anchor_next[b >> 6] |= 1ULL << (b & 63);
-		}
+		byte_set(v + 8, v + strlen(v) - 1, r->anchor_next);
 	} else if (strncmp(v, "digits ", 7) == 0) {
 		char *end;
 		long d = strtol(v + 7, &end, 10);
-		if (*end || d < 1 || d > 64) {
+		size_t el = strlen(end);
+		if (el > 0 && !(el > 3 && end[0] == ' ' && end[1] == '[' &&
+		                end[el - 1] == ']')) {
+			rcomplain(ld, line, "anchor digits N [set]: N from 1 to 64, "
+			                    "then optionally a byte set such as [A-Z]");
+			return false;
+		}
+		if (d < 1 || d > 64) {
 			rcomplain(ld, line, "anchor digits N: N from 1 to 64");
 			return false;
 		}
 		r->anchor = ANCHOR_DIGITS;
 		r->anchor_digits = (unsigned)d;
+		/* "digits 2 [A-Z]": only runs right after a byte of the set,
+		 * so an IBAN rule looks at its check digits, not at every
+		 * number. */
+		if (el > 0) {
+			r->anchor_prev_set = true;
+			byte_set(end + 2, end + el - 1, r->anchor_prev);
+		}
 	} else if (strncmp(v, "token ", 6) == 0) {
 		char *end;
 		long d = strtol(v + 6, &end, 10);

@@ -57,6 +57,8 @@ struct rule {
 	unsigned char anchor_char;
 	bool anchor_next_set;        /* the byte after a char anchor must be */
 	uint64_t anchor_next[4];     /* in this set */
+	bool anchor_prev_set;        /* the byte before a digit run must be */
+	uint64_t anchor_prev[4];     /* in this set */
 	unsigned anchor_digits;
 	char **anchor_words;
 	size_t nanchor_words;

@@ -1162,9 +1162,17 @@ windows_for(const struct ruleset *rs, struct windows *w, const char *s,
 		nr = r->anchor_digits >= rs->big_digits ? dr->nbig : dr->n;
 		for (size_t k = 0; k < nr; k++) {
 			const struct digit_run *d = &runs[k];
-			if (d->digits < r->anchor_digits ||
-			    (r->nfollows > 0 &&
-			     !follows_one(s, d->start, r)))
+			if (d->digits < r->anchor_digits)
+				continue;
+			if (r->anchor_prev_set) {
+				unsigned char b = d->start > 0
+				                      ? (unsigned char)s[d->start - 1]
+				                      : 0;
+				if (d->start == 0 ||
+				    !((r->anchor_prev[b >> 6] >> (b & 63)) & 1))
+					continue;
+			}
+			if (r->nfollows > 0 && !follows_one(s, d->start, r))
 				continue;
 			/* With near words, a run no near word reaches makes no
 			 * window at all (near_filter would drop it anyway; on

@@ -333,6 +333,44 @@ test_follows(void)
 	CHECK(rs == NULL, "follows set twice");
 }
 
+/* digits N [set]: only runs right after a byte of the set. */
+static void
+test_digits_after(void)
+{
+	struct ruleset *rs =
+	    load("[rule t.d]\ntype = D\npattern = [A-Z]{2}\\d+\n"
+	         "anchor = digits 2 [A-Z]\nwindow = 2 0\ninside = yes\n"
+	         "match = IBAN [[DE89]]\nnomatch = 89 DE 89\n");
+
+	CHECK(rs != NULL, "digits N [set] loads");
+	if (rs == NULL)
+		return;
+	CHECK(strcmp(spans0(rs, "page 12, line 34, 56"), "") == 0,
+	      "runs after other bytes: no window");
+	CHECK(strcmp(spans0(rs, "GB29 and 7 x12"), "0-4;") == 0,
+	      "only the run after a capital");
+	CHECK(strcmp(spans0(rs, "12"), "") == 0, "nothing before the run");
+	CHECK(strcmp(spans0(rs, "AB1 CD22"), "4-8;") == 0,
+	      "a run too short after a capital is no anchor");
+	rules_unref(rs);
+	/* A pattern that would match any number: the set alone decides. */
+	rs = load("[rule t.d]\ntype = D\npattern = \\d{2,}\n"
+	          "anchor = digits 2 [A-Z]\nwindow = 0 0\ninside = yes\n"
+	          "match = X[[12]]\n");
+	CHECK(rs != NULL, "digits N [set] loads (2)");
+	if (rs == NULL)
+		return;
+	CHECK(strcmp(spans0(rs, "page 12, X34, y56, Z7"), "10-12;") == 0,
+	      "runs after other bytes open no window");
+	rules_unref(rs);
+	rs = load("[rule t.d]\ntype = D\npattern = \\d\nanchor = digits 2 A-Z\n"
+	          "match = [[12]]\n");
+	CHECK(rs == NULL, "digits N set without brackets is refused");
+	rs = load("[rule t.d]\ntype = D\npattern = \\d\nanchor = digits 2x\n"
+	          "match = [[12]]\n");
+	CHECK(rs == NULL, "digits N followed by junk is refused");
+}
+
 int
 main(void)
 {
@@ -345,6 +383,7 @@ main(void)
 	test_digits_and_tokens();
 	test_near();
 	test_follows();
+	test_digits_after();
 	{
 		char path[128];
 		snprintf(path, sizeof(path), "%s/a.rules", dir);
