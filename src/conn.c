@@ -202,14 +202,24 @@ write_head(struct scrim_conn *c, int status, const char *extra,
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 
+	char line[96];
+	int n;
+
 	if (c->req_id[0] == '\0')
 		server_next_req_id(c->srv, c->req_id);
-	evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nx-request-id: %s\r\n", status,
-	                    http_reason(status), c->req_id);
+	/* One snprintf for the fixed part, the rest copied: this runs for
+	 * every answer, and evbuffer_add_printf formats twice. */
+	n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nx-request-id: %s\r\n",
+	             status, http_reason(status), c->req_id);
+	if (n > 0)
+		evbuffer_add(out, line, (size_t)n < sizeof(line) ? (size_t)n
+		                                                 : sizeof(line) - 1);
 	if (extra_len)
 		evbuffer_add(out, extra, extra_len);
-	evbuffer_add_printf(out, "%s%s\r\n", framing,
-	                    c->close_after ? "connection: close\r\n" : "");
+	evbuffer_add(out, framing, strlen(framing));
+	if (c->close_after)
+		evbuffer_add(out, "connection: close\r\n", 19);
+	evbuffer_add(out, "\r\n", 2);
 	c->resp_started = true;
 	kick(c);
 }
@@ -424,6 +434,24 @@ conn_send_head(struct scrim_conn *c, int status, const char *extra,
 	write_head(c, status, extra, extra_len, framing);
 }
 
+void
+conn_send_head_sized(struct scrim_conn *c, int status, const char *extra,
+                     size_t extra_len, size_t body_len)
+{
+	char framing[48];
+
+	decide_close(c);
+	c->resp_no_body = c->head.method == HTTP_HEAD || status == 204 ||
+	                  status == 304;
+	c->resp_chunked = false;
+	framing[0] = '\0';
+	/* 204 and 304 carry no length; a HEAD answer tells the GET's. */
+	if (status != 204 && status != 304)
+		snprintf(framing, sizeof(framing), "content-length: %zu\r\n",
+		         body_len);
+	write_head(c, status, extra, extra_len, framing);
+}
+
 bool
 conn_send_data(struct scrim_conn *c, const char *p, size_t n)
 {
@@ -434,7 +462,13 @@ conn_send_data(struct scrim_conn *c, const char *p, size_t n)
 	if (n == 0 || c->resp_no_body)
 		return true;
 	if (c->resp_chunked) {
-		if (evbuffer_add_printf(out, "%zx\r\n", n) < 0 ||
+		char size[20];
+		size_t k = sizeof(size);
+		size[--k] = '\n';
+		size[--k] = '\r';
+		for (size_t v = n; v != 0; v >>= 4)
+			size[--k] = "0123456789abcdef"[v & 15];
+		if (evbuffer_add(out, size + k, sizeof(size) - k) != 0 ||
 		    evbuffer_add(out, p, n) != 0 || evbuffer_add(out, "\r\n", 2) != 0)
 			return false;
 	} else if (evbuffer_add(out, p, n) != 0) {

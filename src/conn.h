@@ -139,6 +139,10 @@ void conn_send_simple(struct scrim_conn *c, int status,
  */
 void conn_send_head(struct scrim_conn *c, int status, const char *extra,
                     size_t extra_len);
+/* The same when the whole body is known: content-length framing, then
+ * exactly body_len bytes of conn_send_data and conn_send_end. */
+void conn_send_head_sized(struct scrim_conn *c, int status, const char *extra,
+                          size_t extra_len, size_t body_len);
 bool conn_send_data(struct scrim_conn *c, const char *p, size_t n);
 bool conn_output_full(struct scrim_conn *c);
 void conn_send_end(struct scrim_conn *c);

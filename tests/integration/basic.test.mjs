@@ -324,21 +324,36 @@ test('5. keep-alive: several requests, a stream, then a POST, all on one client 
   }
 });
 
-test('5b. HTTP/1.1 answers are chunked; an HTTP/1.0 request gets a close-delimited answer', async () => {
+test('5b. whole answers carry their length, streams are chunked (HTTP/1.1); an HTTP/1.0 client gets no chunks and a close', async () => {
   const body = JSON.stringify(chatBody('old client'));
-  const head = (v) => `POST /v1/chat/completions HTTP/${v}\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TEST_KEY}\r\n` +
-    `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`;
+  const head = (v, b = body) => `POST /v1/chat/completions HTTP/${v}\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TEST_KEY}\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(b)}\r\n`;
   const r11 = await rawRequest(scrim.port, `${head('1.1')}Connection: close\r\n\r\n${body}`);
   assert.equal(r11.status, 200, show(r11));
   assert.match(r11.statusLine, /^HTTP\/1\.1 200/);
-  assert.equal((r11.headers['transfer-encoding'] || '').toLowerCase(), 'chunked', show(r11));
+  assert.equal(r11.headers['transfer-encoding'], undefined, show(r11));
+  assert.equal(Number(r11.headers['content-length']), Buffer.byteLength(r11.body), show(r11));
   assert.equal(r11.json?.choices?.[0]?.message?.content, 'echo: old client');
+
+  // A stream is sent as it arrives: its length is not known up front.
+  const sbody = JSON.stringify(chatBody('streamed', { stream: true }));
+  const rs = await rawRequest(scrim.port, `${head('1.1', sbody)}Connection: close\r\n\r\n${sbody}`);
+  assert.equal(rs.status, 200, show(rs));
+  assert.equal((rs.headers['transfer-encoding'] || '').toLowerCase(), 'chunked', show(rs));
+  assert.equal(rs.headers['content-length'], undefined, show(rs));
+  assert.match(rs.body, /data: \[DONE\]/);
 
   const r10 = await rawRequest(scrim.port, `${head('1.0')}\r\n${body}`);
   assert.equal(r10.status, 200, show(r10));
   assert.ok(!/chunked/i.test(r10.headers['transfer-encoding'] || ''), `HTTP/1.0 client got chunked: ${show(r10)}`);
-  assert.ok(r10.closed, 'the server must close an HTTP/1.0 connection to end the body');
+  assert.ok(r10.closed, 'an HTTP/1.0 connection without keep-alive is closed after the answer');
   assert.equal(JSON.parse(r10.body).choices[0].message.content, 'echo: old client');
+
+  const rs10 = await rawRequest(scrim.port, `${head('1.0', sbody)}\r\n${sbody}`);
+  assert.equal(rs10.status, 200, show(rs10));
+  assert.ok(!/chunked/i.test(rs10.headers['transfer-encoding'] || ''), `HTTP/1.0 client got chunked: ${show(rs10)}`);
+  assert.ok(rs10.closed, 'the server must close an HTTP/1.0 connection to end a stream');
+  assert.match(rs10.body, /data: \[DONE\]/);
 });
 
 test('9a. provider error statuses pass through with their body (429 OpenAI, 529 Anthropic)', async () => {

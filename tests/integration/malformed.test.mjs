@@ -284,7 +284,10 @@ test(`malformed requests (seed ${SEED}, ${COUNT} cases): well-formed answers or 
           if (!r.tunnel && r.status >= 200 && !r.headers['x-request-id']) {
             failures.push(`${where}: a ${r.status} without x-request-id`);
           }
-          if (r.status >= 400 && r.method !== 'HEAD' && r.body !== undefined && r.headers['content-type'] === 'application/json') {
+          // scrim's own errors are OpenAI-shaped; a provider's (marked by
+          // the fake provider's header) pass through as the provider wrote them.
+          if (r.status >= 400 && r.method !== 'HEAD' && r.body !== undefined && r.headers['content-type'] === 'application/json' &&
+              r.headers['x-fake-provider'] === undefined) {
             let e;
             try { e = JSON.parse(r.body).error; } catch { /* checked below */ }
             if (!e || typeof e.code !== 'string' || typeof e.message !== 'string' || typeof e.type !== 'string') {
