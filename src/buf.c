@@ -31,10 +31,20 @@ grow(struct buf *b, size_t need)
 		cap *= 2;
 	if (cap > b->max + 1)
 		cap = b->max + 1;
-	/* Client-sized: an allocation failure fails the request, no abort. */
-	p = realloc(b->p, cap);
+	/* Client-sized: an allocation failure fails the request, no abort.
+	 * Not realloc: a block it moves away from would be freed with the
+	 * bytes in it, and buf_wipe could not reach them any more. */
+	p = malloc(cap);
 	if (p == NULL)
 		return false;
+	if (b->p != NULL) {
+		size_t used = (b->dirty > b->len ? b->dirty : b->len) + 1;
+		if (used > b->cap)
+			used = b->cap;
+		memcpy(p, b->p, used);
+		explicit_bzero(b->p, used);
+		free(b->p);
+	}
 	b->p = p;
 	b->cap = cap;
 	return true;
@@ -44,6 +54,15 @@ bool
 buf_reserve(struct buf *b, size_t n)
 {
 	return n <= b->max - b->len && grow(b, b->len + n);
+}
+
+void
+buf_hint(struct buf *b, size_t n)
+{
+	/* Past max it is only a hint not taken: buf_add still grows as far
+	 * as max allows. */
+	if (n <= b->max - b->len)
+		(void)grow(b, b->len + n);
 }
 
 bool

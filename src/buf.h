@@ -24,6 +24,9 @@ bool buf_addf(struct buf *b, const char *fmt, ...) SCRIM_PRINTF(2, 3);
 /* Make room for n more bytes now (one allocation instead of doublings);
  * false when that would pass the cap or memory runs out. */
 bool buf_reserve(struct buf *b, size_t n) SCRIM_MUSTCHECK;
+/* Room for n more bytes if it can be had (one allocation instead of
+ * several doublings); nothing happens otherwise. */
+void buf_hint(struct buf *b, size_t n);
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
 /* Overwrite the contents, then free. */

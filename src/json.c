@@ -336,6 +336,10 @@ string_value(struct walker *w)
 	w->replaced++;
 	if (w->out == NULL)
 		return JSON_OK;
+	/* The first replacement: room for about the whole text at once
+	 * (a hint; growing stays possible, and each grow copies and wipes). */
+	if (w->replaced == 1)
+		buf_hint(w->out, w->n + w->n / 8);
 	if (!buf_add(w->out, w->in + w->copied, start - w->copied) ||
 	    !buf_addc(w->out, '"') ||
 	    !json_escape_into(w->out, w->repl.p ? w->repl.p : "", w->repl.len) ||
@@ -453,10 +457,10 @@ walk(struct walker *w)
 	}
 }
 
-enum json_result
-json_rewrite(const char *in, size_t n, json_string_cb cb, void *arg,
-             struct buf *out, size_t max_string, size_t *replaced,
-             size_t *err_pos)
+static enum json_result
+rewrite(const char *in, size_t n, json_string_cb cb, void *arg,
+        struct buf *out, size_t max_string, size_t *replaced,
+        size_t *err_pos, bool always)
 {
 	struct walker w;
 	enum json_result r;
@@ -471,7 +475,7 @@ json_rewrite(const char *in, size_t n, json_string_cb cb, void *arg,
 	buf_init(&w.scratch, max_string + 8);
 	buf_init(&w.repl, (max_string + 8) * 4);
 	r = walk(&w);
-	if (r == JSON_OK && out != NULL &&
+	if (r == JSON_OK && out != NULL && (always || w.replaced > 0) &&
 	    !buf_add(out, in + w.copied, n - w.copied))
 		r = JSON_TOO_BIG;
 	if (replaced)
@@ -482,6 +486,22 @@ json_rewrite(const char *in, size_t n, json_string_cb cb, void *arg,
 	buf_wipe(&w.scratch);
 	buf_wipe(&w.repl);
 	return r;
+}
+
+enum json_result
+json_rewrite(const char *in, size_t n, json_string_cb cb, void *arg,
+             struct buf *out, size_t max_string, size_t *replaced,
+             size_t *err_pos)
+{
+	return rewrite(in, n, cb, arg, out, max_string, replaced, err_pos, true);
+}
+
+enum json_result
+json_rewrite_changed(const char *in, size_t n, json_string_cb cb, void *arg,
+                     struct buf *out, size_t max_string, size_t *replaced,
+                     size_t *err_pos)
+{
+	return rewrite(in, n, cb, arg, out, max_string, replaced, err_pos, false);
 }
 
 enum json_result

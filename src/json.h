@@ -60,6 +60,12 @@ enum json_result {
 enum json_result json_rewrite(const char *in, size_t n, json_string_cb cb,
                               void *arg, struct buf *out, size_t max_string,
                               size_t *replaced, size_t *err_pos);
+/* The same, but out is left as it was when nothing was replaced (most
+ * request bodies): the caller keeps using `in`. */
+enum json_result json_rewrite_changed(const char *in, size_t n,
+                                      json_string_cb cb, void *arg,
+                                      struct buf *out, size_t max_string,
+                                      size_t *replaced, size_t *err_pos);
 
 /*
  * Validate and walk without rewriting: strings go to cb (its replacement

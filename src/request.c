@@ -1389,8 +1389,8 @@ stage_scrub(struct scrim_req *r)
 	}
 	r->scrub.vault = vault_new();
 	buf_init(&r->scrubbed, (size_t)r->cfg->max_body_size * 2 + 4096);
-	jr = json_rewrite(r->body, r->body_len, scrub_cb, r, &r->scrubbed,
-	                  r->body_len, &replaced, &pos);
+	jr = json_rewrite_changed(r->body, r->body_len, scrub_cb, r,
+	                          &r->scrubbed, r->body_len, &replaced, &pos);
 	r->scrub_us = now_us() - t0;
 	switch (jr) {
 	case JSON_OK:

@@ -1131,18 +1131,6 @@ follows_one(const char *s, size_t at, const struct rule *r)
 	return false;
 }
 
-/* memchr, but a few bytes by hand first: anchor characters come in runs
- * ("....", "----"), and a call per byte of them cost more than the
- * rule's own work. */
-static inline const char *
-next_byte(const char *p, const char *e, char c)
-{
-	for (int k = 0; k < 8 && p < e; k++, p++)
-		if (*p == c)
-			return p;
-	return p < e ? memchr(p, c, (size_t)(e - p)) : NULL;
-}
-
 static bool
 windows_for(const struct ruleset *rs, struct windows *w, const char *s,
             size_t n, const struct rule *r, struct digit_runs *dr,
@@ -1199,7 +1187,15 @@ windows_for(const struct ruleset *rs, struct windows *w, const char *s,
 		return win_add(w, s, n, 0, n, r);
 	case ANCHOR_CHAR: {
 		const char *p = s, *e = s + n;
-		while ((p = next_byte(p, e, r->anchor_char)) != NULL) {
+		const char c = (char)r->anchor_char;
+		for (;;) {
+			/* memchr to the next one, but runs of it ("....",
+			 * "----") byte by byte: a call per byte of them cost
+			 * more than the rule itself. */
+			if (p < e && *p != c)
+				p = memchr(p, c, (size_t)(e - p));
+			if (p == NULL || p >= e)
+				break;
 			unsigned char nx = p + 1 < e ? (unsigned char)p[1] : 0;
 			if ((!r->anchor_next_set ||
 			     (p + 1 < e &&
