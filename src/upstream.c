@@ -77,6 +77,11 @@ struct upstream_xfer {
 	struct curl_slist *connect_to;
 	long connect_timeout_ms;
 	long timeout_ms;
+	/* The URL last parsed into uh, for curl to copy rather than parse
+	 * (CURLOPT_CURLU): the next request mostly goes to the same one.
+	 * NULL when uh holds no usable parse. */
+	char *url;
+	CURLU *uh;
 	/* This request's headers as a curl_slist laid out in one block
 	 * (nodes, then strings), kept across requests; wiped after each
 	 * transfer, since the provider's key is in it. */
@@ -280,6 +285,8 @@ static void
 xfer_destroy(struct upstream_xfer *x)
 {
 	curl_easy_cleanup(x->easy);
+	curl_url_cleanup(x->uh);
+	free(x->url);
 	free(x->ca_file);
 	free(x->proxy);
 	curl_slist_free_all(x->connect_to);
@@ -714,6 +721,21 @@ upstream_start(struct scrim_upstream *up, const struct upstream_request *r,
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
 		x->timeout_ms = r->timeout_ms;
 	}
+	if (x->url == NULL || strcmp(x->url, r->url) != 0) {
+		free(x->url);
+		x->url = NULL;
+		if (x->uh == NULL)
+			x->uh = curl_url();
+		/* The flags curl itself parses a CURLOPT_URL with. */
+		if (x->uh != NULL &&
+		    curl_url_set(x->uh, CURLUPART_URL, r->url,
+		                 CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) ==
+		        CURLUE_OK)
+			x->url = xstrdup(r->url);
+	}
+	/* Failing that, curl parses the URL and reports the error itself.
+	 * The string is set too: curl reports it as the effective URL. */
+	curl_easy_setopt(e, CURLOPT_CURLU, x->url != NULL ? x->uh : NULL);
 	curl_easy_setopt(e, CURLOPT_URL, r->url);
 	headers_build(x, r->headers);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER,
