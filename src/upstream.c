@@ -52,6 +52,8 @@ struct scrim_upstream {
 	size_t nsocks;
 	struct upstream_xfer *pool[UPSTREAM_POOL_MAX];
 	size_t npool;
+	/* "Accept-Encoding: " and what this libcurl decodes; "" if none. */
+	char accept_encoding[64];
 };
 
 struct up_sock {
@@ -257,6 +259,34 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* The header CURLOPT_ACCEPT_ENCODING "" makes curl send, listed as curl
+ * lists its decoders; left empty when this libcurl has none, and curl
+ * then writes its own. */
+static void
+accept_encoding_init(struct scrim_upstream *up)
+{
+	static const struct {
+		int feature;
+		const char *names;
+	} dec[] = {
+	    {CURL_VERSION_LIBZ, "deflate, gzip"},
+	    {CURL_VERSION_BROTLI, "br"},
+	    {CURL_VERSION_ZSTD, "zstd"},
+	};
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	size_t len = 0;
+
+	for (size_t i = 0; i < SCRIM_ARRAY_LEN(dec); i++) {
+		if (!(v->features & dec[i].feature))
+			continue;
+		/* At most 40 bytes in all: never truncated. */
+		len += (size_t)snprintf(up->accept_encoding + len,
+		                        sizeof(up->accept_encoding) - len, "%s%s",
+		                        len > 0 ? ", " : "Accept-Encoding: ",
+		                        dec[i].names);
+	}
+}
+
 struct scrim_upstream *
 upstream_new(struct event_base *base)
 {
@@ -277,6 +307,7 @@ upstream_new(struct event_base *base)
 	curl_multi_setopt(up->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
 	/* Keep enough idle connections to providers for a busy gateway. */
 	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 512L);
+	accept_encoding_init(up);
 	return up;
 }
 
@@ -635,19 +666,31 @@ xfer_setup(struct upstream_xfer *x, const struct upstream_request *r,
 }
 
 /* Lays the headers out in x->hdr as a curl_slist: the nodes, then the
- * strings. curl only reads the list, during the transfer; x owns it. */
+ * strings. curl only reads the list, during the transfer; x owns it.
+ * Unless the caller sent one, the list ends with the Accept-Encoding
+ * header curl would build for CURLOPT_ACCEPT_ENCODING "": given here,
+ * curl sends it as it is and skips formatting its own, and decoding
+ * stays on (that depends on the option, not on who wrote the header). */
 static void
 headers_build(struct upstream_xfer *x, const char *const *h)
 {
-	size_t n = 0, bytes = 0;
+	const char *ae = x->up->accept_encoding;
+	size_t n = 0, bytes = 0, nn;
 	struct curl_slist *node;
 	char *p;
 
-	for (; h != NULL && h[n] != NULL; n++)
+	for (; h != NULL && h[n] != NULL; n++) {
 		bytes += strlen(h[n]) + 1;
-	if (n == 0)
+		if ((h[n][0] | 0x20) == 'a' &&
+		    strncasecmp(h[n], "accept-encoding:", 16) == 0)
+			ae = NULL;
+	}
+	nn = n + (ae != NULL && *ae != '\0');
+	if (nn == 0)
 		return;
-	bytes += n * sizeof(struct curl_slist);
+	if (nn > n)
+		bytes += strlen(ae) + 1;
+	bytes += nn * sizeof(struct curl_slist);
 	if (bytes > x->hdr_cap) {
 		/* Nothing to wipe: hdr is wiped after every transfer. */
 		free(x->hdr);
@@ -656,13 +699,14 @@ headers_build(struct upstream_xfer *x, const char *const *h)
 	}
 	/* The nodes come first, so they are aligned as malloc aligns. */
 	node = (struct curl_slist *)(void *)x->hdr;
-	p = x->hdr + n * sizeof(struct curl_slist);
-	for (size_t i = 0; i < n; i++) {
-		size_t len = strlen(h[i]) + 1;
+	p = x->hdr + nn * sizeof(struct curl_slist);
+	for (size_t i = 0; i < nn; i++) {
+		const char *s = i < n ? h[i] : ae;
+		size_t len = strlen(s) + 1;
 
-		memcpy(p, h[i], len);
+		memcpy(p, s, len);
 		node[i].data = p;
-		node[i].next = i + 1 < n ? &node[i + 1] : NULL;
+		node[i].next = i + 1 < nn ? &node[i + 1] : NULL;
 		p += len;
 	}
 	x->hdr_len = bytes;
