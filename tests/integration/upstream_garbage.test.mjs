@@ -174,6 +174,19 @@ test('a gzip answer: asked for once (the client\'s own Accept-Encoding dropped),
   assert.match(ae[0], /^Accept-Encoding: .*\bgzip\b/, sent);
 });
 
+test('a provider that closes each kept-alive connection once idle: the next requests still get through', async () => {
+  // gzip-ok answers with a keep-alive head, then closes: the connection
+  // curl keeps for reuse is dead by the next request.
+  for (let i = 0; i < 3; i++) {
+    const r = await request(scrim.port, {
+      method: 'POST', path: '/broken/v1/chat/completions',
+      headers: { ...auth(), 'x-garbage': 'gzip-ok' }, body: chatBody(`again ${i}`),
+    });
+    assert.equal(r.status, 200, `request ${i}: ${show(r)}`);
+    await sleep(100);
+  }
+});
+
 test('after all of it: scrim serves, every answer has its audit record (upstream_error or upstream_reset)', async (t) => {
   t.diagnostic(answers.map((a) => `${a.mode}${a.stream ? ' (stream)' : ''}: ${a.status}`).join('; '));
   assert.ok(scrim.alive());
