@@ -681,8 +681,10 @@ headers_build(struct upstream_xfer *x, const char *const *h)
 
 	for (; h != NULL && h[n] != NULL; n++) {
 		bytes += strlen(h[n]) + 1;
+		/* curl's own test: the name, then ':' or ';'. */
 		if ((h[n][0] | 0x20) == 'a' &&
-		    strncasecmp(h[n], "accept-encoding:", 16) == 0)
+		    strncasecmp(h[n], "accept-encoding", 15) == 0 &&
+		    (h[n][15] == ':' || h[n][15] == ';'))
 			ae = NULL;
 	}
 	nn = n + (ae != NULL && *ae != '\0');
