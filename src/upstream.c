@@ -22,6 +22,7 @@
 #include "proxy.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <sys/socket.h>
 #include <event2/event.h>
 #include <stdlib.h>
@@ -30,9 +31,14 @@
 
 #define UPSTREAM_MAX_HEAD (64 * 1024)
 #define UPSTREAM_MAX_HEADERS 200
-/* Idle easy handles kept for reuse: curl_easy_init() allocates and sets
- * up a few kilobytes (its receive buffer among them) that a reset keeps. */
+/* Idle transfers kept for reuse, each with its easy handle still set up
+ * for its last request: curl_easy_init() allocates and clears a few
+ * kilobytes, curl_easy_reset() clears them again, and every option costs
+ * a call (a string option a copy), so a request like the one before on
+ * the same handle only sets its URL, headers and body. */
 #define UPSTREAM_POOL_MAX 64
+/* A response head buffer larger than this is not kept in the pool. */
+#define UPSTREAM_HEAD_KEEP 4096
 
 struct up_sock;
 
@@ -44,8 +50,10 @@ struct scrim_upstream {
 	size_t active;
 	struct up_sock **socks; /* by descriptor */
 	size_t nsocks;
-	CURL *pool[UPSTREAM_POOL_MAX];
+	struct upstream_xfer *pool[UPSTREAM_POOL_MAX];
 	size_t npool;
+	/* "Accept-Encoding: " and what this libcurl decodes; "" if none. */
+	char accept_encoding[64];
 };
 
 struct up_sock {
@@ -55,11 +63,34 @@ struct up_sock {
 	bool parked;      /* curl does not watch it now */
 };
 
+/* How the method is put to curl; a change means setting the handle up
+ * afresh, since these options leave traces in each other (NOBODY,
+ * HTTPGET and POSTFIELDS each set curl's request method). */
+enum xfer_kind { XFER_GET, XFER_HEAD, XFER_POST, XFER_CUSTOM };
+
 struct upstream_xfer {
 	struct scrim_upstream *up;
-	CURL *easy;
-	struct curl_slist *headers;
+	CURL *easy; /* lives and dies with the transfer object */
+	/* What the handle is set up for (xfer_setup), kept while pooled. */
+	bool set_up;
+	enum xfer_kind kind;
+	char *ca_file; /* NULL: the system trust store */
+	char *proxy;   /* "": direct */
 	struct curl_slist *connect_to;
+	long connect_timeout_ms;
+	long timeout_ms;
+	/* The URL last parsed into uh, for curl to copy rather than parse
+	 * (CURLOPT_CURLU): the next request mostly goes to the same one.
+	 * NULL when uh holds no usable parse. */
+	char *url;
+	CURLU *uh;
+	/* This request's headers as a curl_slist laid out in one block
+	 * (nodes, then strings), kept across requests; wiped after each
+	 * transfer, since the provider's key is in it. */
+	char *hdr;
+	size_t hdr_cap;
+	size_t hdr_len;
+	/* The rest is per request. */
 	bool guard;        /* refuse private addresses */
 	bool refused;      /* the guard refused one */
 	struct upstream_cbs cbs;
@@ -72,6 +103,7 @@ struct upstream_xfer {
 	bool head_done;
 	bool caller_abort; /* a callback asked to stop; not an upstream fault */
 	bool paused;
+	bool was_paused;   /* curl's pause state is not trusted across requests */
 };
 
 static void check_done(struct scrim_upstream *up);
@@ -227,6 +259,34 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* The header CURLOPT_ACCEPT_ENCODING "" makes curl send, listed as curl
+ * lists its decoders; left empty when this libcurl has none, and curl
+ * then writes its own. */
+static void
+accept_encoding_init(struct scrim_upstream *up)
+{
+	static const struct {
+		int feature;
+		const char *names;
+	} dec[] = {
+	    {CURL_VERSION_LIBZ, "deflate, gzip"},
+	    {CURL_VERSION_BROTLI, "br"},
+	    {CURL_VERSION_ZSTD, "zstd"},
+	};
+	const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+	size_t len = 0;
+
+	for (size_t i = 0; i < SCRIM_ARRAY_LEN(dec); i++) {
+		if (!(v->features & dec[i].feature))
+			continue;
+		/* At most 40 bytes in all: never truncated. */
+		len += (size_t)snprintf(up->accept_encoding + len,
+		                        sizeof(up->accept_encoding) - len, "%s%s",
+		                        len > 0 ? ", " : "Accept-Encoding: ",
+		                        dec[i].names);
+	}
+}
+
 struct scrim_upstream *
 upstream_new(struct event_base *base)
 {
@@ -247,29 +307,54 @@ upstream_new(struct event_base *base)
 	curl_multi_setopt(up->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
 	/* Keep enough idle connections to providers for a busy gateway. */
 	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 512L);
+	accept_encoding_init(up);
 	return up;
 }
 
+/* Frees a transfer object and its handle; it is in no multi. */
 static void
-xfer_free(struct upstream_xfer *x)
+xfer_destroy(struct upstream_xfer *x)
 {
-	if (x->easy != NULL) {
-		struct scrim_upstream *up = x->up;
-		curl_multi_remove_handle(up->multi, x->easy);
-		if (up->npool < UPSTREAM_POOL_MAX) {
-			/* Every option goes back to its default; connections
-			 * stay in the multi's cache, not in the handle. */
-			curl_easy_reset(x->easy);
-			up->pool[up->npool++] = x->easy;
-		} else {
-			curl_easy_cleanup(x->easy);
-		}
-		up->active--;
-	}
-	curl_slist_free_all(x->headers);
+	curl_easy_cleanup(x->easy);
+	curl_url_cleanup(x->uh);
+	free(x->url);
+	free(x->ca_file);
+	free(x->proxy);
 	curl_slist_free_all(x->connect_to);
+	if (x->hdr_len > 0)
+		OPENSSL_cleanse(x->hdr, x->hdr_len);
+	free(x->hdr);
 	free(x->head);
 	free(x);
+}
+
+/* Back to the pool, or freed when it is full; the transfer is out of the
+ * multi. Options stay set across transfers by design (curl_easy_setopt(3)),
+ * but a handle whose transfer did not end cleanly (cancelled, failed,
+ * ever paused) is reset: what such a transfer leaves in the handle is
+ * not worth reasoning about for a request that saves a few setopts. */
+static void
+xfer_release(struct upstream_xfer *x, bool clean)
+{
+	struct scrim_upstream *up = x->up;
+
+	if (x->hdr_len > 0)
+		OPENSSL_cleanse(x->hdr, x->hdr_len);
+	x->hdr_len = 0;
+	if (x->head_cap > UPSTREAM_HEAD_KEEP) {
+		free(x->head);
+		x->head = NULL;
+		x->head_cap = 0;
+	}
+	if (up->npool == UPSTREAM_POOL_MAX) {
+		xfer_destroy(x);
+		return;
+	}
+	if (!clean || x->was_paused) {
+		curl_easy_reset(x->easy);
+		x->set_up = false;
+	}
+	up->pool[up->npool++] = x;
 }
 
 void
@@ -278,7 +363,7 @@ upstream_free(struct scrim_upstream *up)
 	if (up == NULL)
 		return;
 	while (up->npool > 0)
-		curl_easy_cleanup(up->pool[--up->npool]);
+		xfer_destroy(up->pool[--up->npool]);
 	if (up->multi != NULL)
 		curl_multi_cleanup(up->multi);
 	if (up->timer != NULL)
@@ -355,11 +440,9 @@ check_done(struct scrim_upstream *up)
 			snprintf(x->errbuf, sizeof(x->errbuf), "%s",
 			         curl_easy_strerror(rc));
 		curl_multi_remove_handle(up->multi, x->easy);
-		curl_easy_cleanup(x->easy);
-		x->easy = NULL;
 		up->active--;
 		x->cbs.on_done(x->arg, err, err != ERR_NONE ? x->errbuf : NULL);
-		xfer_free(x);
+		xfer_release(x, rc == CURLE_OK);
 	}
 }
 
@@ -459,7 +542,7 @@ write_cb(char *data, size_t size, size_t n, void *arg)
 	case UPSTREAM_DATA_OK:
 		return len;
 	case UPSTREAM_DATA_PAUSE:
-		x->paused = true;
+		x->paused = x->was_paused = true;
 		return CURL_WRITEFUNC_PAUSE;
 	default:
 		x->caller_abort = true;
@@ -497,41 +580,60 @@ close_cb(void *arg, curl_socket_t s)
 	return close(s);
 }
 
-struct upstream_xfer *
-upstream_start(struct scrim_upstream *up, const struct upstream_request *r,
-               const struct upstream_cbs *cbs, void *arg)
+static bool
+str_eq(const char *a, const char *b)
 {
-	struct upstream_xfer *x = xcalloc(1, sizeof(*x));
-	CURL *e;
+	return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
 
-	x->up = up;
-	x->cbs = *cbs;
-	x->arg = arg;
-	e = x->easy = up->npool > 0 ? up->pool[--up->npool] : curl_easy_init();
-	if (e == NULL)
-		goto fail;
-	for (const char *const *h = r->headers; h && *h; h++) {
-		struct curl_slist *n = curl_slist_append(x->headers, *h);
-		if (n == NULL)
-			goto fail;
-		x->headers = n;
-	}
+/* Whether x's handle is set up as r needs, except for what is set on
+ * every request anyway. */
+static bool
+xfer_matches(const struct upstream_xfer *x, const struct upstream_request *r,
+             enum xfer_kind kind, const char *proxy)
+{
+	const struct curl_slist *l = x->connect_to;
+
+	if (!x->set_up || x->kind != kind || !str_eq(x->ca_file, r->ca_file) ||
+	    strcmp(x->proxy, proxy) != 0)
+		return false;
+	for (size_t i = 0; i < r->nconnect_to; i++, l = l->next)
+		if (l == NULL || strcmp(l->data, r->connect_to[i]) != 0)
+			return false;
+	return l == NULL;
+}
+
+/* Every option that does not change from one request to the next like
+ * it. false on failure to allocate; the handle is then not set up. */
+static bool
+xfer_setup(struct upstream_xfer *x, const struct upstream_request *r,
+           enum xfer_kind kind, const char *proxy)
+{
+	CURL *e = x->easy;
+
+	if (x->set_up)
+		curl_easy_reset(e);
+	x->set_up = false;
+	free(x->ca_file);
+	free(x->proxy);
+	curl_slist_free_all(x->connect_to);
+	x->ca_file = r->ca_file != NULL ? xstrdup(r->ca_file) : NULL;
+	x->proxy = xstrdup(proxy);
+	x->connect_to = NULL;
 	for (size_t i = 0; i < r->nconnect_to; i++) {
 		struct curl_slist *n = curl_slist_append(x->connect_to,
 		                                         r->connect_to[i]);
 		if (n == NULL)
-			goto fail;
+			return false;
 		x->connect_to = n;
 	}
-	x->guard = r->guard_private && (r->proxy == NULL || !*r->proxy);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
 	curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
-	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x->up);
 	if (x->connect_to != NULL)
 		curl_easy_setopt(e, CURLOPT_CONNECT_TO, x->connect_to);
-	curl_easy_setopt(e, CURLOPT_URL, r->url);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -543,46 +645,171 @@ upstream_start(struct scrim_upstream *up, const struct upstream_request *r,
 		curl_easy_setopt(e, CURLOPT_CAINFO, r->ca_file);
 	/* An empty proxy disables curl's reading of http_proxy and friends:
 	 * where requests go is the config's decision, not the environment's. */
-	curl_easy_setopt(e, CURLOPT_PROXY, r->proxy ? r->proxy : "");
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_PROXY, proxy);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* Compressed answers are decoded here: placeholders must be found
 	 * in the bytes, and the client gets identity encoding. */
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	if (strcmp(r->method, "GET") == 0) {
+	if (kind == XFER_GET)
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-	} else if (strcmp(r->method, "HEAD") == 0) {
+	else if (kind == XFER_HEAD)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	/* -1: not set yet, so that the first request sets its own. */
+	x->connect_timeout_ms = x->timeout_ms = -1;
+	x->kind = kind;
+	x->set_up = true;
+	return true;
+}
+
+/* Lays the headers out in x->hdr as a curl_slist: the nodes, then the
+ * strings. curl only reads the list, during the transfer; x owns it.
+ * Unless the caller sent one, the list ends with the Accept-Encoding
+ * header curl would build for CURLOPT_ACCEPT_ENCODING "": given here,
+ * curl sends it as it is and skips formatting its own, and decoding
+ * stays on (that depends on the option, not on who wrote the header). */
+static void
+headers_build(struct upstream_xfer *x, const char *const *h)
+{
+	const char *ae = x->up->accept_encoding;
+	size_t n = 0, bytes = 0, nn;
+	struct curl_slist *node;
+	char *p;
+
+	for (; h != NULL && h[n] != NULL; n++) {
+		bytes += strlen(h[n]) + 1;
+		/* curl's own test: the name, then ':' or ';'. */
+		if ((h[n][0] | 0x20) == 'a' &&
+		    strncasecmp(h[n], "accept-encoding", 15) == 0 &&
+		    (h[n][15] == ':' || h[n][15] == ';'))
+			ae = NULL;
+	}
+	nn = n + (ae != NULL && *ae != '\0');
+	if (nn == 0)
+		return;
+	if (nn > n)
+		bytes += strlen(ae) + 1;
+	bytes += nn * sizeof(struct curl_slist);
+	if (bytes > x->hdr_cap) {
+		/* Nothing to wipe: hdr is wiped after every transfer. */
+		free(x->hdr);
+		x->hdr_cap = bytes < 1024 ? 1024 : bytes;
+		x->hdr = xmalloc(x->hdr_cap);
+	}
+	/* The nodes come first, so they are aligned as malloc aligns. */
+	node = (struct curl_slist *)(void *)x->hdr;
+	p = x->hdr + nn * sizeof(struct curl_slist);
+	for (size_t i = 0; i < nn; i++) {
+		const char *s = i < n ? h[i] : ae;
+		size_t len = strlen(s) + 1;
+
+		memcpy(p, s, len);
+		node[i].data = p;
+		node[i].next = i + 1 < nn ? &node[i + 1] : NULL;
+		p += len;
+	}
+	x->hdr_len = bytes;
+}
+
+struct upstream_xfer *
+upstream_start(struct scrim_upstream *up, const struct upstream_request *r,
+               const struct upstream_cbs *cbs, void *arg)
+{
+	const char *proxy = r->proxy != NULL ? r->proxy : "";
+	struct upstream_xfer *x;
+	enum xfer_kind kind;
+	CURL *e;
+
+	if (strcmp(r->method, "POST") == 0)
+		kind = XFER_POST;
+	else if (strcmp(r->method, "GET") == 0)
+		kind = XFER_GET;
+	else if (strcmp(r->method, "HEAD") == 0)
+		kind = XFER_HEAD;
+	else
+		kind = XFER_CUSTOM;
+	if (up->npool > 0) {
+		x = up->pool[--up->npool];
 	} else {
+		x = xcalloc(1, sizeof(*x));
+		x->up = up;
+		x->easy = curl_easy_init();
+		if (x->easy == NULL) {
+			free(x);
+			return NULL;
+		}
+	}
+	e = x->easy;
+	if (!xfer_matches(x, r, kind, proxy) &&
+	    !xfer_setup(x, r, kind, proxy)) {
+		xfer_destroy(x);
+		return NULL;
+	}
+	x->cbs = *cbs;
+	x->arg = arg;
+	x->guard = r->guard_private && *proxy == '\0';
+	x->refused = false;
+	x->errbuf[0] = '\0';
+	x->head_len = 0;
+	x->head_done = false;
+	x->caller_abort = false;
+	x->paused = false;
+	x->was_paused = false;
+	if (x->connect_timeout_ms != r->connect_timeout_ms) {
+		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+		                 r->connect_timeout_ms);
+		x->connect_timeout_ms = r->connect_timeout_ms;
+	}
+	if (x->timeout_ms != r->timeout_ms) {
+		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+		x->timeout_ms = r->timeout_ms;
+	}
+	if (x->url == NULL || strcmp(x->url, r->url) != 0) {
+		free(x->url);
+		x->url = NULL;
+		if (x->uh == NULL)
+			x->uh = curl_url();
+		/* The flags curl itself parses a CURLOPT_URL with. */
+		if (x->uh != NULL &&
+		    curl_url_set(x->uh, CURLUPART_URL, r->url,
+		                 CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) ==
+		        CURLUE_OK)
+			x->url = xstrdup(r->url);
+	}
+	/* Failing that, curl parses the URL and reports the error itself.
+	 * The string is set too: curl reports it as the effective URL. */
+	curl_easy_setopt(e, CURLOPT_CURLU, x->url != NULL ? x->uh : NULL);
+	curl_easy_setopt(e, CURLOPT_URL, r->url);
+	headers_build(x, r->headers);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER,
+	                 x->hdr_len > 0 ? (struct curl_slist *)(void *)x->hdr
+	                                : NULL);
+	if (kind == XFER_POST || kind == XFER_CUSTOM) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
 		                 (curl_off_t)r->body_len);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
-		if (strcmp(r->method, "POST") != 0)
+		if (kind == XFER_CUSTOM)
 			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
 	}
-	if (curl_multi_add_handle(up->multi, e) != CURLM_OK)
-		goto fail;
+	if (curl_multi_add_handle(up->multi, e) != CURLM_OK) {
+		xfer_release(x, false);
+		return NULL;
+	}
 	up->active++;
 	return x;
-fail:
-	if (x->easy != NULL)
-		curl_easy_cleanup(x->easy);
-	x->easy = NULL;
-	xfer_free(x);
-	return NULL;
 }
 
 void
 upstream_cancel(struct upstream_xfer *x)
 {
-	if (x != NULL)
-		xfer_free(x);
+	if (x == NULL)
+		return;
+	curl_multi_remove_handle(x->up->multi, x->easy);
+	x->up->active--;
+	xfer_release(x, false);
 }
 
 void

@@ -55,6 +55,12 @@ const MODES = {
   'sse-then-garbage-framing': { send: [SSE_HEAD, chunk(delta('echo: one ')), 'this is not a chunk\r\n\r\n'], then: 'end' },
 };
 
+// Not garbage: a gzip answer, which scrim asks for and must decode.
+const GZ = zlib.gzipSync(JSON_OK);
+const GOOD = {
+  'gzip-ok': { send: [`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: ${GZ.length}\r\n\r\n`, GZ], then: 'end' },
+};
+
 let provider; // a healthy one, to show scrim still serves
 let broken;
 let scrim;
@@ -76,7 +82,8 @@ async function startBroken() {
       s.removeAllListeners('data');
       const raw = buf.toString('latin1');
       st.requests.push(raw);
-      const mode = MODES[(/\r\nx-garbage: *(\S+)/i.exec(head) || [])[1]];
+      const name = (/\r\nx-garbage: *(\S+)/i.exec(head) || [])[1];
+      const mode = MODES[name] || GOOD[name];
       if (!mode) { s.end('HTTP/1.1 500 Nope\r\nContent-Length: 0\r\n\r\n'); return; }
       for (const p of mode.send) {
         if (s.destroyed) return;
@@ -152,6 +159,33 @@ for (const [name, mode] of Object.entries(MODES)) {
     });
   }
 }
+
+test('a gzip answer: asked for once (the client\'s own Accept-Encoding dropped), decoded', async () => {
+  const r = await request(scrim.port, {
+    method: 'POST', path: '/broken/v1/chat/completions',
+    headers: { ...auth(), 'x-garbage': 'gzip-ok', 'accept-encoding': 'identity' }, body: chatBody('zip it'),
+  });
+  assert.equal(r.status, 200, show(r));
+  assert.equal(r.json?.choices?.[0]?.message?.content, 'fine', show(r));
+  assert.ok(!r.headers['content-encoding'], show(r));
+  const sent = broken.requests[broken.requests.length - 1];
+  const ae = sent.split('\r\n').filter((l) => /^accept-encoding:/i.test(l));
+  assert.equal(ae.length, 1, sent);
+  assert.match(ae[0], /^Accept-Encoding: .*\bgzip\b/, sent);
+});
+
+test('a provider that closes each kept-alive connection once idle: the next requests still get through', async () => {
+  // gzip-ok answers with a keep-alive head, then closes: the connection
+  // curl keeps for reuse is dead by the next request.
+  for (let i = 0; i < 3; i++) {
+    const r = await request(scrim.port, {
+      method: 'POST', path: '/broken/v1/chat/completions',
+      headers: { ...auth(), 'x-garbage': 'gzip-ok' }, body: chatBody(`again ${i}`),
+    });
+    assert.equal(r.status, 200, `request ${i}: ${show(r)}`);
+    await sleep(100);
+  }
+});
 
 test('after all of it: scrim serves, every answer has its audit record (upstream_error or upstream_reset)', async (t) => {
   t.diagnostic(answers.map((a) => `${a.mode}${a.stream ? ' (stream)' : ''}: ${a.status}`).join('; '));
