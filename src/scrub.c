@@ -1555,6 +1555,18 @@ struct scratch {
 	size_t ntouched;
 	struct windows w;     /* the current rule's, when not indexed */
 	struct digit_runs dr;
+	/* Which of the protocol's own words (inert_words) these rules find
+	 * nothing in, known after the first text: a chat body holds a role
+	 * per message, and each cost a pass of every rule. */
+	uint32_t inert;
+	bool inert_known;
+};
+
+/* Role names and other values the chat APIs define (never user text). */
+static const char *const inert_words[] = {
+    "system", "user", "assistant", "tool", "developer", "function",
+    "model", "text", "auto", "none", "required", "stop", "length",
+    "tool_calls", "image_url", "input_text", "output_text", "message",
 };
 
 void
@@ -1652,6 +1664,37 @@ scratch_of(struct ruleset *rs)
 	return sc;
 }
 
+static int
+inert_index(const char *s, size_t n)
+{
+	if (n > 11)
+		return -1;
+	for (size_t k = 0; k < SCRIM_ARRAY_LEN(inert_words); k++)
+		if (strlen(inert_words[k]) == n && memcmp(inert_words[k], s, n) == 0)
+			return (int)k;
+	return -1;
+}
+
+/* The inert words these rules find nothing in: found by scrubbing each
+ * once, so no rule pack can be wrong about it. */
+static void
+inert_learn(struct ruleset *rs, struct scratch *sc)
+{
+	struct scrub_hits h;
+	char err[64];
+	uint32_t inert = 0;
+
+	sc->inert_known = true; /* scrub_find below runs every rule */
+	scrub_hits_init(&h);
+	for (size_t k = 0; k < SCRIM_ARRAY_LEN(inert_words); k++)
+		if (scrub_find(rs, inert_words[k], strlen(inert_words[k]), &h, err,
+		               sizeof(err)) == 0 &&
+		    h.n == 0)
+			inert |= 1u << k;
+	scrub_hits_free(&h);
+	sc->inert = inert;
+}
+
 int
 scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
            char *err, size_t errlen)
@@ -1672,6 +1715,13 @@ scrub_find(struct ruleset *rs, const char *s, size_t n, struct scrub_hits *out,
 	if (sc == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
+	}
+	if (!sc->inert_known)
+		inert_learn(rs, sc);
+	if (sc->inert != 0) {
+		int k = inert_index(s, n);
+		if (k >= 0 && (sc->inert >> k) & 1)
+			return 0;
 	}
 	if (!anchor_pass(rs, s, n, sc->wins, -1)) {
 		snprintf(err, errlen, "out of memory");

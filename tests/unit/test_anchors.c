@@ -371,6 +371,26 @@ test_digits_after(void)
 	CHECK(rs == NULL, "digits N followed by junk is refused");
 }
 
+/* Role names are skipped only when the rules find nothing in them: a
+ * pack that does look for one still sees it. */
+static void
+test_inert_words(void)
+{
+	struct ruleset *rs =
+	    load("[rule t.r]\ntype = R\npattern = (?i)\\btool\\b\n"
+	         "anchor = words tool\nwindow = 0 0\nmatch = [[tool]]\n");
+
+	CHECK(rs != NULL, "a rule matching a role name loads");
+	if (rs == NULL)
+		return;
+	CHECK(strcmp(spans0(rs, "user"), "") == 0, "another role: nothing");
+	CHECK(strcmp(spans0(rs, "tool"), "0-4;") == 0,
+	      "the role the rule looks for is still found");
+	CHECK(strcmp(spans0(rs, "tool"), "0-4;") == 0, "and again");
+	CHECK(strcmp(spans0(rs, "user tool"), "5-9;") == 0, "inside longer text");
+	rules_unref(rs);
+}
+
 int
 main(void)
 {
@@ -384,6 +404,7 @@ main(void)
 	test_near();
 	test_follows();
 	test_digits_after();
+	test_inert_words();
 	{
 		char path[128];
 		snprintf(path, sizeof(path), "%s/a.rules", dir);
