@@ -11,8 +11,9 @@
 #   BENCH_DURATION=5         seconds per wrk measurement
 #   BENCH_WARMUP=1           seconds of unrecorded load before each one
 #   BENCH_ROUNDS=2           measurements per target and connection count,
-#                            interleaved; the summary keeps, for each, the one
-#                            during which other processes took the least CPU
+#                            interleaved; the summary keeps, for each, the
+#                            median by req/s of those during which other
+#                            processes took the least CPU (within 2 points)
 #   BENCH_RETRIES=4          extra measurements, in all, for rows during
 #                            which other processes took > 15% of a CPU
 #                            (Portkey's excepted)
@@ -519,7 +520,7 @@ raw "verify ${SCRIMS[0]} refuses a wrong client key: $code"
 
 # ------------------------------------------------------- throughput, latency
 
-declare -A RPS P50 P99 NON2XX ERRS OTHER ROUND
+declare -A RPS P50 P99 NON2XX ERRS OTHER ROUND ALL
 TARGETS=(direct nginx "${SCRIMS[@]}")
 if [[ "$WITH_PORTKEY" == 1 ]]; then TARGETS+=(portkey); fi
 
@@ -547,7 +548,7 @@ run_wrk() {
 
 raw ""
 raw "## wrk: POST /v1/chat/completions, 4096-byte JSON body, ${DURATION}s each after ${WARMUP}s warm-up, $ROUNDS round(s)"
-raw "(per target and connection count the summary keeps the round in which other processes took the least CPU;"
+raw "(per target and connection count the summary keeps, of the rounds in which other processes took the least CPU (within 2 points), the median by req/s;"
 raw " rounds x1.. are retries of rows that other processes disturbed;"
 raw " non-2xx answers and socket errors are counted over all rounds)"
 total=$(($(wc -w <<<"$CONNECTIONS") * ${#TARGETS[@]} * ROUNDS * (DURATION + WARMUP)))
@@ -572,12 +573,9 @@ measure() {
   [[ -n "$line" ]] || die "no result line from wrk for $t at $c connections"
   NON2XX[$t,$c]=$((${NON2XX[$t,$c]:-0} + $(get non2xx)))
   ERRS[$t,$c]=$((${ERRS[$t,$c]:-0} + $(get errors)))
+  ALL[$t,$c]="${ALL[$t,$c]:-} $other:$(get rps):$(get p50_us):$(get p99_us):$round"
   if [[ -z "${OTHER[$t,$c]:-}" ]] || ((other < OTHER[$t,$c])); then
     OTHER[$t,$c]=$other
-    RPS[$t,$c]=$(get rps)
-    P50[$t,$c]=$(get p50_us)
-    P99[$t,$c]=$(get p99_us)
-    ROUND[$t,$c]=$round
   fi
   log "$(printf '%-13s c=%-3s %-3s %8.0f req/s  p50 %6d us  p99 %6d us  non-2xx %s  errors %s  other CPU %s%%' \
     "$t" "$c" "$round" "$(get rps)" "$(get p50_us)" "$(get p99_us)" "$(get non2xx)" "$(get errors)" "$other")"
@@ -597,9 +595,19 @@ for c in $CONNECTIONS; do
     fi
   done
 done
+# Per row, of the rounds within 2 points of the least disturbed one, the
+# median by req/s (the lower middle of an even count): a first round on a
+# fresh process, or one lucky round, does not decide the row.
+for c in $CONNECTIONS; do
+  for t in "${TARGETS[@]}"; do
+    read -r ROUND[$t,$c] RPS[$t,$c] P50[$t,$c] P99[$t,$c] < <(tr ' ' '\n' <<<"${ALL[$t,$c]}" |
+      awk -F: -v lo="${OTHER[$t,$c]}" 'NF == 5 && $1 <= lo + 2 {print $2, $3, $4, $5}' |
+      sort -n | awk '{v[NR] = $0} END {split(v[int((NR + 1) / 2)], f, " "); print f[4], f[1], f[2], f[3]}')
+  done
+done
 if ((ROUNDS > 1 || RETRIES > 0)); then
   raw ""
-  raw "rounds kept:"
+  raw "rounds kept (of the least disturbed, the median by req/s):"
   for c in $CONNECTIONS; do
     for t in "${TARGETS[@]}"; do raw "  $t, $c connection(s): ${ROUND[$t,$c]} (other CPU ${OTHER[$t,$c]}%)"; done
   done
@@ -742,7 +750,7 @@ summary() {
   echo "## summary"
   echo
   echo "Throughput and latency: wrk, POST of a 4 KB chat completion, ${DURATION}s per row"
-  echo "(of $ROUNDS round(s) and retries, the one least disturbed by other processes)."
+  echo "(of $ROUNDS round(s) and retries, of those least disturbed by other processes the median)."
   echo "Latency in ms; +p50/+p99 (added) = the proxy's minus direct's at the same"
   echo "connection count. other = CPU used by processes outside the benchmark during"
   echo "the row, in % of one CPU (noise: a busy machine inflates p99 first)."
