@@ -22,7 +22,6 @@
 #include "proxy.h"
 
 #include <curl/curl.h>
-#include <openssl/crypto.h>
 #include <sys/socket.h>
 #include <event2/event.h>
 #include <stdlib.h>
@@ -322,7 +321,7 @@ xfer_destroy(struct upstream_xfer *x)
 	free(x->proxy);
 	curl_slist_free_all(x->connect_to);
 	if (x->hdr_len > 0)
-		OPENSSL_cleanse(x->hdr, x->hdr_len);
+		explicit_bzero(x->hdr, x->hdr_len);
 	free(x->hdr);
 	free(x->head);
 	free(x);
@@ -339,7 +338,7 @@ xfer_release(struct upstream_xfer *x, bool clean)
 	struct scrim_upstream *up = x->up;
 
 	if (x->hdr_len > 0)
-		OPENSSL_cleanse(x->hdr, x->hdr_len);
+		explicit_bzero(x->hdr, x->hdr_len);
 	x->hdr_len = 0;
 	if (x->head_cap > UPSTREAM_HEAD_KEEP) {
 		free(x->head);
