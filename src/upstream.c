@@ -645,6 +645,9 @@ xfer_setup(struct upstream_xfer *x, const struct upstream_request *r,
 	/* An empty proxy disables curl's reading of http_proxy and friends:
 	 * where requests go is the config's decision, not the environment's. */
 	curl_easy_setopt(e, CURLOPT_PROXY, proxy);
+	/* And with a proxy, no host goes around it: curl would otherwise
+	 * read no_proxy/NO_PROXY from the environment. */
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "");
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* Compressed answers are decoded here: placeholders must be found
 	 * in the bytes, and the client gets identity encoding. */
