@@ -201,7 +201,6 @@ write_head(struct scrim_conn *c, int status, const char *extra,
            size_t extra_len, const char *framing)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-
 	char line[96];
 	int n;
 
@@ -412,16 +411,23 @@ conn_send_raw(struct scrim_conn *c, const char *p, size_t n)
 	next_request(c);
 }
 
+/* What every streamed or sized answer decides before its head. */
+static void
+head_begin(struct scrim_conn *c, int status)
+{
+	decide_close(c);
+	c->resp_no_body = c->head.method == HTTP_HEAD || status == 204 ||
+	                  status == 304;
+	c->resp_chunked = false;
+}
+
 void
 conn_send_head(struct scrim_conn *c, int status, const char *extra,
                size_t extra_len)
 {
 	const char *framing = "";
 
-	decide_close(c);
-	c->resp_no_body = c->head.method == HTTP_HEAD || status == 204 ||
-	                  status == 304;
-	c->resp_chunked = false;
+	head_begin(c, status);
 	if (!c->resp_no_body) {
 		if (c->head.version == 11) {
 			c->resp_chunked = true;
@@ -440,10 +446,7 @@ conn_send_head_sized(struct scrim_conn *c, int status, const char *extra,
 {
 	char framing[48];
 
-	decide_close(c);
-	c->resp_no_body = c->head.method == HTTP_HEAD || status == 204 ||
-	                  status == 304;
-	c->resp_chunked = false;
+	head_begin(c, status);
 	framing[0] = '\0';
 	/* 204 and 304 carry no length; a HEAD answer tells the GET's. */
 	if (status != 204 && status != 304)
