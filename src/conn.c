@@ -53,10 +53,11 @@
 #define CONN_BUSY_INPUT_MAX (64 * 1024)
 #define CONN_LINGER_MS 2000
 #define CONN_MAX_LEADING_CRLF 4
-/* libevent 2.1's bufferevent reads at most EVBUFFER_MAX_READ (4 KiB) per
- * readiness event, whatever bufferevent_set_max_single_read says. */
-#define CONN_EV_READ_MAX 4096
-#define CONN_READ_REST 32768
+/* What one direct read may take: a chat request and its head in one
+ * readv(2). libevent 2.1's own reads stop at EVBUFFER_MAX_READ (4 KiB)
+ * after an ioctl(FIONREAD), so most requests cost two turns of the loop
+ * and four system calls that way. */
+#define CONN_READ_SIZE 32768
 
 static void process_input(struct scrim_conn *c);
 static void read_cb(struct bufferevent *bev, void *arg);
@@ -95,6 +96,43 @@ kick(struct scrim_conn *c)
 	}
 }
 
+/* Reading on or off, whoever reads: the socket event in direct mode,
+ * the bufferevent otherwise. */
+static void
+read_on(struct scrim_conn *c)
+{
+	if (!c->direct) {
+		bufferevent_enable(c->bev, EV_READ);
+		return;
+	}
+	if (!c->rev_on && event_add(c->rev, NULL) == 0)
+		c->rev_on = true;
+}
+
+static void
+read_off(struct scrim_conn *c)
+{
+	if (c->rev_on) {
+		event_del(c->rev);
+		c->rev_on = false;
+	}
+}
+
+/* Pause reading while this much input waits (0: never pause), as a
+ * bufferevent's read high-water mark does. */
+static void
+read_limit(struct scrim_conn *c, size_t high)
+{
+	bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+	if (!c->direct)
+		return;
+	c->read_high = high;
+	if (!c->rev_on && !c->read_ended &&
+	    (high == 0 ||
+	     evbuffer_get_length(bufferevent_get_input(c->bev)) < high))
+		read_on(c);
+}
+
 static void
 conn_free(struct scrim_conn *c)
 {
@@ -108,6 +146,7 @@ conn_free(struct scrim_conn *c)
 	c->tunnel = NULL;
 	xfree_secret(c->proxy_vkey);
 	TAILQ_REMOVE(&srv->conns, c, link);
+	event_free(c->rev);
 	bufferevent_free(c->bev);
 	event_free(c->timer);
 	event_free(c->flush);
@@ -139,8 +178,7 @@ next_request(struct scrim_conn *c)
 	c->cfg = NULL;
 	evbuffer_drain(c->body, evbuffer_get_length(c->body));
 	c->state = CONN_IDLE;
-	c->in_seen = evbuffer_get_length(bufferevent_get_input(c->bev));
-	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+	read_limit(c, 0);
 	arm(c, c->srv->cfg->idle_timeout_ms);
 	/* Pipelined bytes are already buffered and will not raise another
 	 * read event: ask for one, from the loop. */
@@ -523,7 +561,7 @@ body_finished(struct scrim_conn *c)
 	disarm(c);
 	c->state = CONN_BUSY;
 	c->body_pending = false;
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_BUSY_INPUT_MAX);
+	read_limit(c, CONN_BUSY_INPUT_MAX);
 }
 
 /* 1: body complete; 0: more to come; -1: refused, *err says why. */
@@ -587,10 +625,8 @@ body_progress(struct scrim_conn *c)
 	enum scrim_err err = ERR_NONE;
 	int rc = body_feed(c, &err);
 
-	if (rc == 0) {
-		c->in_seen = evbuffer_get_length(bufferevent_get_input(c->bev));
+	if (rc == 0)
 		return;
-	}
 	c->state = CONN_BUSY;
 	c->body_done(c, rc > 0 ? ERR_NONE : err);
 }
@@ -617,7 +653,7 @@ conn_read_body(struct scrim_conn *c, conn_body_cb done, enum scrim_err *err)
 	c->body_done = done;
 	c->body_start_ms = conn_now_ms();
 	c->state = CONN_READ_BODY;
-	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+	read_limit(c, 0);
 	return body_feed(c, err);
 }
 
@@ -645,7 +681,7 @@ head_complete(struct scrim_conn *c, size_t head_len)
 	c->close_after = false;
 	c->linger = false;
 	c->state = CONN_BUSY;
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_BUSY_INPUT_MAX);
+	read_limit(c, CONN_BUSY_INPUT_MAX);
 	if (c->kind == CONN_ADMIN)
 		admin_handle(c);
 	else if (c->head.method == HTTP_CONNECT) {
@@ -697,7 +733,6 @@ process_input(struct scrim_conn *c)
 		p = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
 		switch (http_head_scan(&c->scan, p, n, &lim, &head_len, &err)) {
 		case HTTP_SCAN_MORE:
-			c->in_seen = n;
 			return;
 		case HTTP_SCAN_ERROR:
 			conn_reject_head(c, err);
@@ -724,32 +759,46 @@ process_input(struct scrim_conn *c)
 	}
 }
 
-/* The event filled libevent's 4 KiB read: a chat request is usually a
- * little more, so take the rest now with one readv(2) rather than another
- * turn of the loop (epoll_wait, FIONREAD, readv). An EOF or an error is
- * left for the bufferevent's next read to report. */
 static void
-read_rest(struct scrim_conn *c)
+read_cb(struct bufferevent *bev, void *arg)
 {
+	(void)bev;
+	process_input(arg);
+}
+
+/* Direct mode's reads: one readv(2) of up to CONN_READ_SIZE per readiness
+ * event, straight into the bufferevent's input, then the parser. An EOF or
+ * an error ends reading and goes to event_cb, as the bufferevent's own
+ * reads would report it. */
+static void
+rev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct scrim_conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	struct evbuffer_iovec v[2];
 	struct iovec iov[2];
 	ssize_t got;
-	int nv, used = 0;
+	int nv, used = 0, e;
 
+	(void)what;
+	if (c->read_high > 0 && evbuffer_get_length(in) >= c->read_high) {
+		read_off(c); /* read_limit resumes */
+		return;
+	}
 	/* A socket bufferevent keeps the end of its input frozen outside
 	 * its own reads; thaw it for ours. */
 	evbuffer_unfreeze(in, 0);
-	nv = evbuffer_reserve_space(in, CONN_READ_REST, v, 2);
+	nv = evbuffer_reserve_space(in, CONN_READ_SIZE, v, 2);
 	if (nv <= 0) {
 		evbuffer_freeze(in, 0);
+		conn_close(c, "out of memory");
 		return;
 	}
 	for (int i = 0; i < nv; i++) {
 		iov[i].iov_base = v[i].iov_base;
 		iov[i].iov_len = v[i].iov_len;
 	}
-	got = readv(bufferevent_getfd(c->bev), iov, nv);
+	got = readv(fd, iov, nv);
 	for (size_t left = got > 0 ? (size_t)got : 0; left > 0; used++) {
 		if (v[used].iov_len > left)
 			v[used].iov_len = left;
@@ -757,20 +806,19 @@ read_rest(struct scrim_conn *c)
 	}
 	evbuffer_commit_space(in, v, used);
 	evbuffer_freeze(in, 0);
-}
-
-static void
-read_cb(struct bufferevent *bev, void *arg)
-{
-	struct scrim_conn *c = arg;
-
-	if (c->direct &&
-	    (c->state == CONN_IDLE || c->state == CONN_READ_HEAD ||
-	     c->state == CONN_READ_BODY) &&
-	    evbuffer_get_length(bufferevent_get_input(bev)) >=
-	        c->in_seen + CONN_EV_READ_MAX)
-		read_rest(c);
-	process_input(c);
+	if (got > 0) {
+		process_input(c);
+		return;
+	}
+	if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	e = errno; /* event_cb names it; event_del must not change it */
+	read_off(c);
+	c->read_ended = true;
+	errno = e;
+	event_cb(c->bev,
+	         BEV_EVENT_READING | (got == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
+	         c);
 }
 
 static void
@@ -807,8 +855,9 @@ write_cb(struct bufferevent *bev, void *arg)
 		c->state = CONN_LINGER;
 		evbuffer_drain(bufferevent_get_input(bev),
 		               evbuffer_get_length(bufferevent_get_input(bev)));
-		bufferevent_setwatermark(bev, EV_READ, 0, 0);
-		bufferevent_enable(bev, EV_READ);
+		c->read_ended = false;
+		read_limit(c, 0);
+		read_on(c);
 		arm(c, CONN_LINGER_MS);
 		return;
 	}
@@ -912,12 +961,13 @@ conn_direct_off(struct scrim_conn *c)
 {
 	if (!c->direct)
 		return;
+	read_off(c);
 	c->direct = false;
 	if (c->flush_pending) {
 		event_del(c->flush);
 		c->flush_pending = false;
 	}
-	bufferevent_enable(c->bev, EV_WRITE);
+	bufferevent_enable(c->bev, c->read_ended ? EV_WRITE : EV_READ | EV_WRITE);
 }
 
 static void
@@ -989,9 +1039,10 @@ conn_new(struct scrim_server *srv, int fd, const struct sockaddr *sa,
 	                                    BEV_OPT_DEFER_CALLBACKS);
 	c->timer = evtimer_new(srv->base, timer_cb, c);
 	c->flush = event_new(srv->base, -1, 0, flush_cb, c);
+	c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, rev_cb, c);
 	c->body = evbuffer_new();
 	if (c->bev == NULL || c->timer == NULL || c->flush == NULL ||
-	    c->body == NULL) {
+	    c->rev == NULL || c->body == NULL) {
 		log_error("conn: out of memory for a new connection");
 		if (c->bev != NULL)
 			bufferevent_free(c->bev);
@@ -1001,6 +1052,8 @@ conn_new(struct scrim_server *srv, int fd, const struct sockaddr *sa,
 			event_free(c->timer);
 		if (c->flush != NULL)
 			event_free(c->flush);
+		if (c->rev != NULL)
+			event_free(c->rev);
 		if (c->body != NULL)
 			evbuffer_free(c->body);
 		free(c);
@@ -1014,7 +1067,7 @@ conn_new(struct scrim_server *srv, int fd, const struct sockaddr *sa,
 	wt.tv_usec = (srv->cfg->send_timeout_ms % 1000) * 1000;
 	bufferevent_set_timeouts(c->bev, NULL, &wt);
 	c->direct = true;
-	bufferevent_enable(c->bev, EV_READ);
+	read_on(c);
 	c->state = CONN_IDLE;
 	arm(c, srv->cfg->idle_timeout_ms);
 	return c;

@@ -65,12 +65,16 @@ struct scrim_conn {
 	bool linger;          /* unread input may follow: shut write first */
 	bool write_paused;    /* a producer waits for the output to drain */
 
-	/* Plain sockets in HTTP mode do their own writes (see flush_cb in
-	 * conn.c); off for tunnels and TLS, which the bufferevent drives. */
+	/* Plain sockets in HTTP mode do their own reads and writes (see
+	 * rev_cb and flush_cb in conn.c); off for tunnels and TLS, which the
+	 * bufferevent drives. */
 	bool direct;
 	bool flush_pending;
 	struct event *flush;
-	size_t in_seen; /* input bytes already looked at by the parser */
+	struct event *rev;  /* direct reads: readiness of the socket */
+	bool rev_on;        /* rev is added */
+	bool read_ended;    /* EOF or an error was seen on direct reads */
+	size_t read_high;   /* direct reads pause at this much input; 0: never */
 
 	struct scrim_req *req;
 	void *admin;    /* admin.c's readiness probe in progress */
