@@ -155,14 +155,24 @@ mono_ms(void)
 static bool
 put_time(struct buf *b, uint64_t ms)
 {
+	/* Records come many to a second: format the second once. Per
+	 * thread, as any thread may write a record. */
+	static _Thread_local time_t cached_sec = -1;
+	static _Thread_local char cached[24];
 	time_t t = (time_t)(ms / 1000);
-	struct tm tm;
-	char s[32];
+	unsigned frac = (unsigned)(ms % 1000);
+	char tail[6] = {'.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+	                (char)('0' + frac % 10), 'Z', '"'};
 
-	if (gmtime_r(&t, &tm) == NULL ||
-	    strftime(s, sizeof(s), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-		return false;
-	return buf_addf(b, ",\"time\":\"%s.%03uZ\"", s, (unsigned)(ms % 1000));
+	if (t != cached_sec) {
+		struct tm tm;
+		if (gmtime_r(&t, &tm) == NULL ||
+		    strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+			return false;
+		cached_sec = t;
+	}
+	return buf_add(b, ",\"time\":\"", 9) &&
+	       buf_add(b, cached, strlen(cached)) && buf_add(b, tail, sizeof(tail));
 }
 
 /* The length of the valid UTF-8 sequence at p[0..n), or 0. */
@@ -336,6 +346,7 @@ put_list(struct buf *b, const char *key, const char *const *v, size_t n)
 static bool
 put_client(struct buf *b, long mode, const char *addr)
 {
+	static _Thread_local char last_host[64], last_out[INET6_ADDRSTRLEN];
 	unsigned char raw[16];
 	char host[64], out[INET6_ADDRSTRLEN];
 	const char *s = addr, *end;
@@ -359,6 +370,9 @@ put_client(struct buf *b, long mode, const char *addr)
 		return true;
 	memcpy(host, s, n);
 	host[n] = '\0';
+	/* Most records come from a few addresses: the last one is kept. */
+	if (strcmp(host, last_host) == 0)
+		return put_str(b, "client", last_out);
 	if (inet_pton(AF_INET, host, raw) == 1) {
 		raw[3] = 0;
 		inet_ntop(AF_INET, raw, out, sizeof(out));
@@ -375,6 +389,8 @@ put_client(struct buf *b, long mode, const char *addr)
 	} else {
 		return true;
 	}
+	memcpy(last_host, host, n + 1);
+	memcpy(last_out, out, sizeof(out));
 	return put_str(b, "client", out);
 }
 
@@ -415,7 +431,7 @@ format_record(const struct audit *a, const struct audit_record *r,
 	     put_i64(b, "tokens_out", r->tokens_out) &&
 	     (r->cost_usd >= 0 && isfinite(r->cost_usd)
 	          ? buf_addf(b, ",\"cost_usd\":%.10g", r->cost_usd)
-	          : buf_addf(b, ",\"cost_usd\":null")) &&
+	          : buf_add(b, ",\"cost_usd\":null", 16)) &&
 	     put_counts(b, "redactions", r->redactions, r->nredactions) &&
 	     put_counts(b, "rules", r->rules, r->nrules) &&
 	     put_list(b, "context_ids", r->context_ids, r->ncontext) &&

@@ -84,12 +84,6 @@ http_head_scan(struct http_scan *s, const char *p, size_t n,
 	return HTTP_SCAN_MORE;
 }
 
-bool
-http_name_eq(const char *a, size_t alen, const char *b)
-{
-	return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
-}
-
 static enum http_method
 method_of(const char *m, size_t n)
 {

@@ -10,6 +10,10 @@
 
 #include "err.h"
 #include "scrim.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
 
 struct http_limits {
 	size_t max_request_line; /* bytes of the request line, CRLF excluded */
@@ -87,7 +91,12 @@ void http_head_free(struct http_head *h);
 /* Case-insensitive lookup; returns the first header called name or NULL. */
 const struct http_header *http_head_get(const struct http_head *h,
                                         const char *name);
-bool http_name_eq(const char *a, size_t alen, const char *b);
+static inline bool
+http_name_eq(const char *a, size_t alen, const char *b)
+{
+	/* Inline: b is nearly always a literal, whose strlen folds. */
+	return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
+}
 
 /* Chunked request body decoder. */
 struct http_chunked {

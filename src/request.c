@@ -1443,9 +1443,9 @@ stage_scrub(struct scrim_req *r)
 
 /* Request headers that describe this hop, or carry the client's key. */
 static bool
-drop_request_header(const struct scrim_req *r, const struct http_header *hd)
+drop_request_header(const struct scrim_req *r, const struct http_header *hd,
+                    const struct http_header *conn_hdr)
 {
-	const struct http_head *h = &r->conn->head;
 	const struct cfg_provider *p = r->provider;
 
 	/* A scrim key never leaves, whatever the mode and policy. */
@@ -1459,19 +1459,28 @@ drop_request_header(const struct scrim_req *r, const struct http_header *hd)
 	    (http_name_eq(hd->name, hd->name_len, "authorization") ||
 	     http_name_eq(hd->name, hd->name_len, "x-api-key")))
 		return false;
-	static const char *const drop[] = {
-	    "host", "content-length", "transfer-encoding", "connection",
-	    "keep-alive", "proxy-connection", "proxy-authorization", "te",
-	    "trailer", "upgrade", "expect", "authorization", "x-api-key",
-	    "accept-encoding", "forwarded", "x-forwarded-for", "x-real-ip",
+#define DROP(s) {s, sizeof(s) - 1}
+	static const struct {
+		const char *name;
+		size_t len;
+	} drop[] = {
+	    DROP("host"),          DROP("content-length"),
+	    DROP("transfer-encoding"), DROP("connection"),
+	    DROP("keep-alive"),    DROP("proxy-connection"),
+	    DROP("proxy-authorization"), DROP("te"),
+	    DROP("trailer"),       DROP("upgrade"),
+	    DROP("expect"),        DROP("authorization"),
+	    DROP("x-api-key"),     DROP("accept-encoding"),
+	    DROP("forwarded"),     DROP("x-forwarded-for"),
+	    DROP("x-real-ip"),
 	};
-	const struct http_header *conn_hdr;
+#undef DROP
 
 	for (size_t i = 0; i < SCRIM_ARRAY_LEN(drop); i++)
-		if (http_name_eq(hd->name, hd->name_len, drop[i]))
+		if (drop[i].len == hd->name_len &&
+		    strncasecmp(hd->name, drop[i].name, hd->name_len) == 0)
 			return true;
 	/* Names listed in Connection are hop-by-hop too. */
-	conn_hdr = http_head_get(h, "connection");
 	if (conn_hdr != NULL) {
 		const char *v = conn_hdr->value, *e = v + conn_hdr->value_len;
 		while (v < e) {
@@ -1519,9 +1528,11 @@ stage_forward(struct scrim_req *r)
 	/* Every header line in one block, sized first: a malloc and a
 	 * printf per header were a tenth of this stage. The block holds
 	 * the provider's key and is wiped before it is freed. */
+	const struct http_header *conn_hdr = http_head_get(h, "connection");
+
 	for (size_t i = 0; i < h->nheaders; i++) {
 		const struct http_header *hd = &h->headers[i];
-		keep[i] = !drop_request_header(r, hd);
+		keep[i] = !drop_request_header(r, hd, conn_hdr);
 		if (keep[i])
 			size += hd->name_len + hd->value_len + 3;
 	}

@@ -68,10 +68,13 @@ fill(struct audit_record *r, int i, const char *key_id)
 
 	memset(r, 0, sizeof(*r));
 	snprintf(id, sizeof(id), "req-%06d", i);
-	r->time_ms = 1700000000123ULL + (uint64_t)i;
+	/* 100 ms apart: records 9 on fall in the next second, which the
+	 * cached text of the second must follow. */
+	r->time_ms = 1700000000123ULL + (uint64_t)i * 100;
 	r->request_id = id;
 	r->key_id = key_id;
-	r->client_addr = "203.0.113.77:5555";
+	/* Addresses alternate, past the last-address cache. */
+	r->client_addr = i % 2 ? "198.51.100.200:1234" : "203.0.113.77:5555";
 	r->way_in = "base_url";
 	r->method = "POST";
 	r->path = "/v1/chat/completions?user=someone@example.com";
@@ -277,8 +280,11 @@ test_write_verify(void)
 	if (text == NULL)
 		return;
 	CHECK(strstr(text, "\"event\":\"open\"") != NULL, "open checkpoint");
-	CHECK(strstr(text, "\"client\":\"203.0.113.0\"") != NULL,
+	CHECK(strstr(text, "\"client\":\"203.0.113.0\"") != NULL &&
+	          strstr(text, "\"client\":\"198.51.100.0\"") != NULL,
 	      "client truncated to /24");
+	CHECK(count_of(text, "\"client\":\"198.51.100.0\"") == 10,
+	      "each record its own client");
 	CHECK(strstr(text, "203.0.113.77") == NULL &&
 	          strstr(text, ":5555") == NULL,
 	      "neither the full address nor the port");
@@ -292,8 +298,11 @@ test_write_verify(void)
 	CHECK(strstr(text, "\"doc-\\\"2\\\"#1\"") != NULL, "ids escaped");
 	CHECK(strstr(text, "\"tokens_out\":null") != NULL, "unknown -> null");
 	CHECK(strstr(text, "\"cost_usd\":0.000123") != NULL, "cost");
-	CHECK(strstr(text, "\"time\":\"2023-11-14T22:13:20.123Z\"") != NULL,
-	      "RFC 3339 time with ms");
+	CHECK(strstr(text, "\"time\":\"2023-11-14T22:13:20.123Z\"") != NULL &&
+	          strstr(text, "\"time\":\"2023-11-14T22:13:20.923Z\"") != NULL &&
+	          strstr(text, "\"time\":\"2023-11-14T22:13:21.023Z\"") != NULL &&
+	          strstr(text, "\"time\":\"2023-11-14T22:13:22.023Z\"") != NULL,
+	      "RFC 3339 time with ms, across seconds");
 	CHECK(strstr(text, "scrubbed_request") == NULL, "no bodies by default");
 	free(text);
 
