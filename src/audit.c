@@ -475,6 +475,7 @@ audit_write(struct audit *a, const struct audit_record *r)
 	if (a == NULL)
 		return true;
 	buf_init(&b, AUDIT_MAX_RECORD);
+	buf_hint(&b, 1024); /* a usual record, in one allocation */
 	if (!format_record(a, r, &b, true)) {
 		buf_reset(&b);
 		if (!format_record(a, r, &b, false)) {

@@ -1686,6 +1686,7 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 
 	/* At most 64 KiB of head: more is refused (502) rather than sent. */
 	buf_init(&hb, 65536);
+	buf_hint(&hb, 1024); /* one allocation for a usual head */
 	r->status = status;
 	r->upstream_ms = conn_now_ms();
 	for (size_t i = 0; i < nh && ok; i++) {
@@ -1729,6 +1730,7 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 			r->tapping = true;
 		} else {
 			buf_init(&r->whole, (size_t)r->cfg->max_response_size);
+			buf_hint(&r->whole, 4096);
 			r->capture = true;
 		}
 	}
@@ -1740,6 +1742,7 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 	}
 	if (!r->sse) {
 		buf_init(&r->held, REQ_HOLD_MAX);
+		buf_hint(&r->held, 4096);
 		r->held_head = hb; /* the request owns it now */
 		r->held_status = status;
 		r->holding = true;
