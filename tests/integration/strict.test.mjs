@@ -67,6 +67,24 @@ test('13.0 control: a well-formed chunked POST and two pipelined requests are se
   assert.equal(two.responses[1].json.choices[0].message.content, 'echo: strict');
 });
 
+test('13.0b pipelined past what scrim reads ahead (64 KiB) while a request is busy: reading pauses, then all seven are served in order', async () => {
+  // The first request waits 400 ms at the provider; meanwhile six more
+  // arrive with 30 KB bodies, 180 KB in all. scrim stops reading at
+  // 64 KiB of unread input and must resume once the first answer is out.
+  const req = (tag, extra = '', body = JSON.stringify(chatBody(tag))) =>
+    `${POST}Host: x\r\n${AUTH}Content-Type: application/json\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  const big = (i) => JSON.stringify(chatBody(`p${i} ${'x'.repeat(30000)}`));
+  const rest = [1, 2, 3, 4, 5, 6].map((i) => req(`p${i}`, i === 6 ? 'Connection: close\r\n' : '', big(i))).join('');
+  const r = await rawRequest(scrim.port, [req('p0', 'x-fake-delay-ms: 400\r\n'), rest], { delayMs: 100, timeoutMs: 8000 });
+  assert.equal(r.responses.length, 7, show(r));
+  r.responses.forEach((x, i) => {
+    assert.equal(x.status, 200, show(r));
+    assert.ok(x.json.choices[0].message.content.startsWith(`echo: p${i}`), `answer ${i} out of order`);
+  });
+  assert.ok(r.closed, 'closed after the last (Connection: close)');
+  assert.equal(provider.requests.length, 7);
+});
+
 test('13.1 Content-Length together with Transfer-Encoding: 400 and close, the smuggled request is not served', async () => {
   const smuggled = `GET /v1/models HTTP/1.1\r\nHost: x\r\n${AUTH}\r\n`;
   const body = `0\r\n\r\n${smuggled}`;
