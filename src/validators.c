@@ -7,7 +7,8 @@
  */
 #include "validators.h"
 
-#include <openssl/evp.h>
+#include "digest.h"
+
 #include <string.h>
 
 static bool
@@ -224,8 +225,7 @@ base58check(const char *s, size_t n)
 			return false;
 	if (payload[0] != 0x00 && payload[0] != 0x05)
 		return false;
-	if (EVP_Digest(payload, 21, h1, NULL, EVP_sha256(), NULL) != 1 ||
-	    EVP_Digest(h1, 32, h2, NULL, EVP_sha256(), NULL) != 1)
+	if (!digest_sha256(payload, 21, h1) || !digest_sha256(h1, 32, h2))
 		return false;
 	return memcmp(h2, payload + 21, 4) == 0;
 }

@@ -1,14 +1,65 @@
 /* test_validators.c - checksums and structure rules, good and bad. */
+#include "digest.h"
 #include "harness.h"
 #include "validators.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #define V(fn, s) fn(s, strlen(s))
 
+/* digest_sha256(s) in hex, or "" when it fails. */
+static void
+sha_hex(const char *s, char out[65])
+{
+	unsigned char md[32];
+
+	out[0] = '\0';
+	if (!digest_sha256(s, strlen(s), md))
+		return;
+	for (int i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+static void *
+sha_thread(void *arg)
+{
+	sha_hex("abc", arg);
+	return NULL;
+}
+
+/* FIPS 180-2 vectors, repeated (the context is reused) and from a second
+ * thread (which gets a context of its own). */
+static void
+test_digest(void)
+{
+	static const char abc[] =
+	    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+	char h[65], other[65] = "";
+	pthread_t t;
+
+	for (int i = 0; i < 3; i++) {
+		sha_hex("abc", h);
+		CHECK(strcmp(h, abc) == 0, "sha256(abc), call %d: %s", i, h);
+		sha_hex("", h);
+		CHECK(strcmp(h, "e3b0c44298fc1c149afbf4c8996fb924"
+		                "27ae41e4649b934ca495991b7852b855") == 0,
+		      "sha256 of nothing: %s", h);
+	}
+	sha_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", h);
+	CHECK(strcmp(h, "248d6a61d20638b8e5c026930c3e6039"
+	                "a33ce45964ff2167f6ecedd419db06c1") == 0,
+	      "sha256 of two blocks: %s", h);
+	CHECK(pthread_create(&t, NULL, sha_thread, other) == 0 &&
+	          pthread_join(t, NULL) == 0 && strcmp(other, abc) == 0,
+	      "sha256(abc) on another thread: %s", other);
+}
+
 int
 main(void)
 {
+	test_digest();
 	CHECK(V(validate_luhn, "4111 1111 1111 1111"), "visa test card");
 	CHECK(V(validate_luhn, "5500-0000-0000-0004"), "mastercard");
 	CHECK(V(validate_luhn, "378282246310005"), "amex");
