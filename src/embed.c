@@ -12,10 +12,10 @@
 #include "embed.h"
 
 #include "alloc.h"
+#include "digest.h"
 #include "embedapi.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -420,6 +420,7 @@ embedder_run(struct embedder *e, const char *const *texts, const size_t *lens,
              size_t n, float *out, char *err, size_t errlen)
 {
 	unsigned char sha[32];
+	bool hashed;
 	unsigned dim = e->spec.dim;
 
 	if (e->api == NULL) {
@@ -431,8 +432,9 @@ embedder_run(struct embedder *e, const char *const *texts, const size_t *lens,
 		snprintf(err, errlen, "embedder: the dimension is not known yet");
 		return -1;
 	}
-	if (n == 1) {
-		EVP_Digest(texts[0], lens[0], sha, NULL, EVP_sha256(), NULL);
+	/* The last text's vector is kept, keyed by the text's hash. */
+	hashed = n == 1 && digest_sha256(texts[0], lens[0], sha);
+	if (hashed) {
 		if (e->have_last && CRYPTO_memcmp(sha, e->last_sha, 32) == 0) {
 			memcpy(out, e->last_vec, sizeof(float) * dim);
 			return 0;
@@ -440,7 +442,7 @@ embedder_run(struct embedder *e, const char *const *texts, const size_t *lens,
 	}
 	if (embedapi_run(e->api, texts, lens, n, out, &dim, err, errlen) < 0)
 		return -1;
-	if (n == 1) {
+	if (hashed) {
 		if (e->last_vec == NULL)
 			e->last_vec = xmalloc(sizeof(float) * dim);
 		memcpy(e->last_vec, out, sizeof(float) * dim);
