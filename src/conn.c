@@ -234,23 +234,56 @@ json_escape(char *out, size_t cap, const char *s)
 	return n;
 }
 
+/* "content-length: N\r\n" into out (48 bytes are enough for any size_t). */
+static void
+content_length_line(char out[48], size_t len)
+{
+	char digits[24];
+	size_t i = sizeof(digits), n = sizeof(digits);
+
+	do {
+		digits[--i] = (char)('0' + len % 10);
+		len /= 10;
+	} while (len != 0);
+	memcpy(out, "content-length: ", 17); /* the NUL is overwritten */
+	memcpy(out + 16, digits + i, n - i);
+	memcpy(out + 16 + (n - i), "\r\n", 3); /* with the NUL */
+}
+
 static void
 write_head(struct scrim_conn *c, int status, const char *extra,
            size_t extra_len, const char *framing)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	char line[96];
-	int n;
+	const char *reason = http_reason(status);
+	size_t rl = strlen(reason), il;
+	char line[128];
+	char *w = line;
 
 	if (c->req_id[0] == '\0')
 		server_next_req_id(c->srv, c->req_id);
-	/* One snprintf for the fixed part, the rest copied: this runs for
-	 * every answer, and evbuffer_add_printf formats twice. */
-	n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\nx-request-id: %s\r\n",
-	             status, http_reason(status), c->req_id);
-	if (n > 0)
-		evbuffer_add(out, line, (size_t)n < sizeof(line) ? (size_t)n
-		                                                 : sizeof(line) - 1);
+	il = strlen(c->req_id);
+	/* Built by hand, as it runs for every answer (evbuffer_add_printf
+	 * formats twice). Statuses are three digits (RFC 9110 §15). */
+	if (status < 100 || status > 999)
+		status = 500;
+	if (rl > 48)
+		rl = 48;
+	memcpy(w, "HTTP/1.1 ", 9);
+	w += 9;
+	*w++ = (char)('0' + status / 100);
+	*w++ = (char)('0' + status / 10 % 10);
+	*w++ = (char)('0' + status % 10);
+	*w++ = ' ';
+	memcpy(w, reason, rl);
+	w += rl;
+	memcpy(w, "\r\nx-request-id: ", 16);
+	w += 16;
+	memcpy(w, c->req_id, il); /* at most 16 */
+	w += il;
+	*w++ = '\r';
+	*w++ = '\n';
+	evbuffer_add(out, line, (size_t)(w - line));
 	if (extra_len)
 		evbuffer_add(out, extra, extra_len);
 	evbuffer_add(out, framing, strlen(framing));
@@ -488,8 +521,7 @@ conn_send_head_sized(struct scrim_conn *c, int status, const char *extra,
 	framing[0] = '\0';
 	/* 204 and 304 carry no length; a HEAD answer tells the GET's. */
 	if (status != 204 && status != 304)
-		snprintf(framing, sizeof(framing), "content-length: %zu\r\n",
-		         body_len);
+		content_length_line(framing, body_len);
 	write_head(c, status, extra, extra_len, framing);
 }
 
