@@ -9,6 +9,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,16 +133,23 @@ find_value(const struct vault *v, const char *type, size_t tl,
 	return NULL;
 }
 
+static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+static EVP_MAC *hmac_fetched;
+
+static void
+hmac_fetch(void)
+{
+	hmac_fetched = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
 /* Fetched once: fetching is a provider lookup, per call too slow for
- * thousands of values. Freed at exit by OpenSSL's cleanup. */
+ * thousands of values. Once per process, as the loop and the context
+ * worker may both scrub first. Freed at exit by OpenSSL's cleanup. */
 static EVP_MAC *
 hmac_alg(void)
 {
-	static EVP_MAC *m;
-
-	if (m == NULL)
-		m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	return m;
+	pthread_once(&hmac_once, hmac_fetch);
+	return hmac_fetched;
 }
 
 static bool
