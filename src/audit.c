@@ -248,13 +248,8 @@ static bool
 put_u64(struct buf *b, uint64_t v)
 {
 	char t[20];
-	size_t i = sizeof(t);
 
-	do {
-		t[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	return buf_add(b, t + i, sizeof(t) - i);
+	return buf_add(b, t, (size_t)(scrim_put_u64(t, v) - t));
 }
 
 static bool

@@ -238,16 +238,11 @@ json_escape(char *out, size_t cap, const char *s)
 static void
 content_length_line(char out[48], size_t len)
 {
-	char digits[24];
-	size_t i = sizeof(digits), n = sizeof(digits);
+	char *w;
 
-	do {
-		digits[--i] = (char)('0' + len % 10);
-		len /= 10;
-	} while (len != 0);
 	memcpy(out, "content-length: ", 17); /* the NUL is overwritten */
-	memcpy(out + 16, digits + i, n - i);
-	memcpy(out + 16 + (n - i), "\r\n", 3); /* with the NUL */
+	w = scrim_put_u64(out + 16, len);
+	memcpy(w, "\r\n", 3); /* with the NUL */
 }
 
 static void

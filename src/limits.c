@@ -379,25 +379,10 @@ limits_price(const struct scrim_config *cfg, const char *model, long in,
 	return 0;
 }
 
-static char *
-put_long(char *o, long v)
-{
-	char tmp[24], *e = tmp + sizeof(tmp);
-	unsigned long u = v < 0 ? 0 - (unsigned long)v : (unsigned long)v;
-
-	do
-		*--e = (char)('0' + u % 10);
-	while ((u /= 10) != 0);
-	if (v < 0)
-		*--e = '-';
-	memcpy(o, e, (size_t)(tmp + sizeof(tmp) - e));
-	return o + (tmp + sizeof(tmp) - e);
-}
-
 size_t
 limits_format_long(long v, char out[24])
 {
-	char *e = put_long(out, v);
+	char *e = scrim_put_i64(out, v);
 
 	*e = '\0';
 	return (size_t)(e - out);
@@ -411,14 +396,14 @@ limits_format_reset(long ms, char *out, size_t cap)
 
 	/* By hand, not snprintf: it goes out with every virtual-key answer. */
 	if (ms < 1000) {
-		o = put_long(o, ms < 0 ? 0 : ms);
+		o = scrim_put_i64(o, ms < 0 ? 0 : ms);
 		*o++ = 'm';
 	} else if (ms < 60000) {
-		o = put_long(o, (ms + 999) / 1000);
+		o = scrim_put_i64(o, (ms + 999) / 1000);
 	} else {
-		o = put_long(o, ms / 60000);
+		o = scrim_put_i64(o, ms / 60000);
 		*o++ = 'm';
-		o = put_long(o, ((ms % 60000) + 999) / 1000);
+		o = scrim_put_i64(o, ((ms % 60000) + 999) / 1000);
 	}
 	*o++ = 's';
 	if (cap == 0)

@@ -410,14 +410,8 @@ timeout_cb(evutil_socket_t fd, short what, void *arg)
 static char *
 put_count(char *o, char type, size_t n)
 {
-	char tmp[24], *e = tmp + sizeof(tmp);
-
 	*o++ = type;
-	do
-		*--e = (char)('0' + n % 10);
-	while ((n /= 10) != 0);
-	memcpy(o, e, (size_t)(tmp + sizeof(tmp) - e));
-	o += tmp + sizeof(tmp) - e;
+	o = scrim_put_u64(o, n);
 	*o++ = '\r';
 	*o++ = '\n';
 	return o;

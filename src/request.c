@@ -290,21 +290,12 @@ copy_n(char *out, size_t cap, const char *p, size_t n)
 	out[n] = '\0';
 }
 
-/* v in decimal; out has room for any int. */
+/* v in decimal, as a string in out. */
 static const char *
-int_str(int v, char out[12])
+int_str(int v, char out[21])
 {
-	unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
-	char *w = out + 11;
-
-	*w = '\0';
-	do {
-		*--w = (char)('0' + u % 10);
-		u /= 10;
-	} while (u != 0);
-	if (v < 0)
-		*--w = '-';
-	return w;
+	*scrim_put_i64(out, v) = '\0';
+	return out;
 }
 
 /* One record per request; ids, counts and sizes only. */
@@ -407,7 +398,7 @@ static void
 record_metrics(const struct scrim_req *r, uint64_t now)
 {
 	struct metrics *m = r->srv->metrics;
-	char route[64], prov[64], lbl[256], v[64], code[12];
+	char route[64], prov[64], lbl[256], v[64], code[21];
 	const char *rt = r->route ? r->route->name
 	                 : r->mode == MODE_INTERCEPT ? "intercept"
 	                 : r->mode == MODE_ABSOLUTE  ? "proxy"

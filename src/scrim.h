@@ -30,6 +30,34 @@
 
 #define SCRIM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* v in decimal at o (at most 20 bytes, no NUL); returns the end. For the
+ * request path, where an snprintf costs more than the work around it. */
+static inline char *
+scrim_put_u64(char *o, uint64_t v)
+{
+	char tmp[20];
+	int n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (n > 0)
+		*o++ = tmp[--n];
+	return o;
+}
+
+/* The same, signed (at most 20 bytes). */
+static inline char *
+scrim_put_i64(char *o, int64_t v)
+{
+	if (v < 0) {
+		*o++ = '-';
+		return scrim_put_u64(o, 0 - (uint64_t)v);
+	}
+	return scrim_put_u64(o, (uint64_t)v);
+}
+
 struct scrim_config;
 struct scrim_server;
 struct scrim_conn;
