@@ -57,7 +57,10 @@ struct restore {
 	enum restore_mode mode;
 	size_t max_whole;
 	struct buf pending; /* incomplete event, or the whole answer */
-	struct held queue[RESTORE_MAX_HELD];
+	/* Streams only (RESTORE_MAX_HELD entries, ~40 KB): a whole answer
+	 * never holds events back, and zeroing them was most of the cost of
+	 * restoring one. */
+	struct held *queue;
 	size_t nqueue;
 	bool failed;
 	long choice_index[RESTORE_MAX_CHOICES]; /* position -> "index" */
@@ -253,6 +256,8 @@ restore_new(const struct vault *v, enum restore_mode mode, size_t max_whole)
 {
 	struct restore *r = xcalloc(1, sizeof(*r));
 
+	if (mode == RESTORE_SSE)
+		r->queue = xcalloc(RESTORE_MAX_HELD, sizeof(*r->queue));
 	r->vault = v;
 	r->mode = mode;
 	r->max_whole = max_whole;
@@ -266,11 +271,12 @@ restore_free(struct restore *r)
 	if (r == NULL)
 		return;
 	buf_wipe(&r->pending);
-	for (size_t i = 0; i < RESTORE_MAX_HELD; i++) {
+	for (size_t i = 0; r->queue != NULL && i < RESTORE_MAX_HELD; i++) {
 		buf_wipe(&r->queue[i].out);
 		for (size_t k = 0; k < RESTORE_MAX_TAILS; k++)
 			buf_wipe(&r->queue[i].tails[k].text);
 	}
+	free(r->queue);
 	free(r);
 }
 
