@@ -529,12 +529,14 @@ emit_ready(struct restore *r, struct buf *out)
 		}
 		if (!ok)
 			return false;
-		/* The slot goes to the back, emptied. */
+		/* The slot goes behind the events still held, emptied; the
+		 * free slots past them stay where they are (moving all of
+		 * them was ~36 KB a streamed event). */
 		tmp = r->queue[0];
 		held_clear(&tmp);
 		memmove(&r->queue[0], &r->queue[1],
-		        (RESTORE_MAX_HELD - 1) * sizeof(r->queue[0]));
-		r->queue[RESTORE_MAX_HELD - 1] = tmp;
+		        (r->nqueue - 1) * sizeof(r->queue[0]));
+		r->queue[r->nqueue - 1] = tmp;
 		r->nqueue--;
 	}
 	return true;
