@@ -272,15 +272,39 @@ bool
 json_escape_into(struct buf *b, const char *s, size_t n)
 {
 	static const char hx[] = "0123456789abcdef";
-	size_t run = 0;
+	size_t run = 0, i = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+	while (i < n) {
+		unsigned char c;
 		char esc[6];
 		size_t el = 2;
 
-		if (c >= 0x20 && c != '"' && c != '\\')
+#ifdef SCRIM_SIMD
+		/* Runs that need no escape, 16 bytes at a time: a restored
+		 * answer or a scrubbed prompt is mostly such a run. Unsigned,
+		 * so UTF-8 bytes pass: only controls, '"' and '\\' stop it. */
+		while (i + 16 <= n) {
+			__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+			__m128i ctl = _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x1f)),
+			                             _mm_set1_epi8(0x1f));
+			__m128i sp = _mm_or_si128(
+			    ctl, _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+			                      _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
+			unsigned m = (unsigned)_mm_movemask_epi8(sp);
+			if (m != 0) {
+				i += (size_t)__builtin_ctz(m);
+				break;
+			}
+			i += 16;
+		}
+		if (i >= n)
+			break;
+#endif
+		c = (unsigned char)s[i];
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			i++;
 			continue;
+		}
 		if (!buf_add(b, s + run, i - run))
 			return false;
 		esc[0] = '\\';
@@ -302,7 +326,7 @@ json_escape_into(struct buf *b, const char *s, size_t n)
 		}
 		if (!buf_add(b, esc, el))
 			return false;
-		run = i + 1;
+		run = ++i;
 	}
 	return buf_add(b, s + run, n - run);
 }

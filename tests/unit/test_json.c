@@ -62,9 +62,66 @@ check_invalid(const char *in, size_t n, enum json_result want)
 	buf_free(&out);
 }
 
+/* json_escape_into against a byte-at-a-time reference, on strings built
+ * to put escapes at every offset around the 16-byte blocks of the SIMD
+ * path (this file is also built without SIMD: both must agree). */
+static void
+check_escape(void)
+{
+	static const unsigned char pick[] = {'a', ' ', '"', '\\', '\n', 0x01,
+	                                     0x1f, 0x7f, 0x80, 0xc3, 0xe9, 0xff};
+	unsigned seed = 12345;
+	int bad = 0;
+
+	for (int t = 0; t < 4000 && bad == 0; t++) {
+		unsigned char in[80];
+		size_t n = (size_t)(t % 80);
+		struct buf got, want;
+		static const char hx[] = "0123456789abcdef";
+		bool ok = true;
+
+		for (size_t i = 0; i < n; i++) {
+			seed = seed * 1103515245u + 12345u;
+			/* Mostly plain text, so that blocks run clean. */
+			in[i] = (seed >> 16) % 8 ? 'a' + (unsigned char)((seed >> 8) % 26)
+			                         : pick[(seed >> 20) % sizeof(pick)];
+		}
+		buf_init(&got, 1 << 16);
+		buf_init(&want, 1 << 16);
+		CHECK(json_escape_into(&got, (const char *)in, n), "escape %d", t);
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = in[i];
+			char e[7];
+			if (c == '"' || c == '\\') {
+				e[0] = '\\', e[1] = (char)c;
+				ok = ok && buf_add(&want, e, 2);
+			} else if (c < 0x20) {
+				const char *named = c == '\n' ? "\\n" : NULL;
+				if (named != NULL) {
+					ok = ok && buf_add(&want, named, 2);
+				} else {
+					memcpy(e, "\\u00", 4);
+					e[4] = hx[c >> 4];
+					e[5] = hx[c & 15];
+					ok = ok && buf_add(&want, e, 6);
+				}
+			} else {
+				ok = ok && buf_addc(&want, (char)c);
+			}
+		}
+		if (!ok || got.len != want.len ||
+		    (got.len > 0 && memcmp(got.p, want.p, got.len) != 0))
+			bad = t + 1;
+		buf_free(&got);
+		buf_free(&want);
+	}
+	CHECK(bad == 0, "json_escape_into matches the reference (case %d)", bad - 1);
+}
+
 int
 main(void)
 {
+	check_escape();
 	check_valid("{\"a\": 0.7, \"b\" : [1, 2e-3, -0, true, false, null]}",
 	            "{\"a\": 0.7, \"b\" : [1, 2e-3, -0, true, false, null]}");
 	check_valid("{\"messages\":[{\"role\":\"user\",\"content\":\"hi \\u00e9\"}]}",
