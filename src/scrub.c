@@ -1784,16 +1784,15 @@ is_alnum(unsigned char c)
 }
 
 static bool
-keyed_hex(struct vault *vault, const unsigned char secret[32],
-          const char *type, const char *v, size_t vn, char *out,
-          size_t hexlen)
+keyed_hex(const unsigned char secret[32], const char *type, const char *v,
+          size_t vn, char *out, size_t hexlen)
 {
 	static const char hx[] = "0123456789abcdef";
 	const char *parts[3] = {"hash", type, v};
 	size_t lens[3] = {4, strlen(type), vn};
 	unsigned char mac[32];
 
-	if (!vault_mac(vault, secret, parts, lens, 3, mac))
+	if (!vault_hmac(secret, parts, lens, 3, mac))
 		return false;
 	for (size_t i = 0; i < hexlen; i++)
 		out[i] = hx[(mac[i / 2] >> (i % 2 ? 0 : 4)) & 15];
@@ -1844,7 +1843,7 @@ apply_one(struct scrub_ctx *ctx, const char *v, size_t vn,
 	}
 	case ACT_HASH: {
 		char hex[13];
-		return keyed_hex(ctx->vault, ctx->secret, r->type, v, vn, hex, 12) &&
+		return keyed_hex(ctx->secret, r->type, v, vn, hex, 12) &&
 		       buf_add(out, r->type, strlen(r->type)) && buf_addc(out, '-') &&
 		       buf_add(out, hex, 12);
 	}

@@ -96,8 +96,6 @@ vault_free(struct vault *v)
 		free(v->v[i].value);
 	}
 	free(v->v);
-	EVP_MAC_CTX_free(v->mac);
-	OPENSSL_cleanse(v->mac_key, sizeof(v->mac_key));
 	free(v);
 }
 
@@ -136,10 +134,37 @@ find_value(const struct vault *v, const char *type, size_t tl,
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
 static EVP_MAC *hmac_fetched;
 
+/*
+ * One keyed HMAC context per thread, kept from request to request:
+ * keying one (EVP_MAC_init with a digest name fetches SHA-256, then two
+ * compressions) costs several times the MAC of a short value, and a text
+ * can hold thousands of values under one secret. The context keeps the
+ * key it was given; both are wiped when another key replaces it or the
+ * thread ends.
+ */
+struct keyed_mac {
+	EVP_MAC_CTX *mc;
+	unsigned char key[32];
+	bool keyed;
+};
+static pthread_key_t keyed_tls;
+static bool keyed_tls_ok;
+
+static void
+keyed_free(void *p)
+{
+	struct keyed_mac *k = p;
+
+	EVP_MAC_CTX_free(k->mc);
+	OPENSSL_cleanse(k->key, sizeof(k->key));
+	free(k);
+}
+
 static void
 hmac_fetch(void)
 {
 	hmac_fetched = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	keyed_tls_ok = pthread_key_create(&keyed_tls, keyed_free) == 0;
 }
 
 /* Fetched once: fetching is a provider lookup, per call too slow for
@@ -175,42 +200,46 @@ mac_parts(EVP_MAC_CTX *mc, const char *const *parts, const size_t *lens,
 	return ok && EVP_MAC_final(mc, out, &outl, 32) && outl == 32;
 }
 
+/* This thread's context, keyed with secret and ready for the data. */
+static EVP_MAC_CTX *
+keyed_ctx(const unsigned char secret[32])
+{
+	EVP_MAC *m = hmac_alg();
+	struct keyed_mac *k;
+
+	if (m == NULL || !keyed_tls_ok)
+		return NULL;
+	k = pthread_getspecific(keyed_tls);
+	if (k == NULL) {
+		k = calloc(1, sizeof(*k));
+		if (k == NULL)
+			return NULL;
+		k->mc = EVP_MAC_CTX_new(m);
+		if (k->mc == NULL || pthread_setspecific(keyed_tls, k) != 0) {
+			EVP_MAC_CTX_free(k->mc);
+			free(k);
+			return NULL;
+		}
+	}
+	/* A NULL key restarts the MAC from the keyed state. */
+	if (k->keyed && CRYPTO_memcmp(k->key, secret, 32) == 0)
+		return EVP_MAC_init(k->mc, NULL, 0, NULL) == 1 ? k->mc : NULL;
+	k->keyed = false;
+	OPENSSL_cleanse(k->key, sizeof(k->key));
+	if (!mac_key(k->mc, secret))
+		return NULL;
+	memcpy(k->key, secret, 32);
+	k->keyed = true;
+	return k->mc;
+}
+
 bool
 vault_hmac(const unsigned char secret[32], const char *const *parts,
            const size_t *lens, size_t nparts, unsigned char out[32])
 {
-	EVP_MAC *m = hmac_alg();
-	EVP_MAC_CTX *mc = m ? EVP_MAC_CTX_new(m) : NULL;
-	bool ok = mc != NULL && mac_key(mc, secret) &&
-	          mac_parts(mc, parts, lens, nparts, out);
+	EVP_MAC_CTX *mc = keyed_ctx(secret);
 
-	EVP_MAC_CTX_free(mc);
-	return ok;
-}
-
-bool
-vault_mac(struct vault *v, const unsigned char secret[32],
-          const char *const *parts, const size_t *lens, size_t nparts,
-          unsigned char out[32])
-{
-	if (v == NULL)
-		return vault_hmac(secret, parts, lens, nparts, out);
-	if (v->mac != NULL && CRYPTO_memcmp(v->mac_key, secret, 32) == 0) {
-		/* A NULL key restarts the MAC from the keyed state. */
-		if (EVP_MAC_init(v->mac, NULL, 0, NULL) != 1)
-			return false;
-	} else {
-		EVP_MAC *m = hmac_alg();
-		EVP_MAC_CTX_free(v->mac);
-		v->mac = m ? EVP_MAC_CTX_new(m) : NULL;
-		if (v->mac == NULL || !mac_key(v->mac, secret)) {
-			EVP_MAC_CTX_free(v->mac);
-			v->mac = NULL;
-			return false;
-		}
-		memcpy(v->mac_key, secret, 32);
-	}
-	return mac_parts(v->mac, parts, lens, nparts, out);
+	return mc != NULL && mac_parts(mc, parts, lens, nparts, out);
 }
 
 const struct vault_entry *
@@ -232,7 +261,7 @@ vault_put(struct vault *v, const unsigned char secret[32], const char *key_id,
 	{
 		const char *parts[3] = {key_id, type, value};
 		size_t lens[3] = {strlen(key_id), tl, value_len};
-		if (!vault_mac(v, secret, parts, lens, 3, mac))
+		if (!vault_hmac(secret, parts, lens, 3, mac))
 			return NULL;
 	}
 

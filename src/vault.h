@@ -32,11 +32,6 @@ struct vault {
 	 * values, and lookups must not grow with them. */
 	uint32_t *by_core, *by_value;
 	size_t slots;
-	/* HMAC keyed once: setting the key up (a digest fetch by name and
-	 * two compressions) costs several times the MAC of a short value,
-	 * and a text can hold thousands of values under one secret. */
-	struct evp_mac_ctx_st *mac;
-	unsigned char mac_key[32];
 };
 
 struct vault *vault_new(void);
@@ -53,13 +48,10 @@ const struct vault_entry *vault_put(struct vault *v,
 /*
  * HMAC-SHA256 under secret over the parts, each followed by a NUL so
  * ("ab","c") and ("a","bc") differ. Shared by placeholders and hashes.
+ * Any thread.
  */
 bool vault_hmac(const unsigned char secret[32], const char *const *parts,
                 const size_t *lens, size_t nparts, unsigned char out[32]);
-/* The same MAC through v's keyed context (v may be NULL: vault_hmac). */
-bool vault_mac(struct vault *v, const unsigned char secret[32],
-               const char *const *parts, const size_t *lens, size_t nparts,
-               unsigned char out[32]);
 
 /* Entry whose core equals s[0..n) ignoring case, or NULL. */
 const struct vault_entry *vault_find(const struct vault *v, const char *s,

@@ -9,6 +9,8 @@
 #include "vault.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -405,29 +407,70 @@ test_branches(struct vault *v, const char *core, const char *value)
 	}
 }
 
-/* The vault's keyed MAC context gives what a fresh HMAC gives, call
- * after call, and follows a change of secret. */
-static void
-test_keyed_mac(void)
+/* HMAC-SHA256 of the parts, each followed by a NUL, by OpenSSL's
+ * one-shot: the reference for vault_hmac's kept, per-thread context. */
+static bool
+reference_mac(const unsigned char key[32], const char *const *parts,
+              const size_t *lens, size_t n, unsigned char out[32])
+{
+	unsigned char data[256];
+	size_t len = 0, outl = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (len + lens[i] + 1 > sizeof(data))
+			return false;
+		memcpy(data + len, parts[i], lens[i]);
+		len += lens[i];
+		data[len++] = 0;
+	}
+	return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, 32, data, len,
+	                 out, 32, &outl) != NULL &&
+	       outl == 32;
+}
+
+struct mac_run {
+	const unsigned char *key;
+	bool same;
+};
+
+/* Calls with changing values and secrets, each checked on its own. */
+static void *
+mac_calls(void *arg)
 {
 	static const unsigned char other[32] = {9, 8, 7};
-	struct vault *v = vault_new();
+	struct mac_run *run = arg;
 	const char *parts[3] = {"alice", "EMAIL", "john@example.com"};
 	size_t lens[3] = {5, 5, 16};
 	unsigned char a[32], b[32];
-	bool same = true;
 
+	run->same = true;
 	for (int i = 0; i < 6; i++) {
-		const unsigned char *k = i % 3 == 2 ? other : secret;
+		const unsigned char *k = i % 3 == 2 ? other : run->key;
 		lens[2] = 16 - (size_t)i;
-		same = same && vault_mac(v, k, parts, lens, 3, a) &&
-		       vault_hmac(k, parts, lens, 3, b) && memcmp(a, b, 32) == 0;
+		run->same = run->same && vault_hmac(k, parts, lens, 3, a) &&
+		            reference_mac(k, parts, lens, 3, b) &&
+		            memcmp(a, b, 32) == 0;
 	}
-	CHECK(same, "keyed MAC equals a fresh HMAC");
-	CHECK(vault_mac(NULL, secret, parts, lens, 3, a) &&
-	          vault_hmac(secret, parts, lens, 3, b) && memcmp(a, b, 32) == 0,
-	      "no vault: a fresh HMAC");
-	vault_free(v);
+	return NULL;
+}
+
+/* vault_hmac keeps a keyed context per thread: it must give what a fresh
+ * HMAC gives, call after call, follow a change of secret, and keep one
+ * thread's key out of another's MACs. */
+static void
+test_keyed_mac(void)
+{
+	static const unsigned char third[32] = {1, 2, 3, 4};
+	struct mac_run here = {secret, false}, there = {third, false};
+	pthread_t t;
+
+	mac_calls(&here);
+	CHECK(here.same, "kept context equals a fresh HMAC, across secrets");
+	CHECK(pthread_create(&t, NULL, mac_calls, &there) == 0 &&
+	          pthread_join(t, NULL) == 0 && there.same,
+	      "the same on another thread, with its own secret");
+	mac_calls(&here);
+	CHECK(here.same, "this thread's context after the other's");
 }
 
 int
