@@ -7,6 +7,9 @@
 --   BENCH_HEADERS    extra headers, `Name: value` separated by `|`
 --                    (the Portkey run uses it for x-portkey-*)
 --   BENCH_BODY_SIZE  body size in bytes (default 4096)
+--   BENCH_PII        1: the user turn also carries an e-mail address and a
+--                    phone number, so scrim scrubs, keeps a vault and
+--                    restores (default 0: nothing to replace)
 --
 -- At the end it prints one machine-readable line that bench/run.sh parses:
 --   BENCH rps=R p50_us=N p90_us=N p99_us=N max_us=N requests=N non2xx=N
@@ -20,6 +23,7 @@ end
 
 local path = os.getenv("BENCH_PATH") or "/v1/chat/completions"
 local size = tonumber(os.getenv("BENCH_BODY_SIZE") or "4096")
+local pii = os.getenv("BENCH_PII") == "1"
 
 -- The body: a system prompt, a short earlier exchange and a long user turn,
 -- padded with prose so that the JSON is exactly `size` bytes.
@@ -33,7 +37,9 @@ local function make_body(n)
     .. 'last night. What should I check first?"},'
     .. '{"role":"assistant","content":"Start with the job log for the two '
     .. 'failed runs and compare their error lines."},'
-    .. '{"role":"user","content":"Here is the log of the second run. '
+    .. '{"role":"user","content":"Here is the log of the second run'
+    .. (pii and ', sent by maria.gonzalez@example.com (call me on '
+                .. '+1 415 555 0132). ' or '. ')
   local tail = '"}],"user":"bench"}'
   local prose = "The export worker started at 02:00 and read 18,442 rows "
     .. "from the orders table in batches of 500. After batch 31 the "
