@@ -32,6 +32,9 @@
 #   SCRIM_BIN=PATH           benchmark this binary instead of build/scrim
 #   BENCH_RULES_DIR=DIR      rules_dir for scrim (default: rules/ of the
 #                            tree benchmarked)
+#   BENCH_PII=1              the body carries an e-mail address and a phone
+#                            number (bench/chat.lua), so scrim replaces and
+#                            restores in every request (default: none)
 #
 # It installs what it lacks (nginx-light, wrk via apt-get; the pinned Portkey
 # gateway via npm into bench/node_modules), starts everything on free
