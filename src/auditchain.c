@@ -7,16 +7,15 @@
  */
 #include "auditchain.h"
 
+#include "digest.h"
 #include "json.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,87 +212,18 @@ auditchain_keyring_wipe(struct auditchain_keyring *kr)
 	OPENSSL_cleanse(kr, sizeof(*kr));
 }
 
-/* Fetched once: EVP_MAC objects are shareable between threads. */
-static EVP_MAC *hmac_alg;
-static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
-
-/*
- * A keyed context per thread, set up again only when the key changes (a
- * new epoch): setting a key up (the digest looked up by name, the pads
- * hashed) cost several times the MAC of a record, once per record on the
- * writer thread. EVP_MAC_CTX objects are not shareable; each thread has
- * its own, freed when the thread ends.
- */
-struct keyed {
-	EVP_MAC_CTX *ctx;
-	unsigned char key[AUDITCHAIN_KEY_LEN];
-};
-static pthread_key_t keyed_key;
-
-static void
-keyed_free(void *p)
-{
-	struct keyed *k = p;
-
-	EVP_MAC_CTX_free(k->ctx);
-	OPENSSL_cleanse(k, sizeof(*k));
-	free(k);
-}
-
-static void
-hmac_fetch(void)
-{
-	hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	if (pthread_key_create(&keyed_key, keyed_free) != 0) {
-		EVP_MAC_free(hmac_alg);
-		hmac_alg = NULL;
-	}
-}
-
-/* The thread's context, keyed with key and ready for an update. */
-static EVP_MAC_CTX *
-keyed_ctx(const unsigned char key[AUDITCHAIN_KEY_LEN])
-{
-	char digest[] = "SHA256";
-	OSSL_PARAM params[2];
-	struct keyed *k = pthread_getspecific(keyed_key);
-
-	if (k == NULL) {
-		k = calloc(1, sizeof(*k));
-		if (k == NULL)
-			return NULL;
-		k->ctx = EVP_MAC_CTX_new(hmac_alg);
-		if (k->ctx == NULL || pthread_setspecific(keyed_key, k) != 0) {
-			EVP_MAC_CTX_free(k->ctx);
-			free(k);
-			return NULL;
-		}
-	} else if (CRYPTO_memcmp(k->key, key, AUDITCHAIN_KEY_LEN) == 0) {
-		/* A NULL key restarts the MAC from the keyed state. */
-		return EVP_MAC_init(k->ctx, NULL, 0, NULL) == 1 ? k->ctx : NULL;
-	}
-	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-	                                             digest, 0);
-	params[1] = OSSL_PARAM_construct_end();
-	if (EVP_MAC_init(k->ctx, key, AUDITCHAIN_KEY_LEN, params) != 1) {
-		/* Not keyed: never taken for keyed with the old key. */
-		OPENSSL_cleanse(k->key, sizeof(k->key));
-		return NULL;
-	}
-	memcpy(k->key, key, AUDITCHAIN_KEY_LEN);
-	return k->ctx;
-}
+/* digest_hmac_ctx keys with 32 bytes. */
+_Static_assert(AUDITCHAIN_KEY_LEN == 32, "audit chain keys are 32 bytes");
 
 bool
 auditchain_hmac(const unsigned char key[AUDITCHAIN_KEY_LEN], const void *a,
                 size_t an, const void *b, size_t bn,
                 unsigned char out[AUDITCHAIN_MAC_LEN])
 {
-	EVP_MAC_CTX *ctx;
+	EVP_MAC_CTX *ctx = digest_hmac_ctx(key);
 	size_t outlen = 0;
 
-	pthread_once(&hmac_once, hmac_fetch);
-	if (hmac_alg == NULL || (ctx = keyed_ctx(key)) == NULL)
+	if (ctx == NULL)
 		return false;
 	return EVP_MAC_update(ctx, a, an) == 1 && EVP_MAC_update(ctx, b, bn) == 1 &&
 	       EVP_MAC_final(ctx, out, &outlen, AUDITCHAIN_MAC_LEN) == 1 &&

@@ -13,6 +13,34 @@
 #if defined(__SSE2__) && !defined(SCRIM_NO_SIMD)
 #define SCRIM_SIMD 1
 #include <emmintrin.h>
+
+/*
+ * From s[i], 16 bytes at a time, the offset of the first control, '"' or
+ * '\\', and with high also of the first byte from 0x80 up (the reader
+ * checks UTF-8 there; the escaper lets it pass). Stops short of the last
+ * 15 bytes, which the caller takes byte by byte.
+ */
+static inline size_t
+plain_run16(const char *s, size_t i, size_t n, bool high)
+{
+	while (i + 16 <= n) {
+		__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+		/* Signed, bytes from 0x80 up are below 0x20 too; unsigned
+		 * (max), only the controls are. */
+		__m128i ctl = high ? _mm_cmplt_epi8(x, _mm_set1_epi8(0x20))
+		                   : _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x1f)),
+		                                    _mm_set1_epi8(0x1f));
+		__m128i sp = _mm_or_si128(
+		    ctl, _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+		                      _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
+		unsigned m = (unsigned)_mm_movemask_epi8(sp);
+
+		if (m != 0)
+			return i + (size_t)__builtin_ctz(m);
+		i += 16;
+	}
+	return i;
+}
 #endif
 
 struct walker {
@@ -134,21 +162,7 @@ scan_string(struct walker *w, bool decode)
 		/* Fast path: a run of plain ASCII, 16 bytes at a time with
 		 * SSE2 (most of a prompt is), then byte by byte. */
 #ifdef SCRIM_SIMD
-		while (i + 16 <= w->n) {
-			__m128i x =
-			    _mm_loadu_si128((const __m128i *)(const void *)(w->in + i));
-			/* Signed: bytes from 0x80 up are below 0x20 too. */
-			__m128i sp = _mm_or_si128(
-			    _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
-			    _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
-			                 _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
-			unsigned m = (unsigned)_mm_movemask_epi8(sp);
-			if (m != 0) {
-				i += (size_t)__builtin_ctz(m);
-				break;
-			}
-			i += 16;
-		}
+		i = plain_run16(w->in, i, w->n, true);
 #endif
 		while (i < w->n && (c = (unsigned char)w->in[i]) >= 0x20 &&
 		       c < 0x80 && c != '"' && c != '\\')
@@ -280,23 +294,9 @@ json_escape_into(struct buf *b, const char *s, size_t n)
 		size_t el = 2;
 
 #ifdef SCRIM_SIMD
-		/* Runs that need no escape, 16 bytes at a time: a restored
-		 * answer or a scrubbed prompt is mostly such a run. Unsigned,
-		 * so UTF-8 bytes pass: only controls, '"' and '\\' stop it. */
-		while (i + 16 <= n) {
-			__m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
-			__m128i ctl = _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x1f)),
-			                             _mm_set1_epi8(0x1f));
-			__m128i sp = _mm_or_si128(
-			    ctl, _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
-			                      _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
-			unsigned m = (unsigned)_mm_movemask_epi8(sp);
-			if (m != 0) {
-				i += (size_t)__builtin_ctz(m);
-				break;
-			}
-			i += 16;
-		}
+		/* Runs that need no escape: a restored answer or a scrubbed
+		 * prompt is mostly one. UTF-8 bytes pass. */
+		i = plain_run16(s, i, n, false);
 		if (i >= n)
 			break;
 #endif

@@ -5,11 +5,10 @@
 #include "vault.h"
 
 #include "alloc.h"
+#include "digest.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,62 +130,6 @@ find_value(const struct vault *v, const char *type, size_t tl,
 	return NULL;
 }
 
-static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
-static EVP_MAC *hmac_fetched;
-
-/*
- * One keyed HMAC context per thread, kept from request to request:
- * keying one (EVP_MAC_init with a digest name fetches SHA-256, then two
- * compressions) costs several times the MAC of a short value, and a text
- * can hold thousands of values under one secret. The context keeps the
- * key it was given; both are wiped when another key replaces it or the
- * thread ends.
- */
-struct keyed_mac {
-	EVP_MAC_CTX *mc;
-	unsigned char key[32];
-	bool keyed;
-};
-static pthread_key_t keyed_tls;
-static bool keyed_tls_ok;
-
-static void
-keyed_free(void *p)
-{
-	struct keyed_mac *k = p;
-
-	EVP_MAC_CTX_free(k->mc);
-	OPENSSL_cleanse(k->key, sizeof(k->key));
-	free(k);
-}
-
-static void
-hmac_fetch(void)
-{
-	hmac_fetched = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	keyed_tls_ok = pthread_key_create(&keyed_tls, keyed_free) == 0;
-}
-
-/* Fetched once: fetching is a provider lookup, per call too slow for
- * thousands of values. Once per process, as the loop and the context
- * worker may both scrub first. Freed at exit by OpenSSL's cleanup. */
-static EVP_MAC *
-hmac_alg(void)
-{
-	pthread_once(&hmac_once, hmac_fetch);
-	return hmac_fetched;
-}
-
-static bool
-mac_key(EVP_MAC_CTX *mc, const unsigned char secret[32])
-{
-	OSSL_PARAM params[2];
-
-	params[0] = OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0);
-	params[1] = OSSL_PARAM_construct_end();
-	return EVP_MAC_init(mc, secret, 32, params) == 1;
-}
-
 static bool
 mac_parts(EVP_MAC_CTX *mc, const char *const *parts, const size_t *lens,
           size_t nparts, unsigned char out[32])
@@ -200,44 +143,11 @@ mac_parts(EVP_MAC_CTX *mc, const char *const *parts, const size_t *lens,
 	return ok && EVP_MAC_final(mc, out, &outl, 32) && outl == 32;
 }
 
-/* This thread's context, keyed with secret and ready for the data. */
-static EVP_MAC_CTX *
-keyed_ctx(const unsigned char secret[32])
-{
-	EVP_MAC *m = hmac_alg();
-	struct keyed_mac *k;
-
-	if (m == NULL || !keyed_tls_ok)
-		return NULL;
-	k = pthread_getspecific(keyed_tls);
-	if (k == NULL) {
-		k = calloc(1, sizeof(*k));
-		if (k == NULL)
-			return NULL;
-		k->mc = EVP_MAC_CTX_new(m);
-		if (k->mc == NULL || pthread_setspecific(keyed_tls, k) != 0) {
-			EVP_MAC_CTX_free(k->mc);
-			free(k);
-			return NULL;
-		}
-	}
-	/* A NULL key restarts the MAC from the keyed state. */
-	if (k->keyed && CRYPTO_memcmp(k->key, secret, 32) == 0)
-		return EVP_MAC_init(k->mc, NULL, 0, NULL) == 1 ? k->mc : NULL;
-	k->keyed = false;
-	OPENSSL_cleanse(k->key, sizeof(k->key));
-	if (!mac_key(k->mc, secret))
-		return NULL;
-	memcpy(k->key, secret, 32);
-	k->keyed = true;
-	return k->mc;
-}
-
 bool
 vault_hmac(const unsigned char secret[32], const char *const *parts,
            const size_t *lens, size_t nparts, unsigned char out[32])
 {
-	EVP_MAC_CTX *mc = keyed_ctx(secret);
+	EVP_MAC_CTX *mc = digest_hmac_ctx(secret);
 
 	return mc != NULL && mac_parts(mc, parts, lens, nparts, out);
 }
