@@ -290,14 +290,6 @@ copy_n(char *out, size_t cap, const char *p, size_t n)
 	out[n] = '\0';
 }
 
-/* v in decimal, as a string in out. */
-static const char *
-int_str(int v, char out[21])
-{
-	*scrim_put_i64(out, v) = '\0';
-	return out;
-}
-
 /* One record per request; ids, counts and sizes only. */
 static void
 write_audit(struct scrim_req *r, uint64_t now)
@@ -408,8 +400,9 @@ record_metrics(const struct scrim_req *r, uint64_t now)
 	metrics_label(prov, sizeof(prov),
 	              r->provider ? r->provider->name : (r->mode ? "direct"
 	                                                          : "none"));
+	*scrim_put_i64(code, r->status) = '\0';
 	join(lbl, sizeof(lbl), "route=\"", route, "\",provider=\"", prov,
-	     "\",code=\"", int_str(r->status, code), "\"", (char *)NULL);
+	     "\",code=\"", code, "\"", (char *)NULL);
 	metrics_add(m, "scrim_requests_total", lbl, 1);
 	join(lbl, sizeof(lbl), "route=\"", route, "\"", (char *)NULL);
 	metrics_observe(m, "scrim_request_duration_seconds", lbl,
