@@ -55,7 +55,12 @@ struct walker {
 	size_t copied; /* input bytes already copied to out */
 	size_t max_string;
 	size_t replaced;
-	struct buf scratch; /* decoded string */
+	/* The decoded string: the raw bytes in place when it has no escape
+	 * (most strings: nothing copied, allocated or wiped), else decoded
+	 * into scratch from the first escape on. */
+	const char *str;
+	size_t str_len;
+	struct buf scratch;
 	struct buf repl;
 	struct json_path path;
 	char kind[JSON_MAX_DEPTH]; /* '{' or '[' per open container */
@@ -146,15 +151,15 @@ utf8_len(const unsigned char *p, size_t n)
 
 /*
  * Scan the string starting at w->pos (on the opening quote). When decode,
- * its decoded bytes go to w->scratch. Leaves pos after the closing quote.
+ * w->str and w->str_len are its decoded bytes. Leaves pos after the
+ * closing quote.
  */
 static enum json_result
 scan_string(struct walker *w, bool decode)
 {
-	size_t i = w->pos + 1;
+	size_t start = w->pos + 1, i = start;
+	bool copying = false; /* an escape was seen: bytes go to scratch */
 
-	if (decode)
-		buf_reset(&w->scratch);
 	while (i < w->n) {
 		unsigned char c = (unsigned char)w->in[i];
 		size_t run = i;
@@ -167,12 +172,19 @@ scan_string(struct walker *w, bool decode)
 		while (i < w->n && (c = (unsigned char)w->in[i]) >= 0x20 &&
 		       c < 0x80 && c != '"' && c != '\\')
 			i++;
-		if (decode && i > run && !buf_add(&w->scratch, w->in + run, i - run))
+		if (copying && i > run && !buf_add(&w->scratch, w->in + run, i - run))
 			return JSON_TOO_BIG;
 		if (i >= w->n)
 			break;
 		if (c == '"') {
 			w->pos = i + 1;
+			if (copying) {
+				w->str = w->scratch.p;
+				w->str_len = w->scratch.len;
+			} else {
+				w->str = w->in + start;
+				w->str_len = i - start;
+			}
 			return JSON_OK;
 		}
 		if (c < 0x20)
@@ -181,7 +193,7 @@ scan_string(struct walker *w, bool decode)
 			size_t l = utf8_len((const unsigned char *)w->in + i, w->n - i);
 			if (l == 0)
 				goto bad;
-			if (decode && !buf_add(&w->scratch, w->in + i, l))
+			if (copying && !buf_add(&w->scratch, w->in + i, l))
 				return JSON_TOO_BIG;
 			i += l;
 			continue;
@@ -189,6 +201,12 @@ scan_string(struct walker *w, bool decode)
 		/* Backslash escape. */
 		if (i + 1 >= w->n)
 			goto bad;
+		if (decode && !copying) {
+			buf_reset(&w->scratch);
+			if (!buf_add(&w->scratch, w->in + start, i - start))
+				return JSON_TOO_BIG;
+			copying = true;
+		}
 		char e = w->in[i + 1];
 		char lit = 0;
 		switch (e) {
@@ -215,14 +233,14 @@ scan_string(struct walker *w, bool decode)
 				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
 				i += 6;
 			}
-			if (decode && !put_utf8(&w->scratch, (unsigned)cp))
+			if (copying && !put_utf8(&w->scratch, (unsigned)cp))
 				return JSON_TOO_BIG;
 			continue;
 		}
 		default:
 			goto bad;
 		}
-		if (decode && !buf_addc(&w->scratch, lit))
+		if (copying && !buf_addc(&w->scratch, lit))
 			return JSON_TOO_BIG;
 		i += 2;
 	}
@@ -345,11 +363,11 @@ string_value(struct walker *w)
 		return r;
 	w->path.value_start = start;
 	w->path.value_end = w->pos;
-	if (w->scratch.len > w->max_string)
+	if (w->str_len > w->max_string)
 		return JSON_TOO_BIG;
 	buf_reset(&w->repl);
-	switch (w->cb(w->arg, &w->path, w->scratch.p ? w->scratch.p : "",
-	              w->scratch.len, &w->repl)) {
+	switch (w->cb(w->arg, &w->path, w->str_len > 0 ? w->str : "",
+	              w->str_len, &w->repl)) {
 	case JSON_KEEP:
 		return JSON_OK;
 	case JSON_CB_ERROR:

@@ -37,8 +37,10 @@ struct json_path {
 enum json_cb_result { JSON_KEEP, JSON_REPLACE, JSON_CB_ERROR };
 
 /*
- * s[0..n) is a decoded string value (may hold NUL bytes). To replace it,
- * put the new decoded text in repl and return JSON_REPLACE.
+ * s[0..n) is a decoded string value (may hold NUL bytes), valid only
+ * during the call and not NUL-terminated: without escapes it points into
+ * the input. To replace it, put the new decoded text in repl and return
+ * JSON_REPLACE.
  */
 typedef enum json_cb_result (*json_string_cb)(void *arg,
                                               const struct json_path *path,

@@ -118,10 +118,58 @@ check_escape(void)
 	CHECK(bad == 0, "json_escape_into matches the reference (case %d)", bad - 1);
 }
 
+/* Each string value, decoded, joined with '|': what callbacks see. */
+static enum json_cb_result
+collect(void *arg, const struct json_path *p, const char *s, size_t n,
+        struct buf *repl)
+{
+	struct buf *seen = arg;
+	(void)p;
+	(void)repl;
+	if (!buf_add(seen, s, n) || !buf_addc(seen, '|'))
+		return JSON_CB_ERROR;
+	return JSON_KEEP;
+}
+
+static void
+check_decoded(const char *in, size_t max_string, enum json_result want_r,
+              const char *want)
+{
+	struct buf seen;
+	size_t pos;
+	enum json_result r;
+
+	buf_init(&seen, 1 << 20);
+	r = json_walk(in, strlen(in), collect, NULL, &seen, max_string, &pos);
+	CHECK(r == want_r, "walk of %s: got %d want %d", in, r, want_r);
+	if (r == JSON_OK)
+		CHECK(seen.len == strlen(want) && memcmp(seen.p, want, seen.len) == 0,
+		      "decoded strings of %s: %.*s", in, (int)seen.len,
+		      seen.p ? seen.p : "");
+	buf_free(&seen);
+}
+
 int
 main(void)
 {
 	check_escape();
+	/* Strings without escapes reach the callback in place, the others
+	 * decoded from their first escape on: long plain runs (past the
+	 * 16-byte scan), UTF-8 either side of an escape, an escaped string
+	 * followed by a plain one (nothing of the first left over), keys. */
+	check_decoded("{\"k\":\"plain text longer than sixteen bytes\",\"e\":\"\"}",
+	              64, JSON_OK, "plain text longer than sixteen bytes||");
+	check_decoded("[\"caf\xc3\xa9 and a long plain prefix \\n then \xe2\x82\xac "
+	              "and \\u00e9\\\" end\", \"next plain one\", \"x\\/y\"]",
+	              256, JSON_OK,
+	              "caf\xc3\xa9 and a long plain prefix \n then \xe2\x82\xac and "
+	              "\xc3\xa9\" end|next plain one|x/y|");
+	check_decoded("{\"a\\u0062\":[\"\\u0041\",\"z\"]}", 8, JSON_OK,
+	              "A|z|");
+	/* max_string holds whether or not the string was copied. */
+	check_decoded("[\"0123456789\"]", 10, JSON_OK, "0123456789|");
+	check_decoded("[\"0123456789a\"]", 10, JSON_TOO_BIG, "");
+	check_decoded("[\"0123456789\\na\"]", 10, JSON_TOO_BIG, "");
 	check_valid("{\"a\": 0.7, \"b\" : [1, 2e-3, -0, true, false, null]}",
 	            "{\"a\": 0.7, \"b\" : [1, 2e-3, -0, true, false, null]}");
 	check_valid("{\"messages\":[{\"role\":\"user\",\"content\":\"hi \\u00e9\"}]}",
