@@ -26,9 +26,17 @@ grow(struct buf *b, size_t need)
 		return false;
 	if (need + 1 <= b->cap)
 		return true;
-	cap = b->cap ? b->cap : 256;
-	while (cap < need + 1)
-		cap *= 2;
+	/* The first block is as large as asked (a hint or one add of a known
+	 * size, no power of two above it: under glibc's 1032-byte line a
+	 * block comes from the per-thread cache, over it from the arenas);
+	 * growth from there doubles. */
+	if (b->cap == 0) {
+		cap = need + 1 > 256 ? need + 1 : 256;
+	} else {
+		cap = b->cap;
+		while (cap < need + 1)
+			cap *= 2;
+	}
 	if (cap > b->max + 1)
 		cap = b->max + 1;
 	/* Client-sized: an allocation failure fails the request, no abort.

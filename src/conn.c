@@ -56,8 +56,10 @@
 /* What one direct read may take: a chat request and its head in one
  * readv(2). libevent 2.1's own reads stop at EVBUFFER_MAX_READ (4 KiB)
  * after an ioctl(FIONREAD), so most requests cost two turns of the loop
- * and four system calls that way. */
-#define CONN_READ_SIZE 32768
+ * and four system calls that way. Short of 32 KiB by more than a chain's
+ * header: libevent rounds header and room up to a power of two, and a
+ * full 32 KiB of room would take a 64 KiB block per read. */
+#define CONN_READ_SIZE (32768 - 256)
 
 static void process_input(struct scrim_conn *c);
 static void read_cb(struct bufferevent *bev, void *arg);
@@ -1093,6 +1095,10 @@ conn_new(struct scrim_server *srv, int fd, const struct sockaddr *sa,
 	wt.tv_sec = srv->cfg->send_timeout_ms / 1000;
 	wt.tv_usec = (srv->cfg->send_timeout_ms % 1000) * 1000;
 	bufferevent_set_timeouts(c->bev, NULL, &wt);
+	/* A new bufferevent writes on its own (EV_WRITE enabled), so the
+	 * first answer would cost two epoll_ctl(2): flush_cb writes, and
+	 * enables the bufferevent only for what the kernel did not take. */
+	bufferevent_disable(c->bev, EV_WRITE);
 	c->direct = true;
 	read_on(c);
 	c->state = CONN_IDLE;

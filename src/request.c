@@ -1722,6 +1722,7 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 	struct scrim_req *r = arg;
 	struct buf hb;
 	bool ok = true;
+	size_t body_hint = 4096;
 
 	/* At most 64 KiB of head: more is refused (502) rather than sent. */
 	buf_init(&hb, 65536);
@@ -1729,6 +1730,17 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 	r->status = status;
 	r->upstream_ms = conn_now_ms();
 	for (size_t i = 0; i < nh && ok; i++) {
+		if (http_name_eq(h[i].name, h[i].name_len, "content-length")) {
+			/* The answer's buffers in one allocation each, of its
+			 * size (a hint: decoded bodies may be longer, and no
+			 * more than 64 KiB is taken on a provider's word). */
+			size_t v = 0, k = 0;
+			while (k < h[i].value_len && k < 6 && h[i].value[k] >= '0' &&
+			       h[i].value[k] <= '9')
+				v = v * 10 + (size_t)(h[i].value[k++] - '0');
+			if (k > 0 && k == h[i].value_len)
+				body_hint = v > 65536 ? 65536 : v;
+		}
 		if (http_name_eq(h[i].name, h[i].name_len, "x-request-id")) {
 			/* Ours is x-request-id; keep the provider's for support
 			 * tickets under its own name. */
@@ -1769,7 +1781,7 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 			r->tapping = true;
 		} else {
 			buf_init(&r->whole, (size_t)r->cfg->max_response_size);
-			buf_hint(&r->whole, 4096);
+			buf_hint(&r->whole, body_hint);
 			r->capture = true;
 		}
 	}
@@ -1781,7 +1793,7 @@ up_head(void *arg, int status, const struct upstream_header *h, size_t nh)
 	}
 	if (!r->sse) {
 		buf_init(&r->held, REQ_HOLD_MAX);
-		buf_hint(&r->held, 4096);
+		buf_hint(&r->held, body_hint);
 		r->held_head = hb; /* the request owns it now */
 		r->held_status = status;
 		r->holding = true;
