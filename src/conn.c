@@ -986,6 +986,30 @@ flush_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 void
+conn_flush_now(struct scrim_conn *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	/* A chunked answer waits for its last chunk (conn_send_end): one
+	 * write for the rest of it, not two. */
+	if (!c->direct || c->write_paused || c->state != CONN_BUSY ||
+	    (c->resp_chunked && !c->resp_no_body) ||
+	    evbuffer_get_length(out) == 0)
+		return;
+	evbuffer_unfreeze(out, 1);
+	(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+	evbuffer_freeze(out, 1);
+	if (evbuffer_get_length(out) > 0) {
+		kick(c); /* flush_cb: the rest, or the error */
+		return;
+	}
+	if (c->flush_pending) {
+		event_del(c->flush);
+		c->flush_pending = false;
+	}
+}
+
+void
 conn_direct_off(struct scrim_conn *c)
 {
 	if (!c->direct)

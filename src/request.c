@@ -1917,6 +1917,8 @@ up_done(void *arg, enum scrim_err err, const char *detail)
 	}
 	if (err == ERR_NONE) {
 		release(r, true);
+		/* The client has its answer before the bookkeeping starts. */
+		conn_flush_now(c);
 		req_finish(r);
 		conn_send_end(c);
 		return;
