@@ -13,7 +13,9 @@
 #   BENCH_ROUNDS=2           measurements per target and connection count,
 #                            interleaved; the summary keeps, for each, the
 #                            median by req/s of those during which other
-#                            processes took the least CPU (within 2 points)
+#                            processes took the least CPU (within 2 points);
+#                            with 2 or more it also gives the ratios taken
+#                            within each round, and their medians
 #   BENCH_RETRIES=4          extra measurements, in all, for rows during
 #                            which other processes took > 15% of a CPU
 #                            (Portkey's excepted)
@@ -745,6 +747,45 @@ verdicts() {
     }'
 }
 
+# $1 target, $2 connections: per round rN, the ratios to that round's nginx
+# (added latency: both minus that round's direct), then their medians.
+paired() {
+  local e
+  {
+    for e in ${ALL[$1,$2]:-}; do echo "t ${e//:/ }"; done
+    for e in ${ALL[nginx,$2]:-}; do echo "n ${e//:/ }"; done
+    for e in ${ALL[direct,$2]:-}; do echo "d ${e//:/ }"; done
+  } | awk -v t="$1" -v c="$2" '
+  $6 ~ /^r/ { rps[$1, $6] = $3; p50[$1, $6] = $4; p99[$1, $6] = $5; seen[$6] = 1 }
+  function med(a, n,   i, j, x) {
+    for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  END {
+    m = 0
+    for (r in seen) { m++; rr[m] = r }
+    for (i = 2; i <= m; i++) {
+      x = rr[i]
+      for (j = i - 1; j >= 1 && substr(rr[j], 2) + 0 > substr(x, 2) + 0; j--) rr[j + 1] = rr[j]
+      rr[j + 1] = x
+    }
+    n = 0; list = ""
+    for (k = 1; k <= m; k++) {
+      r = rr[k]
+      if (!(("t", r) in rps) || !(("n", r) in rps) || !(("d", r) in rps)) continue
+      n50 = p50["n", r] - p50["d", r]; n99 = p99["n", r] - p99["d", r]
+      if (n50 <= 0 || n99 <= 0 || rps["n", r] <= 0) continue
+      n++
+      a[n] = rps["t", r] / rps["n", r]
+      b[n] = (p50["t", r] - p50["d", r]) / n50
+      q[n] = (p99["t", r] - p99["d", r]) / n99
+      list = list sprintf(" %s %.2f/%.2f/%.2f", r, a[n], b[n], q[n])
+    }
+    if (n == 0) { printf "%-13s %5s %8s %10s %10s\n", t, c, "n/a", "n/a", "n/a"; exit }
+    printf "%-13s %5s %8.3f %10.2f %10.2f %s\n", t, c, med(a, n), med(b, n), med(q, n), list
+  }'
+}
+
 summary() {
   local c t s tc
   echo "## summary"
@@ -785,6 +826,19 @@ summary() {
         }'
     done
   done
+  if ((ROUNDS > 1)); then
+    echo
+    echo "The same ratios taken within each round (the round's own nginx and direct,"
+    echo "measured in the same minute), then the median over rounds r1..r$ROUNDS: a drift"
+    echo "of the machine between rounds moves all three rows of a round together."
+    echo
+    printf '%-13s %5s %8s %10s %10s  %s\n' target conns req/s "+p50" "+p99" "per round (req/s/+p50/+p99)"
+    for t in "${SCRIMS[@]}" $([[ "$WITH_PORTKEY" == 1 ]] && echo portkey); do
+      for c in $CONNECTIONS; do
+        paired "$t" "$c"
+      done
+    done
+  fi
   echo
   echo "Memory: a fresh process each; idle = after start and 6 requests; then $STREAMS"
   echo "concurrent streams held open (50 chunks, 200 ms apart, ~10 s each)."
