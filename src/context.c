@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,8 @@ struct context *
 context_new(struct event_base *base, const char *state_dir)
 {
 	struct context *cx = xcalloc(1, sizeof(*cx));
+	sigset_t all, old;
+	int rc;
 
 	cx->base = base;
 	cx->state_dir = xstrdup(state_dir);
@@ -349,11 +352,22 @@ context_new(struct event_base *base, const char *state_dir)
 	fcntl(cx->pipefd[1], F_SETFL, 0);
 	cx->done_ev = event_new(base, cx->pipefd[0], EV_READ | EV_PERSIST,
 	                        done_cb, cx);
-	if (cx->done_ev == NULL || event_add(cx->done_ev, NULL) != 0 ||
-	    pthread_create(&cx->thread, NULL, worker, cx) != 0) {
+	if (cx->done_ev == NULL || event_add(cx->done_ev, NULL) != 0) {
 		context_free(cx);
 		return NULL;
 	}
+	/* Like the audit writer, the worker takes none of the loop's
+	 * signals (SIGHUP, SIGTERM): they are the loop's to handle, and
+	 * would only interrupt the worker's reads and writes. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&cx->thread, NULL, worker, cx);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		context_free(cx);
+		return NULL;
+	}
+	(void)pthread_setname_np(cx->thread, "scrim-context");
 	cx->started = true;
 	return cx;
 }
