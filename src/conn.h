@@ -150,10 +150,12 @@ void conn_send_head_sized(struct scrim_conn *c, int status, const char *extra,
 bool conn_send_data(struct scrim_conn *c, const char *p, size_t n);
 bool conn_output_full(struct scrim_conn *c);
 void conn_send_end(struct scrim_conn *c);
-/* Write what is queued now rather than later in this turn of the loop:
- * the answer goes out before the request's bookkeeping (audit record,
- * metrics, settling limits) is done. What the kernel does not take, and
- * any error, is left to the usual deferred write. */
+/* Write what is queued now rather than later in this turn of the loop,
+ * unless other callbacks wait in this turn: alone, the answer goes out
+ * before the request's bookkeeping (audit record, metrics, settling
+ * limits) is done; with others, the answers of the turn go out together
+ * at its end. What the kernel does not take, and any error, is left to
+ * the usual deferred write. */
 void conn_flush_now(struct scrim_conn *c);
 /* Upstream broke mid-answer: flush what we have and close without the
  * terminating chunk, so the client sees a truncated response. */
