@@ -1002,7 +1002,7 @@ conn_flush_now(struct scrim_conn *c)
 	 * its end (flush_cb), so that a client process asleep on another
 	 * CPU is woken once for all of them, not once each. Each wake-up
 	 * costs the writer an interrupt to that CPU; at 32 connections this
-	 * halved the load generator's sleeps and gave 4-6% more requests a
+	 * halved the load generator's sleeps and gave 1-6% more requests a
 	 * second. An answer alone in its turn goes out now. */
 	if (event_base_get_num_events(c->srv->base, EVENT_BASE_COUNT_ACTIVE) >
 	    1) {
