@@ -21,10 +21,13 @@
 #                            (Portkey's excepted)
 #   BENCH_CONNECTIONS="1 16 32"  wrk connection counts
 #   BENCH_STREAMS=1000       concurrent streams for the memory test
-#   BENCH_SCRUB="on off"     scrim configurations to measure, when the build
-#                            knows `scrub`: on = the default configuration
-#                            (target "scrim"), off = the bare proxy
-#                            (target "scrim-noscrub")
+#   BENCH_SCRUB="on off noaudit"  scrim configurations to measure, when the
+#                            build knows `scrub`: on = the default
+#                            configuration (target "scrim"), off = the bare
+#                            proxy (target "scrim-noscrub"), noaudit = the
+#                            default with the audit log off (target
+#                            "scrim-noaudit"): the last two show what
+#                            scrubbing and the audit log each add
 #   BENCH_PIN=1              pin the proxy under test to CPU 1 and wrk + the
 #                            provider to CPU 0 (0: let the scheduler decide)
 #   BENCH_PORTKEY=1          0 skips Portkey (and its npm install)
@@ -56,7 +59,7 @@ RETRIES=${BENCH_RETRIES:-4}
 NOISY=15 # % of one CPU taken by other processes that makes a row suspect
 CONNECTIONS=${BENCH_CONNECTIONS:-"1 16 32"}
 STREAMS=${BENCH_STREAMS:-1000}
-SCRUB_MODES=${BENCH_SCRUB:-"on off"}
+SCRUB_MODES=${BENCH_SCRUB:-"on off noaudit"}
 PIN=${BENCH_PIN:-1}
 WITH_PORTKEY=${BENCH_PORTKEY:-1}
 REF=${BENCH_REF:-}
@@ -250,7 +253,7 @@ if [[ $(ulimit -n) -lt $((STREAMS * 2 + 200)) ]]; then
 fi
 
 mkdir -p "$TMP/nginx-prov" "$TMP/nginx-proxy"
-read -r P_PROV P_NGINX P_PORTKEY P_S1 P_S1A P_S2 P_S2A P_MEM P_MEM_ADMIN <<<"$(free_ports 9)"
+read -r P_PROV P_NGINX P_PORTKEY P_S1 P_S1A P_S2 P_S2A P_S3 P_S3A P_MEM P_MEM_ADMIN <<<"$(free_ports 11)"
 
 # ------------------------------------------------------------- the results
 
@@ -370,7 +373,7 @@ export BENCH_PROVIDER_KEY=sk-bench-provider-key
 
 # $1 listen port, $2 admin port, $3 provider base_url, $4 provider auth
 # (bearer|none), $5 scrub (on|off, or "" for a build without scrubbing),
-# $6 a name for its state_dir
+# $6 a name for its state_dir, $7 "off" to turn the audit log off
 scrim_conf() {
   cat <<EOF
 [gateway]
@@ -412,6 +415,7 @@ provider = fake
 EOF
   # base-URL mode only: no HTTPS proxy mode on the same port
   if [[ -n "$OPT_PROXY_OFF" ]]; then printf '\n[proxy]\nmode = off\n'; fi
+  if [[ "${7:-}" == off ]]; then printf '\n[audit]\nmode = off\n'; fi
 }
 
 # Settings a deployment would have, each dropped when this build does not
@@ -447,28 +451,29 @@ else
   die "scrim check refuses the benchmark's configuration ($TMP/probe.conf), see above"
 fi
 
-declare -A SCRUB_OF PORT_OF ADMIN_OF PID_OF
+declare -A SCRUB_OF AUDIT_OF PORT_OF ADMIN_OF PID_OF
 SCRIMS=()
 if [[ $SCRUB_KNOWN == 1 ]]; then
   for m in $SCRUB_MODES; do
     case $m in
     on) SCRIMS+=(scrim) SCRUB_OF[scrim]=on ;;
     off) SCRIMS+=(scrim-noscrub) SCRUB_OF[scrim-noscrub]=off ;;
-    *) die "BENCH_SCRUB: 'on' and/or 'off', not '$m'" ;;
+    noaudit) SCRIMS+=(scrim-noaudit) SCRUB_OF[scrim-noaudit]=on AUDIT_OF[scrim-noaudit]=off ;;
+    *) die "BENCH_SCRUB: 'on', 'off' and/or 'noaudit', not '$m'" ;;
     esac
   done
 else
   SCRIMS=(scrim) SCRUB_OF[scrim]=""
 fi
 ((${#SCRIMS[@]})) || die "BENCH_SCRUB selects no scrim configuration"
-ports=("$P_S1" "$P_S1A" "$P_S2" "$P_S2A")
+ports=("$P_S1" "$P_S1A" "$P_S2" "$P_S2A" "$P_S3" "$P_S3A")
 i=0
 for s in "${SCRIMS[@]}"; do
   PORT_OF[$s]=${ports[$i]} ADMIN_OF[$s]=${ports[$((i + 1))]}
   i=$((i + 2))
-  scrim_conf "${PORT_OF[$s]}" "${ADMIN_OF[$s]}" "http://127.0.0.1:$P_PROV/v1" bearer "${SCRUB_OF[$s]}" "$s" >"$TMP/$s.conf"
+  scrim_conf "${PORT_OF[$s]}" "${ADMIN_OF[$s]}" "http://127.0.0.1:$P_PROV/v1" bearer "${SCRUB_OF[$s]}" "$s" "${AUDIT_OF[$s]:-}" >"$TMP/$s.conf"
   "$SCRIM" check -c "$TMP/$s.conf" >/dev/null || die "scrim check failed on $TMP/$s.conf"
-  log "starting $s on 127.0.0.1:${PORT_OF[$s]}${SCRUB_OF[$s]:+ (scrub = ${SCRUB_OF[$s]})}"
+  log "starting $s on 127.0.0.1:${PORT_OF[$s]}${SCRUB_OF[$s]:+ (scrub = ${SCRUB_OF[$s]})}${AUDIT_OF[$s]:+ (audit = ${AUDIT_OF[$s]})}"
   "${ON_CPU1[@]}" "$SCRIM" serve -c "$TMP/$s.conf" >"$TMP/$s.stdout" 2>"$TMP/$s.stderr" &
   PIDS+=($!)
   PID_OF[$s]=$!
@@ -698,7 +703,7 @@ mem_test() {
 
 for s in "${SCRIMS[@]}"; do
   log "memory: a fresh $s, idle, then $STREAMS concurrent slow streams"
-  scrim_conf "$P_MEM" "$P_MEM_ADMIN" "http://127.0.0.1:$P_FAKE/v1" none "${SCRUB_OF[$s]}" "mem-$s" >"$TMP/mem-$s.conf"
+  scrim_conf "$P_MEM" "$P_MEM_ADMIN" "http://127.0.0.1:$P_FAKE/v1" none "${SCRUB_OF[$s]}" "mem-$s" "${AUDIT_OF[$s]:-}" >"$TMP/mem-$s.conf"
   "${ON_CPU1[@]}" "$SCRIM" serve -c "$TMP/mem-$s.conf" >"$TMP/mem-$s.stdout" 2>"$TMP/mem-$s.stderr" &
   PIDS+=($!)
   pid=$!
@@ -856,7 +861,7 @@ summary() {
     echo "Targets from the issue, at $tc connection(s):"
     for s in "${SCRIMS[@]}"; do
       echo
-      echo "$s$([[ -n "${SCRUB_OF[$s]}" ]] && echo " (scrub = ${SCRUB_OF[$s]})"):"
+      echo "$s$([[ -n "${SCRUB_OF[$s]}" ]] && echo " (scrub = ${SCRUB_OF[$s]})")$([[ -n "${AUDIT_OF[$s]:-}" ]] && echo " (audit = ${AUDIT_OF[$s]})"):"
       verdicts "$s" "$tc"
     done
     echo
