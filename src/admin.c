@@ -583,7 +583,13 @@ metrics_page(struct scrim_conn *c)
 		                  "are being written\n# TYPE scrim_audit_healthy gauge\n"
 		                  "scrim_audit_healthy %d\n",
 		              (unsigned long long)as.queued,
-		              audit_healthy(srv->audit) ? 1 : 0);
+		              audit_healthy(srv->audit) ? 1 : 0) &&
+		     buf_addf(&b, "# HELP scrim_audit_slow_writes_total Appends "
+		                  "of the event loop's that took 5 ms or more, each "
+		                  "leaving the appending to the writer thread for "
+		                  "10 s\n# TYPE scrim_audit_slow_writes_total "
+		                  "counter\nscrim_audit_slow_writes_total %llu\n",
+		              (unsigned long long)as.slow);
 	}
 	if (ok && audit_get_redis_stats(srv->audit, &ars))
 		ok = buf_addf(&b, "# HELP scrim_audit_redis_total Audit lines "

@@ -8,8 +8,13 @@
  * `forget` are auditcmd.c, the syslog and Redis Stream copies
  * auditsyslog.c and auditredis.c.
  *
- * The loop never waits on the disk: the queue is bounded (audit_queue
+ * The loop does not wait on the disk: the queue is bounded (audit_queue
  * records, AUDIT_QUEUE_MAX_BYTES) and audit_write only takes its lock.
+ * At the end of a turn of the loop, the loop appends what the turn
+ * queued itself, when it can do so without waiting (see loop_flush_cb):
+ * a write(2) into the page cache, as nginx writes its access log and
+ * Redis its append-only file. The fsync, retries, reopening and every
+ * write the loop passes up stay with the writer thread.
  * A record leaves the queue only once its line is in the file, so while
  * the disk is full records wait and none that was accepted is lost;
  * audit_healthy() turns false until a write succeeds again.
@@ -35,6 +40,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
@@ -69,6 +75,15 @@
 #define AUDIT_NAP_MS 2
 /* ... and this long for the Redis stream to take the last lines. */
 #define AUDIT_REDIS_CLOSE_MS 2000
+/* A write of the loop's that took this long (a disk the kernel throttles,
+ * a slow network filesystem) leaves the writing to the writer thread for
+ * AUDIT_LOOP_OFF_MS, so a slow disk costs the loop one such wait in that
+ * time, not one per turn. */
+#define AUDIT_LOOP_SLOW_MS 5
+#define AUDIT_LOOP_OFF_MS 10000
+/* Records the loop appends in one go; the rest go in the next callback,
+ * after the other callbacks of the turn. */
+#define AUDIT_LOOP_BATCH_ITEMS 256
 
 enum audit_fsync { AUDIT_FSYNC_ALWAYS, AUDIT_FSYNC_INTERVAL, AUDIT_FSYNC_NEVER };
 enum audit_client { AUDIT_CLIENT_FULL, AUDIT_CLIENT_TRUNCATED, AUDIT_CLIENT_NONE };
@@ -113,9 +128,22 @@ struct audit {
 	struct audit_item *head, *tail;
 	size_t nitems, nbytes;
 	bool reopen_req, stop_req, closed;
+	bool writer_idle;       /* waits with no timer: tell it of a write */
+	bool help;              /* the loop asks the thread to append */
 
-	/* The writer thread's (and audit_open's, before it starts). */
+	/* The loop appends at the end of its turns (flush_ev), unless there
+	 * is no loop, fsync is always or the file is no regular file: set at
+	 * open. The event and flush_pending are the loop's own. */
+	bool loop_appends;
+	struct event *flush_ev;
+	bool flush_pending;
+
+	/* The writer's state, the fields from here down to healthy, is
+	 * under wmu: the writer thread holds it while it works, the loop
+	 * tries it at the end of a turn. Taken before mu, never after. */
 	pthread_t thread;
+	pthread_mutex_t wmu;
+	uint64_t loop_off_until; /* a slow write: the loop leaves it be */
 	int fd;                 /* -1 after a failed reopen: retried */
 	bool regular;           /* a regular file: torn lines can be cut */
 	int anchor_fd;          /* -1 when the anchor cannot be kept */
@@ -132,7 +160,7 @@ struct audit {
 
 	atomic_bool healthy;
 	atomic_bool block;      /* on_failure = block; follows reloads */
-	_Atomic uint64_t written, failed, dropped, refused;
+	_Atomic uint64_t written, failed, dropped, refused, slow;
 };
 
 static uint64_t
@@ -498,9 +526,14 @@ audit_write(struct audit *a, const struct audit_record *r)
 	          ? "queue full (bytes)"
 	          : NULL;
 	if (why == NULL) {
-		/* A nap ends by itself; a queue filling up ends it early. */
-		wake = a->napping ? a->nitems + 1 >= a->max_items / 2
-		                  : a->head == NULL;
+		/* A nap ends by itself; a queue filling up ends it early.
+		 * The loop appends its own records (loop_flush_cb) and wakes
+		 * the writer only when it cannot, or for a queue filling up. */
+		wake = a->napping || a->loop_appends
+		           ? a->nitems + 1 >= a->max_items / 2
+		           : a->head == NULL;
+		if (wake && a->loop_appends)
+			a->help = true;
 		if (a->tail != NULL)
 			a->tail->next = it;
 		else
@@ -519,6 +552,12 @@ audit_write(struct audit *a, const struct audit_record *r)
 		free(it->data);
 		free(it);
 		return drop(a, why);
+	}
+	/* After the callbacks already due in this turn: the answers of the
+	 * turn go out before their records are written. */
+	if (a->flush_ev != NULL && !a->flush_pending) {
+		a->flush_pending = true;
+		event_active(a->flush_ev, EV_TIMEOUT, 1);
 	}
 	return true;
 }
@@ -873,6 +912,30 @@ sync_now(struct audit *a, uint64_t now)
 	return false;
 }
 
+/*
+ * The writer thread's interval fsync, with wmu let go meanwhile: the loop
+ * goes on appending while the disk works (a few milliseconds here, much
+ * more on a busy disk). The descriptor stays open: only this thread
+ * closes it.
+ */
+static void
+sync_unlocked(struct audit *a)
+{
+	int fd = a->fd, e = 0;
+
+	a->dirty = false;
+	a->last_sync_ms = mono_ms();
+	if (fd < 0)
+		return;
+	pthread_mutex_unlock(&a->wmu);
+	/* EINVAL: a device such as /dev/null has nothing to sync. */
+	if (fdatasync(fd) != 0 && errno != EINVAL)
+		e = errno;
+	pthread_mutex_lock(&a->wmu);
+	if (e != 0)
+		note_failure(a, e, mono_ms());
+}
+
 /* Seal the checkpoint owed (a->ckpt_event) into the batch. */
 static bool
 seal_checkpoint(struct audit *a, struct audit_chain *w, uint64_t now)
@@ -1090,6 +1153,76 @@ writer_reopen(struct audit *a)
 	log_info("audit: reopened %s", a->path);
 }
 
+/*
+ * The loop's end of a turn: append what the turn queued, so that the
+ * writer thread need not be woken for it. On a CPU shared by the loop and
+ * the writer, each wake-up of the writer took the CPU from the next
+ * request at a moment of its own choosing; appended here, the records go
+ * in while the loop would otherwise wait for the next event. The loop
+ * only tries: whatever is not plain (the writer thread has the file, the
+ * log fails or waits for a retry, the file is closed, a write was slow)
+ * is left to the writer thread, which is woken for it.
+ */
+static void
+loop_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct audit *a = arg;
+	bool more = false, nudge = false, news = false;
+	uint64_t now;
+	long w;
+
+	(void)fd;
+	(void)what;
+	a->flush_pending = false;
+	if (pthread_mutex_trylock(&a->wmu) != 0) {
+		/* The thread has the file: it takes these too (nothing else
+		 * might come to append them), now or, if it has just decided
+		 * to wait, once signalled. */
+		pthread_mutex_lock(&a->mu);
+		a->help = true;
+		pthread_cond_signal(&a->cv);
+		pthread_mutex_unlock(&a->mu);
+		return;
+	}
+	now = mono_ms();
+	/* A failure has its retry timer in the writer thread already. */
+	if (a->fd < 0 || !atomic_load(&a->healthy) || now < a->retry_at_ms) {
+		/* nothing */
+	} else if (!a->regular || now < a->loop_off_until) {
+		nudge = true;
+	} else {
+		bool was_dirty = a->dirty;
+
+		w = writer_flush(a, AUDIT_LOOP_BATCH_ITEMS);
+		/* News to the thread: the retry a failure set, the fsync a
+		 * first write since the last one makes due. */
+		news = w < 0 || (!was_dirty && a->dirty);
+		if (w >= 0 && mono_ms() - now >= AUDIT_LOOP_SLOW_MS) {
+			a->loop_off_until = mono_ms() + AUDIT_LOOP_OFF_MS;
+			atomic_fetch_add(&a->slow, 1);
+			log_warn("audit: a write to %s took %" PRIu64 " ms; the "
+			         "writer thread appends alone for %d s",
+			         a->path, mono_ms() - now, AUDIT_LOOP_OFF_MS / 1000);
+			nudge = true;
+		} else if (w == AUDIT_LOOP_BATCH_ITEMS) {
+			more = true;
+		}
+	}
+	pthread_mutex_unlock(&a->wmu);
+	pthread_mutex_lock(&a->mu);
+	if (nudge)
+		a->help = true;
+	/* A napping thread looks at the queue when its nap ends. */
+	if (news || a->writer_idle || (nudge && !a->napping))
+		pthread_cond_signal(&a->cv);
+	more = more && a->head != NULL;
+	pthread_mutex_unlock(&a->mu);
+	if (more) {
+		a->flush_pending = true;
+		event_active(a->flush_ev, EV_TIMEOUT, 1);
+	}
+}
+
 static void
 wait_until(struct audit *a, uint64_t wake)
 {
@@ -1116,11 +1249,17 @@ writer_main(void *arg)
 	struct audit *a = arg;
 	uint64_t stop_by = 0, nap_until = 0;
 
+	pthread_mutex_lock(&a->wmu);
 	pthread_mutex_lock(&a->mu);
 	for (;;) {
 		uint64_t now = mono_ms(), wake = UINT64_MAX, t;
-		bool have = a->head != NULL || a->ckpt_event != NULL;
 		bool reopen = a->reopen_req, stop = a->stop_req;
+		/* Records the loop appends itself are not ours to race it for,
+		 * unless it asks, the log fails (the retries are ours) or we
+		 * stop. */
+		bool mine = !a->loop_appends || a->help || stop ||
+		            !atomic_load(&a->healthy);
+		bool have = (a->head != NULL && mine) || a->ckpt_event != NULL;
 		bool flush_due = have && now >= a->retry_at_ms;
 		bool sync_due = false, epoch_due = false;
 
@@ -1147,9 +1286,20 @@ writer_main(void *arg)
 		}
 		if (!reopen && !flush_due && !sync_due && !epoch_due) {
 			a->napping = !stop && now < nap_until;
-			wait_until(a, a->napping ? earliest(wake, nap_until) : wake);
-			a->napping = false;
+			if (a->napping)
+				wake = earliest(wake, nap_until);
+			a->writer_idle = wake == UINT64_MAX;
+			/* The loop may append while we wait. Waiting with no
+			 * timer, we are woken by its first append, to set the
+			 * fsync and epoch timers (loop_flush_cb). */
+			pthread_mutex_unlock(&a->wmu);
+			wait_until(a, wake);
+			a->napping = a->writer_idle = false;
 			nap_until = 0;
+			/* wmu before mu, as everywhere. */
+			pthread_mutex_unlock(&a->mu);
+			pthread_mutex_lock(&a->wmu);
+			pthread_mutex_lock(&a->mu);
 			continue;
 		}
 		a->reopen_req = false;
@@ -1163,8 +1313,10 @@ writer_main(void *arg)
 			nap_until = mono_ms() + AUDIT_NAP_MS;
 		}
 		if (sync_due && a->dirty)
-			(void)sync_now(a, mono_ms());
+			sync_unlocked(a);
 		pthread_mutex_lock(&a->mu);
+		if (a->head == NULL)
+			a->help = false;
 	}
 	pthread_mutex_unlock(&a->mu);
 	/* A clean end is marked, so a verifier can tell it from a crash. */
@@ -1179,6 +1331,7 @@ writer_main(void *arg)
 		close(a->anchor_fd);
 		a->anchor_fd = -1;
 	}
+	pthread_mutex_unlock(&a->wmu);
 	return NULL;
 }
 
@@ -1187,6 +1340,8 @@ writer_main(void *arg)
 static void
 audit_free(struct audit *a)
 {
+	if (a->flush_ev != NULL)
+		event_free(a->flush_ev);
 	auditredis_free(a->redis);
 	if (a->fd >= 0)
 		close(a->fd);
@@ -1196,6 +1351,7 @@ audit_free(struct audit *a)
 	buf_free(&a->batch);
 	pthread_cond_destroy(&a->cv);
 	pthread_mutex_destroy(&a->mu);
+	pthread_mutex_destroy(&a->wmu);
 	free(a->path);
 	free(a->anchor_path);
 	free(a);
@@ -1203,8 +1359,9 @@ audit_free(struct audit *a)
 
 /*
  * The writer thread keeps its own clock for fsync, retries and epochs, so
- * no timer of the file's runs on the loop; base carries the Redis Stream
- * copy only, and may be NULL without one.
+ * no timer of the file's runs on the loop. base carries the Redis Stream
+ * copy and the loop's end-of-turn appends (loop_flush_cb); with base NULL
+ * the writer thread does all the writing.
  */
 struct audit *
 audit_open(const struct scrim_config *cfg, struct event_base *base,
@@ -1236,6 +1393,7 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	atomic_init(&a->healthy, true);
 	atomic_init(&a->block, cfg->audit_block == 0);
 	pthread_mutex_init(&a->mu, NULL);
+	pthread_mutex_init(&a->wmu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&a->cv, &ca);
@@ -1292,6 +1450,19 @@ audit_open(const struct scrim_config *cfg, struct event_base *base,
 	}
 	if (a->use_syslog)
 		auditsyslog_open();
+	/* fsync = always syncs each batch, which the loop must not wait for;
+	 * a pipe or a device could block it. */
+	a->loop_appends = base != NULL &&
+	                  a->fsync_mode != AUDIT_FSYNC_ALWAYS && a->regular;
+	if (a->loop_appends) {
+		a->flush_ev = event_new(base, -1, 0, loop_flush_cb, a);
+		if (a->flush_ev == NULL) {
+			snprintf(err, errlen, "out of memory");
+			if (a->use_syslog)
+				auditsyslog_close();
+			goto fail;
+		}
+	}
 
 	/* The writer must not take the loop's signals (SIGHUP, SIGTERM). */
 	sigfillset(&all);
@@ -1374,6 +1545,7 @@ audit_get_stats(struct audit *a, struct audit_stats *st)
 	st->failed = atomic_load(&a->failed);
 	st->dropped = atomic_load(&a->dropped);
 	st->refused = atomic_load(&a->refused);
+	st->slow = atomic_load(&a->slow);
 	pthread_mutex_lock(&a->mu);
 	st->queued = a->nitems;
 	pthread_mutex_unlock(&a->mu);
@@ -1396,6 +1568,11 @@ audit_close(struct audit *a)
 
 	if (a == NULL)
 		return;
+	/* The loop appends no more: the writer thread writes what is left. */
+	if (a->flush_ev != NULL) {
+		event_free(a->flush_ev);
+		a->flush_ev = NULL;
+	}
 	pthread_mutex_lock(&a->mu);
 	a->stop_req = true;
 	a->closed = true;

@@ -99,6 +99,7 @@ struct audit_stats {
 	uint64_t dropped;  /* records lost: never queued, never written */
 	uint64_t refused;  /* requests refused with 503 (block) */
 	uint64_t queued;   /* records waiting for the disk, now */
+	uint64_t slow;     /* loop's writes so slow the thread took over */
 };
 void audit_get_stats(struct audit *a, struct audit_stats *st);
 
