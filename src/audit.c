@@ -1153,6 +1153,17 @@ writer_reopen(struct audit *a)
 	log_info("audit: reopened %s", a->path);
 }
 
+/* When the current epoch ends by time (an idle epoch still ends on
+ * time, so its key does not linger in memory), or 0: none is running or
+ * a checkpoint is owed already. wmu held. */
+static uint64_t
+epoch_end(const struct audit *a)
+{
+	if (a->ckpt_event != NULL || a->chain.st.seq == 0)
+		return 0;
+	return a->chain.epoch_start_ms + AUDITCHAIN_EPOCH_MS;
+}
+
 /*
  * The loop's end of a turn: append what the turn queued, so that the
  * writer thread need not be woken for it. On a CPU shared by the loop and
@@ -1192,7 +1203,12 @@ loop_flush_cb(evutil_socket_t fd, short what, void *arg)
 		nudge = true;
 	} else {
 		bool was_dirty = a->dirty;
+		uint64_t end = epoch_end(a);
 
+		/* Records after the epoch's end are sealed in the next one,
+		 * as when the thread appends them. */
+		if (end != 0 && now >= end)
+			a->ckpt_event = "epoch";
 		w = writer_flush(a, AUDIT_LOOP_BATCH_ITEMS);
 		/* News to the thread: the retry a failure set, the fsync a
 		 * first write since the last one makes due. */
@@ -1268,10 +1284,8 @@ writer_main(void *arg)
 			sync_due = now >= t;
 			wake = earliest(wake, t);
 		}
-		/* An idle epoch still ends on time, so its key does not
-		 * linger in memory: an "epoch" checkpoint moves it on. */
-		if (a->ckpt_event == NULL && a->chain.st.seq > 0) {
-			t = a->chain.epoch_start_ms + AUDITCHAIN_EPOCH_MS;
+		/* An "epoch" checkpoint moves the key on (epoch_end). */
+		if ((t = epoch_end(a)) != 0) {
 			epoch_due = now >= t;
 			wake = earliest(wake, t);
 		}
